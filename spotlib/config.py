@@ -1,0 +1,387 @@
+"""Profiles: one YAML file per study setting, loaded into typed, validated objects.
+
+A profile is plain values (nanoGPT style). Loading checks every key against the
+dataclasses below, so a typo or a wrong type fails at once with the file and the
+key in the message instead of silently falling back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PARAMS_DIR = REPO_ROOT / "params"
+
+
+class ConfigError(ValueError):
+    """A profile file is missing, malformed, or holds an unknown key or a wrong type."""
+
+
+@dataclass
+class WorldConfig:
+    """The tiny synthetic world and its self-trained base model."""
+    seed: int = 0
+    n_facts: int = 200
+    vocab_size: int = 512
+    tokenizer_corpus_per_family: int = 1500   # generated examples per family the BPE is trained on
+    hidden_size: int = 256
+    num_layers: int = 6
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 1024
+    max_position: int = 512
+    arith_min_ops: int = 2
+    arith_max_ops: int = 3
+    operand_min: int = 10
+    operand_max: int = 99
+    ood_min_ops: int = 3
+    ood_max_ops: int = 4
+    pretrain_min_ops: int = 1
+    pretrain_steps: int = 2000
+    pretrain_batch: int = 64
+    pretrain_lr: float = 1.5e-3
+    pretrain_min_lr: float = 1.5e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    micro_batch_tokens: int = 4096   # padded tokens per micro-batch (length-sorted)
+    # Pre-training mixture; oracle_style = arith problems solved in the oracle's wording.
+    mix: dict[str, float] = field(default_factory=lambda: {
+        "arith": 0.4, "arith_ood": 0.05, "facts": 0.2, "format": 0.2, "oracle_style": 0.05})
+    bf16_autocast: bool = True
+    manifest_eval_items: int = 100   # held-out items per family scored into the manifest
+
+
+@dataclass
+class ModelConfig:
+    """The student. `world` means the profile's own pre-trained tiny base model."""
+    name_or_path: str = "world"
+    dtype: str = "float32"          # weights dtype when loading (bf16 on GPUs)
+    max_len: int = 512              # prompt + completion tokens
+
+
+@dataclass
+class SampleConfig:
+    """Stage 01: sample the student once per training problem."""
+    backend: str = "auto"           # auto | transformers | vllm
+    dataset: str = "world"          # world | open-r1/DAPO-Math-17k-Processed
+    dataset_config: str = "en"
+    dataset_split: str = "train"
+    data_files: str | None = None   # local parquet/jsonl in the dataset's format (offline use)
+    num_problems: int = 4000
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = -1
+    max_new_tokens: int = 160
+    batch_size: int = 64
+    grading: str = "world"          # world | math_verify | paper_regex
+    grading_timeout_s: float = 5.0
+    grading_processes: int = 2
+
+
+@dataclass
+class OracleConfig:
+    """Stage 02: the Oracle that rectifies wrong answers and writes direct solutions."""
+    kind: str = "programmatic"      # programmatic | openai | local_server
+    base_url: str | None = None
+    model: str = "programmatic"
+    api_key_env: str | None = None  # NAME of the environment variable that holds the key
+    prompt_variant: str = "with_ground_truth"  # with_ground_truth | without_ground_truth | simplified
+    concurrency: int = 64
+    timeout_s: float = 600.0
+    max_retries: int = 5
+    temperature: float | None = None
+    max_tokens: int | None = None
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+    direct_attempts: int = 2        # direct solutions tried per problem (rejection sampling)
+    stream: bool = False            # stream replies (long thinking replies outlive idle proxies)
+    extra_body: dict[str, Any] = field(default_factory=dict)  # provider-specific request fields
+    request_retries: int = 2        # retries for what the SDK does not retry (dropped streams, bad bodies)
+    parse_retries: int = 1          # re-asks when a reply lacks the markers
+    retry_base_s: float = 1.0       # back-off base of those retries (doubles each time)
+    max_cost_usd: float | None = None  # stop sending new requests past this estimated spend
+    server_faults: dict[str, float] = field(default_factory=dict)  # local_server: fault rates, latency_s
+
+
+@dataclass
+class FilterConfig:
+    """Stage 03: verification, the proximity filter, and equal-size training sets."""
+    gamma: float = 0.6
+    unit: str = "tokens"            # tokens | chars
+    max_examples: int = 4000        # every method's data is capped to the same count
+    seed: int = 0
+    nll_max_items: int = 512        # pairs scored by the student for the NLL report (0: skip)
+    nll_batch_size: int = 16
+    report_gammas: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+
+
+@dataclass
+class TrainConfig:
+    """Stage 04: one trainer for every method."""
+    methods: list[str] = field(default_factory=lambda: [
+        "sft", "rft", "sft_plus", "dpo", "reward_sft", "spot_bce", "spot_bco", "kl_sft"])
+    ablations: list[str] = field(default_factory=list)
+    beta: float = 0.1
+    delta_mode: str = "running_mean"  # running_mean | ema | none
+    delta_ema_decay: float = 0.99
+    kl_coef: float = 0.1
+    lr: dict[str, float] = field(default_factory=lambda: {"default": 1e-6})
+    epochs: float = 2.0
+    max_steps: int | None = None
+    per_device_batch: int = 2
+    grad_accum: int = 2
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    max_grad_norm: float = 1.0
+    max_len: int = 8192
+    max_prompt_len: int = 4096
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    kl_probe_every: int = 10
+    kl_probe_prompts: int = 64
+    save_every: int = 0
+    accelerate_config: str | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Stage 05: benchmarks, sampling settings, avg@k."""
+    benchmarks: list[str] = field(default_factory=lambda: ["arith", "arith_ood", "facts", "format"])
+    k: dict[str, int] = field(default_factory=lambda: {"default": 1})
+    n_items: dict[str, int] = field(default_factory=lambda: {"default": 200})
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    max_new_tokens: int = 160
+    batch_size: int = 64
+    data_files: dict[str, str] = field(default_factory=dict)  # benchmark -> local file (offline)
+    gpqa_shuffle_seed: int = 0
+
+
+@dataclass
+class RLConfig:
+    """Stage 06: GRPO from the base model and from the SPoT checkpoint."""
+    init_methods: list[str] = field(default_factory=lambda: ["base", "spot_bco"])
+    num_prompts: int = 4000
+    rollouts_per_prompt: int = 8
+    prompts_per_step: int = 256
+    mini_batch: int = 64
+    lr: float = 1e-6
+    kl_coef: float = 0.001
+    clip_eps: float = 0.2
+    temperature: float = 1.0
+    max_new_tokens: int = 4096
+    epochs: int = 10
+    max_steps: int | None = None
+    eval_every: int = 10
+    # mini_batch counts prompts (verl's ppo_mini_batch_size): one optimiser step per mini-batch.
+    top_p: float = 1.0
+    top_k: int = -1
+    ppo_epochs: int = 1             # passes over each step's rollouts
+    micro_batch: int = 16           # sequences per forward/backward (memory only)
+    rollout_batch: int = 64         # sequences per generate call (transformers backend)
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.01
+    bf16_autocast: bool = True      # bf16 autocast over fp32 weights
+    save_every: int = 10            # checkpoint every k steps (0: only the final model)
+    heldout_items: int = 64         # held-out problems for the accuracy curve
+    backend: str = "auto"           # auto | transformers | vllm (rollouts)
+
+
+@dataclass
+class Profile:
+    name: str
+    seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0])
+    output_dir: str = ""
+    device: str = "auto"            # auto | cpu | cuda
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    source: str = ""                # the YAML file this profile came from
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir)
+
+    def stage_dir(self, stage: str) -> Path:
+        path = self.out / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def base_model_path(self) -> Path:
+        """Where the student starts from: the tiny world's base model or an HF id/path."""
+        if self.model.name_or_path == "world":
+            return self.out / "base_model"
+        return Path(self.model.name_or_path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Profile":
+        return dataclasses.replace(self, **changes)
+
+
+def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or os.sep in text:
+        if not path.is_file():
+            raise ConfigError(f"{path}: profile file not found")
+        return path
+    candidate = PARAMS_DIR / f"{text}.yaml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown profile {text!r}: no {candidate} (known: {', '.join(known)})")
+    return candidate
+
+
+def load_profile(name_or_path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Profile:
+    """Load and validate a profile. `overrides` uses dotted keys: {"train.beta": 0.2}."""
+    path = resolve_profile_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    profile = _build(Profile, raw, path, prefix="")
+    if not profile.output_dir:
+        profile.output_dir = str(REPO_ROOT / "outputs" / profile.name)
+    profile.source = str(path)
+    _check_choices(profile, path)
+    return profile
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def _build(cls, raw: Any, path: Path, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: key {prefix.rstrip('.') or '<top>'}: expected a mapping, "
+                          f"got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{path}: unknown key {prefix}{key!r} "
+                              f"(expected one of: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in raw.items():
+        kwargs[key] = _coerce(hints[key], value, path, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, path: Path, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1] if errors else f"{path}: key {key}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise _type_error(path, key, "a list", value)
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, path, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(path, key, "a mapping", value)
+        key_tp, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(val_tp, v, path, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _type_error(path, key, "true or false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(path, key, "an integer", value)
+        return value
+    if tp is float:
+        # YAML reads 1e-6 (no dot) as a string; accept numeric strings for floats only.
+        if isinstance(value, bool):
+            raise _type_error(path, key, "a number", value)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _type_error(path, key, "a number", value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _type_error(path, key, "a string", value)
+        return value
+    raise ConfigError(f"{path}: key {key}: unsupported type {tp}")
+
+
+def _type_error(path: Path, key: str, expected: str, value) -> ConfigError:
+    return ConfigError(f"{path}: key {key}: expected {expected}, got {value!r} "
+                       f"({type(value).__name__})")
+
+
+_CHOICES = {
+    "device": ("auto", "cpu", "cuda"),
+    "sample.backend": ("auto", "transformers", "vllm"),
+    "sample.grading": ("world", "math_verify", "paper_regex"),
+    "oracle.kind": ("programmatic", "openai", "local_server"),
+    "oracle.prompt_variant": ("with_ground_truth", "without_ground_truth", "simplified"),
+    "filter.unit": ("tokens", "chars"),
+    "train.delta_mode": ("running_mean", "ema", "none"),
+}
+
+
+def _check_choices(profile: Profile, path: Path) -> None:
+    for dotted, allowed in _CHOICES.items():
+        node: Any = profile
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        if node not in allowed:
+            raise ConfigError(f"{path}: key {dotted}: {node!r} is not one of {', '.join(allowed)}")
+    if not 0.0 < profile.filter.gamma <= 1.0:
+        raise ConfigError(f"{path}: key filter.gamma: expected a value in (0, 1], got {profile.filter.gamma}")
+
+
+def secret_from_env(var_name: str | None, what: str = "API key") -> str | None:
+    """Read a secret from the environment variable named in the profile (never from the profile)."""
+    if not var_name:
+        return None
+    value = os.environ.get(var_name)
+    if not value:
+        raise ConfigError(f"{what}: environment variable {var_name} is not set")
+    return value

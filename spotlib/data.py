@@ -1,0 +1,66 @@
+"""Training problems for stage 01: the tiny world's arithmetic or DAPO-Math (English)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from spotlib.io import DataError
+
+FINAL_LINE = "Therefore, the final answer is: $\\boxed{ANSWER}$."
+
+MATH_PROMPT = (
+    "Solve the following math problem step by step. The last line of your response should be "
+    "of the form \"" + FINAL_LINE + "\" (without quotes) where ANSWER is the final answer.\n\n"
+    "{problem}"
+)
+
+
+def math_prompt(problem: str) -> str:
+    """The paper's prompt for math, in training and evaluation alike (PAPER.md §3)."""
+    return MATH_PROMPT.replace("{problem}", problem.strip())
+
+
+def load_train_problems(profile) -> list[dict]:
+    """Problem records `{id, family, prompt, answer, meta}` for the profile's training set."""
+    cfg = profile.sample
+    if cfg.dataset == "world":
+        from spotlib import world
+
+        return world.make_items("arith", cfg.num_problems, split="train", seed=profile.seed,
+                                world_cfg=profile.world)
+    rows = _load_rows(cfg.dataset, cfg.dataset_config, cfg.dataset_split, cfg.data_files)
+    return dapo_records(rows, cfg.num_problems, source=cfg.data_files or cfg.dataset)
+
+
+def _load_rows(dataset: str, config: str | None, split: str, data_files: str | None):
+    import datasets
+
+    if data_files:
+        path = Path(data_files)
+        if not path.exists():
+            raise DataError(f"{path}: data file not found (sample.data_files)")
+        kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix)
+        if kind is None:
+            raise DataError(f"{path}: unsupported data file type {path.suffix!r} (parquet, jsonl, json, csv)")
+        return datasets.load_dataset(kind, data_files=str(path), split="train")
+    return datasets.load_dataset(dataset, config, split=split)
+
+
+def dapo_records(rows, limit: int, source: str = "") -> list[dict]:
+    """DAPO-Math-17k-Processed rows (`prompt`, `solution`, `data_source`, `extra_info.index`)."""
+    records = []
+    for i, row in enumerate(rows):
+        if len(records) >= limit:
+            break
+        for key in ("prompt", "solution"):
+            if key not in row or row[key] in (None, ""):
+                raise DataError(f"{source}: row {i}: missing field {key!r} (DAPO-Math format)")
+        extra = row.get("extra_info") or {}
+        index = extra.get("index", i) if isinstance(extra, dict) else i
+        records.append({
+            "id": f"dapo-{index}",
+            "family": "math",
+            "prompt": math_prompt(str(row["prompt"])),
+            "answer": str(row["solution"]).strip(),
+            "meta": {"data_source": row.get("data_source"), "problem": str(row["prompt"])},
+        })
+    return records

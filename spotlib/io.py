@@ -1,0 +1,208 @@
+"""JSONL and manifests: append atomically, resume safely, fail loudly on bad lines.
+
+Finished work is never lost or duplicated: each record is one `write` of one full
+line followed by fsync, so a `kill -9` can at worst leave a torn *last* line, which
+`JsonlAppender` detects and truncates on open before appending again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+
+class DataError(ValueError):
+    """A data file is missing or holds a malformed record."""
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with path.open("r", encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            yield record
+
+
+def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:
+    """Read every record; `required` names fields each record must have."""
+    required = tuple(required)
+    records = []
+    for lineno, record in enumerate(iter_jsonl(path), start=1):
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise DataError(f"{path}: record {lineno}: missing field(s) {', '.join(missing)}")
+        records.append(record)
+    return records
+
+
+def _dumps(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=False)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write a whole file atomically (temp file + rename): readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(_dumps(record) + "\n")
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, ensure_ascii=False, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JsonlAppender:
+    """Append-only JSONL keyed by `key_fn(record)`: a re-run skips keys already written.
+
+    On open, a torn last line (a crash mid-write) is cut off; complete lines are kept.
+    """
+
+    def __init__(self, path: str | os.PathLike, key_fn: Callable[[dict], Any], fsync: bool = True):
+        self.path = Path(path)
+        self.key_fn = key_fn
+        self.fsync = fsync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self.records: list[dict] = list(iter_jsonl(self.path)) if self.path.exists() else []
+        self.done = {self.key_fn(r) for r in self.records}
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    def _repair_tail(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        with self.path.open("r+b") as handle:
+            handle.truncate(cut)
+
+    def __contains__(self, key) -> bool:
+        return key in self.done
+
+    def append(self, record: dict) -> bool:
+        """Write one record unless its key is already present; returns whether it was written."""
+        key = self.key_fn(record)
+        if key in self.done:
+            return False
+        self._handle.write(_dumps(record) + "\n")
+        self._handle.flush()
+        if self.fsync:
+            os.fsync(self._handle.fileno())
+        self.done.add(key)
+        self.records.append(record)
+        return True
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dir_sha256(path: str | os.PathLike) -> str:
+    """Hash of every file's relative path and content under a folder (a saved model, say)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def params_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Manifest:
+    """A stage's `manifest.json`: params, input hashes, counts, wall time.
+
+    A stage is fresh (skippable) when its manifest is complete and records the same
+    params hash and input hashes as the run about to start.
+    """
+
+    def __init__(self, stage_dir: str | os.PathLike, params: Any, inputs: dict[str, str] | None = None):
+        self.path = Path(stage_dir) / "manifest.json"
+        self.params = params
+        self.inputs = dict(inputs or {})
+        self.counts: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def key(self) -> dict:
+        return {"params_hash": params_hash(self.params), "inputs": self.inputs}
+
+    def is_fresh(self) -> bool:
+        if not self.path.is_file():
+            return False
+        try:
+            old = json.loads(self.path.read_text())
+        except json.JSONDecodeError:
+            return False
+        return bool(old.get("complete")) and old.get("key") == self.key()
+
+    def load(self) -> dict:
+        return json.loads(self.path.read_text())
+
+    def write(self, complete: bool = True, **extra) -> dict:
+        body = {
+            "key": self.key(),
+            "params": self.params,
+            "inputs": self.inputs,
+            "counts": self.counts,
+            "timings": self.timings,
+            "wall_time_s": round(time.perf_counter() - self._start, 3),
+            "complete": complete,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **extra,
+        }
+        write_json_atomic(self.path, body)
+        return body

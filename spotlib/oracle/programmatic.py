@@ -1,0 +1,66 @@
+"""The tiny world's Oracle: a minimal edit computed from the problem's structure.
+
+It finds the student's first wrong step, corrects it, recomputes what follows, and
+keeps the student's wording everywhere else (`spotlib.world.edit.minimal_fix`). A
+solution it cannot parse is rewritten whole in the Oracle's style (`mode="rewrite"`).
+Direct solutions are written in the Oracle's style, which the student rarely saw:
+the tiny analogue of a stronger model's distribution shift.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import time
+
+from .base import Oracle, OracleResult
+
+
+def _as_dict(obj) -> dict:
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "_asdict"):
+        return dict(obj._asdict())
+    return dict(vars(obj))
+
+
+def stable_seed(*parts) -> int:
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+
+
+class ProgrammaticOracle(Oracle):
+    kind = "programmatic"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def settings(self) -> dict:
+        return {"kind": self.kind, "seed": self.seed}
+
+    def fix(self, problem: dict, student_answer: str) -> OracleResult:
+        from spotlib.world.edit import minimal_fix
+
+        started = time.perf_counter()
+        if problem["family"] not in ("arith", "arith_ood"):
+            # Facts and format answers have no steps to repair: the right answer is the edit.
+            return OracleResult(text=self.direct(problem).text, mode="rewrite",
+                                thoughts="No steps to repair; wrote the answer.",
+                                latency_s=time.perf_counter() - started)
+        fix = minimal_fix(problem, student_answer)
+        info = {k: v for k, v in _as_dict(fix).items() if k != "text"}
+        thoughts = (f"Checked each step against the problem. Wrong steps: {info.get('wrong_steps_before')}; "
+                    f"changed: {info.get('changed_steps')} ({fix.mode}).")
+        return OracleResult(text=fix.text, thoughts=thoughts, mode=fix.mode, info=info,
+                            latency_s=time.perf_counter() - started)
+
+    def direct(self, problem: dict, attempt: int = 0) -> OracleResult:
+        from spotlib.world import oracle_solution
+
+        rng = random.Random(stable_seed(self.seed, problem["id"], attempt))
+        return OracleResult(text=oracle_solution(problem, rng), mode="direct")
+
+    async def arectify(self, problem: dict, student_answer: str, ground_truth: str | None = None) -> OracleResult:
+        return self.fix(problem, student_answer)
+
+    async def asolve_direct(self, problem: dict, attempt: int = 0) -> OracleResult:
+        return self.direct(problem, attempt)

@@ -1,0 +1,162 @@
+"""Run the study's notebooks in order with papermill: `python -m spotlib.reproduce --profile P`.
+
+Each notebook is executed into outputs/<profile>/notebooks/. Stages skip work whose
+inputs and params are unchanged (their manifests), so a re-run is cheap and a crashed
+run resumes. A failing stage stops the run and names its executed notebook.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from spotlib.config import REPO_ROOT, ConfigError, load_profile
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    notebook: str
+    produces: str
+
+
+STAGES = [
+    Stage("01_sample", "01_sample.ipynb", "base model; all/errors/correct.jsonl"),
+    Stage("02_rectify", "02_rectify.ipynb", "rectified.jsonl, direct.jsonl (Oracle)"),
+    Stage("03_filter", "03_filter.ipynb", "pairs/sft_plus/sft_direct/rft.jsonl, proximity report"),
+    Stage("04_train_spot", "04_train_spot.ipynb", "one checkpoint per method and seed, metrics.jsonl"),
+    Stage("05_eval_forgetting", "05_eval_forgetting.ipynb", "results table, figures, report.md"),
+    Stage("06_rl_init", "06_rl_init.ipynb", "GRPO from base vs from SPoT, Table 4"),
+]
+
+
+def available_stages() -> list[Stage]:
+    """The stages whose notebook exists, in order."""
+    return [s for s in STAGES if (NOTEBOOKS / s.notebook).is_file()]
+
+
+def gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - a broken CUDA install means no usable GPU
+        return 0
+
+
+def pick_profile(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    chosen = "paper" if gpu_count() > 0 else "tiny"
+    print(f"PROFILE=auto: {gpu_count()} CUDA GPU(s) visible -> profile '{chosen}'")
+    return chosen
+
+
+def select(stages: list[Stage], wanted: list[str] | None) -> list[Stage]:
+    if not wanted:
+        return stages
+    by_key = {}
+    for s in stages:
+        by_key[s.name] = s
+        by_key[s.name[:2]] = s
+        by_key[s.name[3:]] = s
+    unknown = [w for w in wanted if w not in by_key]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)} "
+                          f"(available: {', '.join(s.name for s in stages)})")
+    chosen = {by_key[w].name for w in wanted}
+    return [s for s in stages if s.name in chosen]
+
+
+def plan(profile, stages: list[Stage]) -> str:
+    lines = [
+        f"profile      {profile.name}  ({profile.source})",
+        f"outputs      {profile.out}",
+        f"student      {profile.model.name_or_path}"
+        + ("  (the tiny world's base model, pre-trained here)" if profile.model.name_or_path == "world" else ""),
+        f"problems     {profile.sample.dataset}"
+        + (f" [{profile.sample.dataset_config}/{profile.sample.dataset_split}]" if profile.sample.dataset != "world" else "")
+        + f", {profile.sample.num_problems} problems x {profile.sample.n} sample(s)",
+        f"oracle       {profile.oracle.kind}: {profile.oracle.model}"
+        + (f" at {profile.oracle.base_url}" if profile.oracle.base_url else "")
+        + (f" (key from ${profile.oracle.api_key_env})" if profile.oracle.api_key_env else ""),
+        f"methods      {', '.join(profile.train.methods)}"
+        + (f"; ablations {', '.join(profile.train.ablations)}" if profile.train.ablations else ""),
+        f"seeds        {profile.seeds}",
+        f"benchmarks   {', '.join(profile.eval.benchmarks)}",
+        f"GPUs         {gpu_count()} CUDA device(s) visible",
+        "stages:",
+    ]
+    for s in stages:
+        lines.append(f"  {s.name:<20} {s.notebook:<26} -> {profile.out / s.name}/  ({s.produces})")
+    lines.append(f"  report               -> {profile.out / 'report.md'}")
+    return "\n".join(lines)
+
+
+def run_stage(profile_arg: str, profile, stage: Stage, kernel: str) -> float:
+    import papermill
+
+    out_nb = profile.out / "notebooks" / stage.notebook
+    out_nb.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(NOTEBOOKS / stage.notebook), str(out_nb),
+                                   parameters={"profile": profile_arg}, kernel_name=kernel,
+                                   cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+    except papermill.PapermillExecutionError as exc:
+        raise StageFailed(f"stage {stage.name} failed: {exc.ename}: {exc.evalue}\n"
+                          f"  see the executed notebook: {out_nb}") from None
+    return time.perf_counter() - started
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spotlib.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="auto", help="auto, a name under params/, or a YAML path")
+    parser.add_argument("--stages", nargs="*", help="subset to run, e.g. 01 02 or 01_sample")
+    parser.add_argument("--dry-run", action="store_true", help="validate the profile and print the plan")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel for papermill")
+    args = parser.parse_args(argv)
+    try:
+        name = pick_profile(args.profile)
+        profile_arg = str(Path(name).resolve()) if name.endswith((".yaml", ".yml")) else name
+        profile = load_profile(profile_arg)
+        stages = select(available_stages(), args.stages)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(plan(profile, stages))
+    if args.dry_run:
+        return 0
+    timings = {}
+    for stage in stages:
+        print(f"\n== {stage.name} ==", flush=True)
+        try:
+            seconds = run_stage(profile_arg, profile, stage, args.kernel)
+        except StageFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        timings[stage.name] = round(seconds, 1)
+        print(f"   done in {seconds:.1f} s -> {profile.out / 'notebooks' / stage.notebook}", flush=True)
+    try:
+        from spotlib.report import build_report
+    except ImportError:
+        build_report = None
+    if build_report is not None and stages:
+        report = build_report(profile)
+        print(f"\nreport: {report}")
+    (profile.out / "reproduce_timings.json").write_text(json.dumps(timings, indent=2))
+    print(f"total {sum(timings.values()):.1f} s: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Generation behind one function: transformers `generate` on CPU, vLLM on GPUs.
+
+vLLM is imported only on the GPU path: it pins its own torch and is never part of the
+CPU environment.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from spotlib.models import chat_prompt
+
+
+def choose_backend(backend: str = "auto") -> str:
+    if backend != "auto":
+        return backend
+    if torch.cuda.is_available():
+        try:
+            import vllm  # noqa: F401
+            return "vllm"
+        except ImportError:
+            pass
+    return "transformers"
+
+
+def generate(model, tokenizer, prompts: Sequence[str], *, n: int = 1, temperature: float = 0.7,
+             top_p: float = 1.0, top_k: int = -1, max_new_tokens: int = 256, seed: int = 0,
+             batch_size: int = 64, backend: str = "auto", progress: bool = True) -> list[list[str]]:
+    """`n` completions for each user prompt (chat template applied here), decoded text.
+
+    `model` is a loaded transformers model, or a path when the backend is vLLM.
+    temperature 0 means greedy decoding.
+    """
+    backend = choose_backend(backend)
+    if backend == "vllm":
+        return _generate_vllm(model, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p,
+                              top_k=top_k, max_new_tokens=max_new_tokens, seed=seed)
+    if backend != "transformers":
+        raise ValueError(f"unknown generation backend {backend!r} (expected transformers or vllm)")
+    return _generate_hf(model, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p,
+                        top_k=top_k, max_new_tokens=max_new_tokens, seed=seed,
+                        batch_size=batch_size, progress=progress)
+
+
+@torch.no_grad()
+def _generate_hf(model, tokenizer, prompts, *, n, temperature, top_p, top_k, max_new_tokens, seed,
+                 batch_size, progress) -> list[list[str]]:
+    texts = [chat_prompt(tokenizer, p) for p in prompts]
+    # Each prompt repeated n times; sort by length so a batch pads little.
+    jobs = [(i, j) for i in range(len(texts)) for j in range(n)]
+    lengths = {i: len(tokenizer(t, add_special_tokens=False)["input_ids"]) for i, t in enumerate(texts)}
+    jobs.sort(key=lambda job: (lengths[job[0]], job))
+    out: list[list[str | None]] = [[None] * n for _ in texts]
+    was_training = model.training
+    model.eval()
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    sampling = temperature > 0
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=sampling,
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if sampling:
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k and top_k > 0 else 0)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    try:
+        bar = tqdm(total=len(jobs), desc="generate", disable=not progress, leave=False)
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            enc = tokenizer([texts[i] for i, _ in chunk], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+            # Seed per batch: results depend only on (seed, batch position), not on history.
+            torch.manual_seed(seed * 1_000_003 + start)
+            generated = model.generate(**enc, **kwargs)
+            new_tokens = generated[:, enc["input_ids"].shape[1]:]
+            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for (i, j), text in zip(chunk, decoded):
+                out[i][j] = text.strip()
+            bar.update(len(chunk))
+        bar.close()
+    finally:
+        tokenizer.padding_side = old_side
+        model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def _generate_vllm(model_path, tokenizer, prompts, *, n, temperature, top_p, top_k, max_new_tokens,
+                   seed) -> list[list[str]]:
+    from vllm import LLM, SamplingParams  # GPU extra, imported lazily
+
+    texts = [chat_prompt(tokenizer, p) for p in prompts]
+    engine = _vllm_engine(str(model_path), seed)
+    params = SamplingParams(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
+                            max_tokens=max_new_tokens, seed=seed)
+    results = engine.generate(texts, params)
+    return [[c.text.strip() for c in r.outputs] for r in results]
+
+
+_ENGINES: dict[str, object] = {}
+
+
+def _vllm_engine(model_path: str, seed: int):
+    """One engine per process; data parallelism across GPUs is one process per GPU."""
+    if model_path not in _ENGINES:
+        from vllm import LLM
+
+        _ENGINES.clear()
+        _ENGINES[model_path] = LLM(model=model_path, seed=seed, dtype="bfloat16",
+                                   gpu_memory_utilization=float(os.environ.get("SPOT_VLLM_MEM", "0.85")))
+    return _ENGINES[model_path]

@@ -1,0 +1,144 @@
+"""Stage 01: sample the student once per training problem; keep its wrong answers.
+
+Writes under outputs/<profile>/01_sample/:
+  all.jsonl      every sample, graded            (appended as it goes: a crash resumes)
+  errors.jsonl   the wrong ones: the rectification input
+  correct.jsonl  the right ones: the RFT baseline's data
+  manifest.json  params, input hashes, counts, wall time
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from spotlib.data import load_train_problems
+from spotlib.io import JsonlAppender, Manifest, dir_sha256, params_hash, read_jsonl, write_jsonl
+
+STAGE = "01_sample"
+CHUNK = 256  # problems generated between two appends: the most a crash can lose
+
+
+def ensure_student(profile) -> str:
+    """The student's path; for the tiny world, pre-train the base model first (cached)."""
+    if profile.model.name_or_path == "world":
+        from spotlib import world
+
+        return str(world.ensure_base_model(profile))
+    return profile.model.name_or_path
+
+
+def grade(profile, records: list[dict], responses: list[str]) -> list[tuple[bool, str | None]]:
+    """(correct, extracted answer) for each response."""
+    mode = profile.sample.grading
+    if mode == "world":
+        from spotlib import world
+
+        return [(bool(world.score(r, y)), world.extract_answer(r, y)) for r, y in zip(records, responses)]
+    from spotlib import grading
+
+    verdicts = grading.grade_many(responses, [r["answer"] for r in records], mode=mode,
+                                  processes=profile.sample.grading_processes,
+                                  timeout_s=profile.sample.grading_timeout_s)
+    return [(bool(ok), grading.extract_boxed(y)) for ok, y in zip(verdicts, responses)]
+
+
+def run(profile, progress: bool = True) -> dict:
+    out_dir = profile.stage_dir(STAGE)
+    student = ensure_student(profile)
+    problems = load_train_problems(profile)
+    model_hash = dir_sha256(student) if profile.model.name_or_path == "world" else student
+    manifest = Manifest(out_dir, params={"sample": profile.to_dict()["sample"], "seed": profile.seed},
+                        inputs={"student": model_hash, "problems": params_hash(problems)})
+    if manifest.is_fresh():
+        return manifest.load()["summary"]
+
+    started = time.perf_counter()
+    all_path = out_dir / "all.jsonl"
+    if all_path.exists() and not _same_run(out_dir, manifest):
+        all_path.unlink()  # params or inputs changed: the old samples are not this run's
+    manifest.write(complete=False)
+    cfg = profile.sample
+    with JsonlAppender(all_path, key_fn=lambda r: (r["id"], r["sample_id"])) as sink:
+        todo = [p for p in problems if any((p["id"], j) not in sink for j in range(cfg.n))]
+        if todo:
+            from spotlib.models import load_model
+            from spotlib.sampling import choose_backend, generate
+
+            backend = choose_backend(cfg.backend)
+            if backend == "vllm":
+                model, tokenizer = student, _tokenizer(student)
+            else:
+                model, tokenizer = load_model(student, dtype=profile.model.dtype, device=profile.device)
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start:start + CHUNK]
+                outputs = generate(model, tokenizer, [p["prompt"] for p in chunk], n=cfg.n,
+                                   temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                                   max_new_tokens=cfg.max_new_tokens, seed=profile.seed + start,
+                                   batch_size=cfg.batch_size, backend=backend, progress=progress)
+                flat = [(p, j, y) for p, ys in zip(chunk, outputs) for j, y in enumerate(ys)]
+                verdicts = grade(profile, [p for p, _, _ in flat], [y for _, _, y in flat])
+                for (p, j, y), (ok, pred) in zip(flat, verdicts):
+                    sink.append({**p, "sample_id": j, "response": y, "pred": pred, "correct": ok})
+        samples = sorted(sink.records, key=lambda r: (r["id"], r["sample_id"]))
+
+    errors = [r for r in samples if not r["correct"]]
+    correct = [r for r in samples if r["correct"]]
+    write_jsonl(out_dir / "errors.jsonl", errors)
+    write_jsonl(out_dir / "correct.jsonl", correct)
+    summary = summarize(samples)
+    summary["wall_time_s"] = round(time.perf_counter() - started, 1)
+    manifest.counts = {"samples": len(samples), "errors": len(errors), "correct": len(correct)}
+    manifest.timings = {"sample_and_grade_s": summary["wall_time_s"]}
+    manifest.write(complete=True, summary=summary)
+    return summary
+
+
+def _same_run(out_dir, manifest: Manifest) -> bool:
+    """Whether a partial all.jsonl belongs to the run about to start (same params and inputs)."""
+    try:
+        return manifest.load().get("key") == manifest.key()
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def _tokenizer(path: str):
+    from spotlib.models import load_tokenizer
+
+    return load_tokenizer(path)
+
+
+def summarize(samples: list[dict]) -> dict:
+    """Accuracy overall and by a difficulty key (number of operations, or data source)."""
+    by_group: dict[str, Counter] = {}
+    for r in samples:
+        meta = r.get("meta") or {}
+        group = str(meta.get("n_ops", meta.get("data_source", r.get("family", "all"))))
+        by_group.setdefault(group, Counter())[r["correct"]] += 1
+    n = len(samples)
+    n_correct = sum(r["correct"] for r in samples)
+    return {
+        "samples": n,
+        "correct": n_correct,
+        "errors": n - n_correct,
+        "accuracy": round(n_correct / n, 4) if n else 0.0,
+        "by_group": {g: {"n": c[True] + c[False], "accuracy": round(c[True] / (c[True] + c[False]), 4)}
+                     for g, c in sorted(by_group.items())},
+    }
+
+
+def load_samples(profile, which: str = "all") -> list[dict]:
+    return read_jsonl(profile.stage_dir(STAGE) / f"{which}.jsonl")
+
+
+def first_error_positions(errors: list[dict]) -> list[float]:
+    """For tiny-world answers: index of the first wrong step divided by the number of steps."""
+    positions = []
+    for r in errors:
+        if r.get("family") not in ("arith", "arith_ood"):
+            continue
+        from spotlib.world.edit import minimal_fix
+
+        fix = minimal_fix(r, r["response"])
+        if fix.mode == "edit" and fix.wrong_steps_before and fix.steps_total:
+            positions.append(min(fix.wrong_steps_before) / fix.steps_total)
+    return positions

@@ -1,0 +1,25 @@
+"""Held-out accuracy of a model on the tiny world's families (the base model's report card)."""
+from __future__ import annotations
+
+from .families import FAMILIES, make_items
+from .scoring import score
+
+
+def score_model(model, tokenizer, n_per_family: int = 100, temperature: float = 0.0, seed: int = 0,
+                world_cfg=None, families=FAMILIES, split: str = "eval", max_new_tokens: int = 128,
+                batch_size: int = 64, return_samples: bool = False):
+    """family -> accuracy on n_per_family held-out items (temperature 0 = greedy, top-p 1).
+
+    With return_samples=True, returns (accuracies, {family: [(record, response), ...]}).
+    """
+    from spotlib.sampling import generate
+    accuracies, samples = {}, {}
+    for family in families:
+        records = make_items(family, n_per_family, split, seed=seed, world_cfg=world_cfg)
+        outputs = generate(model, tokenizer, [r["prompt"] for r in records], n=1, temperature=temperature,
+                           top_p=1.0, top_k=-1, max_new_tokens=max_new_tokens, seed=seed,
+                           batch_size=batch_size, backend="transformers", progress=False)
+        pairs = [(r, o[0]) for r, o in zip(records, outputs)]
+        accuracies[family] = sum(score(r, text) for r, text in pairs) / max(1, len(pairs))
+        samples[family] = pairs
+    return (accuracies, samples) if return_samples else accuracies

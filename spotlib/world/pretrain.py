@@ -1,0 +1,211 @@
+"""Pre-training the tiny world's base model (a small Qwen3) on a mixture of its families.
+
+Training is defined by steps, not minutes, so it is deterministic on one machine.
+Loss: mean next-token cross-entropy over response tokens only (the prompt, wrapped in
+the chat template, is context):  L = -(1/|R|) sum_{t in R} log p(y_t | y_<t).
+bf16 autocast over fp32 weights on CPU (about 2x faster there), AdamW, gradient
+clipping at 1, linear warmup then cosine decay from lr to min_lr. Each step's batch is
+sorted by length and cut into micro-batches of at most `micro_batch_tokens` padded
+tokens, so little compute goes to padding.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .families import make_items
+from .styles import oracle_solution, student_solution
+from .tokenizer import build_tokenizer
+
+MIX_KEYS = ("arith", "arith_ood", "facts", "format", "oracle_style")
+
+
+def world_hash(world_cfg) -> str:
+    blob = json.dumps(dataclasses.asdict(world_cfg), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_model(world_cfg, tokenizer):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=world_cfg.hidden_size,
+        num_hidden_layers=world_cfg.num_layers, num_attention_heads=world_cfg.num_heads,
+        num_key_value_heads=world_cfg.num_kv_heads, head_dim=world_cfg.hidden_size // world_cfg.num_heads,
+        intermediate_size=world_cfg.intermediate_size, max_position_embeddings=world_cfg.max_position,
+        tie_word_embeddings=True, rope_theta=10000.0, attention_dropout=0.0,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"))
+    torch.manual_seed(world_cfg.seed)
+    model = Qwen3ForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def pretrain_examples(world_cfg, n: int) -> list[tuple[str, str]]:
+    """n (prompt, response) pairs drawn from the mixture `world_cfg.mix` (pretrain split only)."""
+    for key in world_cfg.mix:
+        if key not in MIX_KEYS:
+            raise ValueError(f"world.mix: unknown key {key!r} (expected some of {', '.join(MIX_KEYS)})")
+    rng = random.Random(f"pretrain-{world_cfg.seed}")
+    keys = list(world_cfg.mix)
+    weights = [world_cfg.mix[k] for k in keys]
+    picks = rng.choices(keys, weights=weights, k=n)
+    counts = {k: picks.count(k) for k in keys}
+    pools = {}
+    for key, count in counts.items():
+        if count == 0:
+            continue
+        family = "arith" if key == "oracle_style" else key
+        if family == "facts":
+            pools[key] = make_items("facts", 3 * world_cfg.n_facts, "pretrain", seed=world_cfg.seed,
+                                    world_cfg=world_cfg)
+        else:
+            pools[key] = make_items(family, count, "pretrain", seed=world_cfg.seed + (7 if key == "oracle_style" else 0),
+                                    world_cfg=world_cfg)
+    cursor = {k: 0 for k in keys}
+    out = []
+    for key in picks:
+        pool = pools[key]
+        rec = pool[cursor[key] % len(pool)] if key != "facts" else rng.choice(pool)
+        cursor[key] += 1
+        text = oracle_solution(rec, rng) if key == "oracle_style" else student_solution(rec, rng)
+        out.append((rec["prompt"], text))
+    return out
+
+
+def encode_examples(tokenizer, examples) -> list[tuple[list[int], int]]:
+    """Token ids (prompt + response + eos) and the prompt length of each example."""
+    from spotlib.models import chat_prompt
+    prompts = tokenizer([chat_prompt(tokenizer, p) for p, _ in examples], add_special_tokens=False)["input_ids"]
+    responses = tokenizer([r for _, r in examples], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return [(p + r + [eos], len(p)) for p, r in zip(prompts, responses)]
+
+
+def micro_batches(encoded, pad_id: int, max_tokens: int):
+    """Length-sorted micro-batches: (input_ids, attention_mask, labels) with labels -100 off-response."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    groups, current = [], []
+    for i in order:
+        width = len(encoded[i][0])
+        if current and width * (len(current) + 1) > max_tokens:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    for group in groups:
+        width = max(len(encoded[i][0]) for i in group)
+        ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        labels = torch.full((len(group), width), -100, dtype=torch.long)
+        for row, i in enumerate(group):
+            seq, prompt_len = encoded[i]
+            ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
+            labels[row, prompt_len:len(seq)] = torch.tensor(seq[prompt_len:])
+        yield ids, mask, labels
+
+
+def lr_at(step: int, world_cfg) -> float:
+    if step < world_cfg.warmup_steps:
+        return world_cfg.pretrain_lr * (step + 1) / world_cfg.warmup_steps
+    span = max(1, world_cfg.pretrain_steps - world_cfg.warmup_steps)
+    progress = min(1.0, (step - world_cfg.warmup_steps) / span)
+    return world_cfg.pretrain_min_lr + 0.5 * (world_cfg.pretrain_lr - world_cfg.pretrain_min_lr) * (
+        1 + math.cos(math.pi * progress))
+
+
+def pretrain(world_cfg, progress: bool = True):
+    """Train tokenizer and model from scratch; returns (model, tokenizer, stats)."""
+    start = time.time()
+    torch.manual_seed(world_cfg.seed)
+    tokenizer = build_tokenizer(world_cfg)
+    model = build_model(world_cfg, tokenizer)
+    examples = pretrain_examples(world_cfg, world_cfg.pretrain_steps * world_cfg.pretrain_batch)
+    encoded = encode_examples(tokenizer, examples)
+    too_long = max(len(s) for s, _ in encoded)
+    if too_long > world_cfg.max_position:
+        raise ValueError(f"world.max_position={world_cfg.max_position} < longest example ({too_long} tokens)")
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": world_cfg.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}],
+                              lr=world_cfg.pretrain_lr, betas=(0.9, 0.95))
+    model.train()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=world_cfg.bf16_autocast)
+    tokens_seen = 0
+    losses = []
+    train_start = time.time()
+    bar = tqdm(range(world_cfg.pretrain_steps), desc="pretrain", disable=not progress)
+    for step in bar:
+        batch = encoded[step * world_cfg.pretrain_batch:(step + 1) * world_cfg.pretrain_batch]
+        n_target = sum(len(s) - p for s, p in batch)
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step, world_cfg)
+        step_loss = 0.0
+        for ids, mask, labels in micro_batches(batch, tokenizer.pad_token_id, world_cfg.micro_batch_tokens):
+            with autocast:
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            logits = logits[:, :-1].float()
+            target = labels[:, 1:]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                     ignore_index=-100, reduction="sum") / n_target
+            loss.backward()
+            step_loss += loss.item()
+            tokens_seen += int(mask.sum())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens_seen / (time.time() - train_start):.0f}")
+    train_wall = time.time() - train_start
+    model.eval()
+    stats = {"train_wall_s": round(train_wall, 1), "total_wall_s": round(time.time() - start, 1),
+             "tokens": tokens_seen, "tokens_per_s": round(tokens_seen / max(train_wall, 1e-9), 1),
+             "params": sum(p.numel() for p in model.parameters()),
+             "loss_first": round(sum(losses[:10]) / max(1, len(losses[:10])), 4),
+             "loss_last": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4),
+             "loss_curve": [round(x, 4) for x in losses[:: max(1, len(losses) // 100)]]}
+    return model, tokenizer, stats
+
+
+def ensure_base_model(profile, progress: bool = True) -> Path:
+    """The profile's base model directory; pre-trains only when no matching manifest is there."""
+    from spotlib.io import write_json_atomic
+    out = profile.base_model_path()
+    manifest_path = out / "manifest.json"
+    digest = world_hash(profile.world)
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            manifest = {}
+        if manifest.get("world_hash") == digest and (out / "config.json").is_file():
+            return out
+    model, tokenizer, stats = pretrain(profile.world, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    scores = {}
+    if profile.world.manifest_eval_items > 0:
+        from .evaluate import score_model
+        eval_start = time.time()
+        scores = {"greedy": score_model(model, tokenizer, profile.world.manifest_eval_items, 0.0, seed=0,
+                                        world_cfg=profile.world),
+                  "t0.7": score_model(model, tokenizer, profile.world.manifest_eval_items, 0.7, seed=0,
+                                      world_cfg=profile.world)}
+        stats["eval_wall_s"] = round(time.time() - eval_start, 1)
+    write_json_atomic(manifest_path, {"world_hash": digest, "world": dataclasses.asdict(profile.world),
+                                      "stats": stats, "heldout_scores": scores})
+    return out
