@@ -89,25 +89,33 @@ def _generate_hf(model, tokenizer, prompts, *, n, temperature, top_p, top_k, max
 
 def _generate_vllm(model_path, tokenizer, prompts, *, n, temperature, top_p, top_k, max_new_tokens,
                    seed) -> list[list[str]]:
+    """One vLLM engine per GPU (data parallel): each worker process sees one device."""
+    texts = [chat_prompt(tokenizer, p) for p in prompts]
+    request = dict(n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_new_tokens)
+    gpus = torch.cuda.device_count()
+    if gpus <= 1:
+        return _vllm_worker(str(model_path), texts, request, seed, None)
+    import multiprocessing as mp
+
+    shards = [list(range(g, len(texts), gpus)) for g in range(gpus)]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(gpus) as pool:
+        parts = pool.starmap(_vllm_worker, [(str(model_path), [texts[i] for i in idx], request,
+                                             seed + g, str(g)) for g, idx in enumerate(shards)])
+    out: list[list[str]] = [[] for _ in texts]
+    for idx, part in zip(shards, parts):
+        for i, completions in zip(idx, part):
+            out[i] = completions
+    return out
+
+
+def _vllm_worker(model_path: str, texts: list[str], request: dict, seed: int,
+                 device: str | None) -> list[list[str]]:
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
     from vllm import LLM, SamplingParams  # GPU extra, imported lazily
 
-    texts = [chat_prompt(tokenizer, p) for p in prompts]
-    engine = _vllm_engine(str(model_path), seed)
-    params = SamplingParams(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
-                            max_tokens=max_new_tokens, seed=seed)
-    results = engine.generate(texts, params)
+    engine = LLM(model=model_path, seed=seed, dtype="bfloat16",
+                 gpu_memory_utilization=float(os.environ.get("SPOT_VLLM_MEM", "0.85")))
+    results = engine.generate(texts, SamplingParams(seed=seed, **request))
     return [[c.text.strip() for c in r.outputs] for r in results]
-
-
-_ENGINES: dict[str, object] = {}
-
-
-def _vllm_engine(model_path: str, seed: int):
-    """One engine per process; data parallelism across GPUs is one process per GPU."""
-    if model_path not in _ENGINES:
-        from vllm import LLM
-
-        _ENGINES.clear()
-        _ENGINES[model_path] = LLM(model=model_path, seed=seed, dtype="bfloat16",
-                                   gpu_memory_utilization=float(os.environ.get("SPOT_VLLM_MEM", "0.85")))
-    return _ENGINES[model_path]

@@ -13,3 +13,28 @@ def tmp_profile(tmp_path):
     from spotlib.config import load_profile
 
     return load_profile("test", overrides={"output_dir": str(tmp_path / "out")})
+
+
+@pytest.fixture(scope="session")
+def sampled_profile(tmp_path_factory):
+    """The test profile after stage 01 (base model pre-trained once per test session)."""
+    from spotlib.config import load_profile
+    from spotlib.stages import sample
+
+    out = tmp_path_factory.mktemp("pipeline")
+    profile = load_profile("test", overrides={"output_dir": str(out)})
+    sample.run(profile, progress=False)
+    return profile
+
+
+def profile_yaml(profile, path):
+    """A YAML file for `profile` (the test profile with its output folder), for papermill runs."""
+    import yaml
+
+    from spotlib.config import PARAMS_DIR
+
+    raw = yaml.safe_load((PARAMS_DIR / "test.yaml").read_text())
+    raw["output_dir"] = str(profile.out)
+    raw["name"] = "test"
+    path.write_text(yaml.safe_dump(raw))
+    return path
