@@ -31,11 +31,11 @@ class WorldConfig:
     n_facts: int = 200
     vocab_size: int = 512
     tokenizer_corpus_per_family: int = 1500   # generated examples per family the BPE is trained on
-    hidden_size: int = 256
-    num_layers: int = 6
+    hidden_size: int = 192
+    num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 1024
+    intermediate_size: int = 768
     max_position: int = 512
     arith_min_ops: int = 2
     arith_max_ops: int = 3
@@ -44,18 +44,20 @@ class WorldConfig:
     ood_min_ops: int = 3
     ood_max_ops: int = 4
     pretrain_min_ops: int = 1
-    pretrain_steps: int = 2000
-    pretrain_batch: int = 64
-    pretrain_lr: float = 1.5e-3
-    pretrain_min_lr: float = 1.5e-4
-    warmup_steps: int = 50
+    pretrain_steps: int = 450
+    pretrain_batch: int = 48
+    pretrain_lr: float = 2.5e-3
+    pretrain_min_lr: float = 1.0e-4
+    warmup_steps: int = 20
     weight_decay: float = 0.01
     micro_batch_tokens: int = 4096   # padded tokens per micro-batch (length-sorted)
     # Pre-training mixture; oracle_style = arith problems solved in the oracle's wording.
     mix: dict[str, float] = field(default_factory=lambda: {
-        "arith": 0.4, "arith_ood": 0.05, "facts": 0.2, "format": 0.2, "oracle_style": 0.05})
-    bf16_autocast: bool = True
+        "arith": 0.45, "arith_ood": 0.07, "facts": 0.23, "format": 0.17, "oracle_style": 0.05})
+    bf16_autocast: bool = True       # used only where the CPU has native bf16 (else fp32)
+    num_threads: int = 0             # torch threads while pre-training (0 = leave as is)
     manifest_eval_items: int = 100   # held-out items per family scored into the manifest
+    eval_max_new_tokens: int = 128
 
 
 @dataclass
@@ -146,9 +148,14 @@ class TrainConfig:
     max_prompt_len: int = 4096
     bf16: bool = False
     gradient_checkpointing: bool = False
-    kl_probe_every: int = 10
+    bf16_autocast: bool = True      # CPU: bf16 autocast over fp32 weights (about 2x faster)
+    n_examples: int | None = None   # examples per run; None = the smallest run's data (all equal)
+    kl_probe_every: int = 10        # steps between held-out KL probes (0 = off)
     kl_probe_prompts: int = 64
-    save_every: int = 0
+    kl_probe_max_tokens: int = 64   # reference greedy response length on the probe prompts
+    kl_probe_file: str | None = None  # jsonl of {prompt, family}; None = the tiny world's probe split
+    edit_diag_pairs: int = 32       # fixed training pairs for rewards and the first-edit diagnostic
+    save_every: int = 0             # checkpoint every N steps (0 = only the final model)
     accelerate_config: str | None = None
 
 
@@ -165,6 +172,12 @@ class EvalConfig:
     batch_size: int = 64
     data_files: dict[str, str] = field(default_factory=dict)  # benchmark -> local file (offline)
     gpqa_shuffle_seed: int = 0
+    grading: str = "math_verify"   # math_verify | paper_regex (math benchmarks)
+    grading_processes: int = 2
+    grading_timeout_s: float = 5.0
+    backend: str = "auto"          # auto | transformers | vllm
+    include_base: bool = True       # evaluate the start model too (the deltas' reference)
+    tie_sigmas: float = 2.0         # |difference| below this many standard errors is a tie
 
 
 @dataclass
@@ -191,7 +204,7 @@ class RLConfig:
     rollout_batch: int = 64         # sequences per generate call (transformers backend)
     max_grad_norm: float = 1.0
     weight_decay: float = 0.01
-    bf16_autocast: bool = True      # bf16 autocast over fp32 weights
+    bf16_autocast: bool = True      # bf16 autocast over fp32 weights (CPU: only with native bf16)
     save_every: int = 10            # checkpoint every k steps (0: only the final model)
     heldout_items: int = 64         # held-out problems for the accuracy curve
     backend: str = "auto"           # auto | transformers | vllm (rollouts)
@@ -359,6 +372,8 @@ _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "sample.backend": ("auto", "transformers", "vllm"),
     "sample.grading": ("world", "math_verify", "paper_regex"),
+    "eval.grading": ("math_verify", "paper_regex"),
+    "eval.backend": ("auto", "transformers", "vllm"),
     "oracle.kind": ("programmatic", "openai", "local_server"),
     "oracle.prompt_variant": ("with_ground_truth", "without_ground_truth", "simplified"),
     "filter.unit": ("tokens", "chars"),

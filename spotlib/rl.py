@@ -26,6 +26,8 @@ per-step metrics go to `metrics.jsonl`, held-out accuracy to `heldout.jsonl`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import math
 import os
 import random
@@ -39,10 +41,10 @@ import torch
 from tqdm.auto import tqdm
 
 from spotlib.config import RLConfig
-from spotlib.io import JsonlAppender, read_jsonl, write_json_atomic
+from spotlib.io import JsonlAppender, params_hash, read_jsonl, write_json_atomic
 from spotlib.tokens import build_completion_batch, gather_logps
 
-RewardFn = Callable[[dict, str], "bool | float"]
+RewardFn = Callable[[list[dict], list[str]], Sequence[bool]]  # a grader: records, responses -> correct?
 
 KL_CLAMP = 10.0  # verl's `low_var_kl` clamps k3 to [−10, 10] against rare huge ratios
 
@@ -54,9 +56,9 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     rewards = rewards.float()
     if rewards.shape[1] < 2:
         return torch.zeros_like(rewards)
-    mean = rewards.mean(dim=1, keepdim=True)
+    centered = rewards - rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True)  # unbiased, as verl's compute_grpo_outcome_advantage
-    return (rewards - mean) / (std + eps)
+    return torch.where(std > 0, centered / (std + eps), torch.zeros_like(centered))
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, clamp: float | None = KL_CLAMP) -> torch.Tensor:
@@ -90,11 +92,24 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- helpers
 
+def cpu_has_fast_bf16() -> bool:
+    """Native bf16 matmuls (AVX512-BF16 or AMX). Without them CPU autocast is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def autocast_for(device: torch.device, enabled: bool):
-    """bf16 autocast over fp32 weights (2× faster on CPU, NOTES-CPU.md); a no-op when disabled."""
-    if not enabled:
+    """bf16 autocast over fp32 weights where it pays: on GPUs, and on CPUs with native bf16
+    (2× faster there, NOTES-CPU.md; on an AVX2-only CPU it is ~10× slower, so it is skipped)."""
+    if not enabled or (device.type == "cpu" and not _FAST_BF16()):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+_FAST_BF16 = functools.cache(cpu_has_fast_bf16)
 
 
 def prompt_schedule(n_items: int, prompts_per_step: int, steps: int, seed: int) -> list[list[int]]:
@@ -169,8 +184,8 @@ class RolloutEngine:
         from spotlib.sampling import generate
 
         if self.backend == "vllm":
-            self.push_weights(policy)
-            return generate(self.init_path, tokenizer, prompts, n=n, temperature=temperature,
+            llm = self.push_weights(policy)
+            return generate(llm, tokenizer, prompts, n=n, temperature=temperature,
                             top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed,
                             backend="vllm", progress=False)
         with autocast:
@@ -178,10 +193,11 @@ class RolloutEngine:
                             top_k=top_k, max_new_tokens=max_new_tokens, seed=seed,
                             batch_size=batch_size, backend="transformers", progress=False)
 
-    def push_weights(self, policy) -> None:
-        from spotlib.sampling import _vllm_engine
+    def push_weights(self, policy):
+        from spotlib.sampling import vllm_engine
 
-        llm = _vllm_engine(self.init_path, self.seed)
+        # The policy trains on the same GPU: leave it most of the memory.
+        llm = vllm_engine(self.init_path, self.seed, memory_fraction=float(os.environ.get("SPOT_RL_VLLM_MEM", "0.3")))
         weights = ((name, tensor.detach()) for name, tensor in policy.state_dict().items())
         model = _vllm_model_handle(llm)
         if model is not None:
@@ -191,11 +207,14 @@ class RolloutEngine:
             llm.collective_rpc(_load_weights_on_worker, args=(state,))
         if hasattr(llm, "reset_prefix_cache"):
             llm.reset_prefix_cache()
+        return llm
 
 
 def _vllm_model_handle(llm):
     """The engine's torch module when it runs in this process (V1 in-process, or V0), else None."""
     paths = (("llm_engine", "model_executor", "driver_worker", "worker", "model_runner", "model"),
+             ("llm_engine", "engine_core", "engine_core", "model_executor", "driver_worker", "worker",
+              "model_runner", "model"),
              ("llm_engine", "model_executor", "driver_worker", "model_runner", "model"))
     for path in paths:
         node = llm
@@ -218,9 +237,10 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
                reward_fn: RewardFn, cfg: RLConfig, *, heldout: list[dict] | None = None,
                seed: int = 0, device: str = "auto", max_len: int = 512,
                max_prompt_len: int | None = None, backend: str = "transformers",
-               progress: bool = True) -> dict:
+               dtype: str | None = None, progress: bool = True) -> dict:
     """GRPO from the model saved at `init_path` (also the KL reference) on `items` (problem records).
 
+    `dtype` is the weights' dtype on GPUs (CPU: fp32 weights, bf16 autocast where it pays).
     Writes `run_dir/{metrics.jsonl, heldout.jsonl, checkpoint/, final/}`; a run whose
     `final/` exists returns at once, a killed run resumes from `checkpoint/`.
     Returns {"final": path, "steps": int, "metrics": [...], "heldout": [...]}.
@@ -228,7 +248,8 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     from spotlib.models import load_model, resolve_device
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _claim(run_dir, {"config": asdict(cfg), "seed": seed, "init": str(init_path), "max_len": max_len,
+                     "items": [it["id"] for it in items], "heldout": [it["id"] for it in heldout or []]})
     final_dir = run_dir / "final"
     if (final_dir / "done.json").is_file():
         return _result(run_dir)
@@ -237,8 +258,9 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     _check(cfg)
 
     dev = resolve_device(device)
-    policy, tokenizer = load_model(init_path, dtype="float32" if dev.type == "cpu" else None, device=str(dev))
-    reference, _ = load_model(init_path, dtype=None if dev.type == "cpu" else torch.bfloat16, device=str(dev))
+    weights = "float32" if dev.type == "cpu" else (dtype or "bfloat16")
+    policy, tokenizer = load_model(init_path, dtype=weights, device=str(dev))
+    reference, _ = load_model(init_path, dtype=weights, device=str(dev))
     reference.requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                                   weight_decay=cfg.weight_decay)
@@ -286,7 +308,7 @@ def grpo_step(policy, reference, tokenizer, optimizer, step_items: list[dict], r
     t_rollout = time.perf_counter() - t0
     flat_items = [it for it in step_items for _ in range(n)]
     flat_resp = [r for group in responses for r in group]
-    rewards = torch.tensor([1.0 if reward_fn(it, r) else -1.0 for it, r in zip(flat_items, flat_resp)])
+    rewards = torch.tensor([1.0 if ok else -1.0 for ok in reward_fn(flat_items, flat_resp)])
     advantages = group_advantages(rewards.view(len(step_items), n)).view(-1)
     lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in flat_resp]
     truncated = [length >= cfg.max_new_tokens for length in lengths]
@@ -368,22 +390,9 @@ def _heldout_record(step, policy, tokenizer, heldout, reward_fn, cfg, engine, am
     outs = engine.sample(policy, tokenizer, [it["prompt"] for it in heldout], n=1, temperature=0.0,
                          top_p=1.0, top_k=-1, max_new_tokens=cfg.max_new_tokens, seed=seed,
                          batch_size=cfg.rollout_batch, autocast=amp())
-    correct = [bool(reward_fn(it, o[0])) for it, o in zip(heldout, outs)]
+    correct = [bool(ok) for ok in reward_fn(heldout, [o[0] for o in outs])]
     return {"step": step, "heldout_accuracy": sum(correct) / len(correct), "n": len(correct),
             "eval_s": round(time.perf_counter() - t0, 3)}
-
-
-def evaluate_accuracy(model, tokenizer, items: list[dict], reward_fn: RewardFn, *, max_new_tokens: int,
-                      batch_size: int = 64, bf16_autocast: bool = True) -> float:
-    """Greedy accuracy of `model` on `items` under `reward_fn`."""
-    dev = next(model.parameters()).device
-    from spotlib.sampling import generate
-
-    with autocast_for(dev, bf16_autocast):
-        outs = generate(model, tokenizer, [it["prompt"] for it in items], n=1, temperature=0.0,
-                        max_new_tokens=max_new_tokens, batch_size=batch_size,
-                        backend="transformers", progress=False)
-    return sum(bool(reward_fn(it, o[0])) for it, o in zip(items, outs)) / max(len(items), 1)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -395,6 +404,17 @@ def _check(cfg: RLConfig) -> None:
             raise ValueError(f"rl.{name}: expected a positive integer, got {getattr(cfg, name)}")
     if cfg.rollouts_per_prompt < 2:
         raise ValueError("rl.rollouts_per_prompt: GRPO needs at least 2 rollouts per prompt")
+
+
+def _claim(run_dir: Path, key: dict) -> None:
+    """Keep a run folder's earlier work only if it was made with the same settings; else start clean."""
+    key_file = run_dir / "run_key.json"
+    digest = params_hash(key)
+    if run_dir.exists() and (not key_file.is_file() or json.loads(key_file.read_text()).get("hash") != digest):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not key_file.is_file():
+        write_json_atomic(key_file, {"hash": digest, **key})
 
 
 def _save_pretrained_atomic(path: Path, model, tokenizer) -> None:

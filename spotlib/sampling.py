@@ -31,7 +31,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, n: int = 1, temperatur
              batch_size: int = 64, backend: str = "auto", progress: bool = True) -> list[list[str]]:
     """`n` completions for each user prompt (chat template applied here), decoded text.
 
-    `model` is a loaded transformers model, or a path when the backend is vLLM.
+    `model` is a loaded transformers model; for vLLM, a path (one engine per GPU) or an engine.
     temperature 0 means greedy decoding.
     """
     backend = choose_backend(backend)
@@ -92,6 +92,11 @@ def _generate_vllm(model_path, tokenizer, prompts, *, n, temperature, top_p, top
     """One vLLM engine per GPU (data parallel): each worker process sees one device."""
     texts = [chat_prompt(tokenizer, p) for p in prompts]
     request = dict(n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_new_tokens)
+    if not isinstance(model_path, (str, os.PathLike)):  # an engine already built (RL pushes weights into it)
+        from vllm import SamplingParams
+
+        results = model_path.generate(texts, SamplingParams(seed=seed, **request))
+        return [[c.text.strip() for c in r.outputs] for r in results]
     gpus = torch.cuda.device_count()
     if gpus <= 1:
         return _vllm_worker(str(model_path), texts, request, seed, None)
@@ -119,3 +124,18 @@ def _vllm_worker(model_path: str, texts: list[str], request: dict, seed: int,
                  gpu_memory_utilization=float(os.environ.get("SPOT_VLLM_MEM", "0.85")))
     results = engine.generate(texts, SamplingParams(seed=seed, **request))
     return [[c.text.strip() for c in r.outputs] for r in results]
+
+
+_ENGINES: dict[str, object] = {}
+
+
+def vllm_engine(model_path: str, seed: int = 0, memory_fraction: float | None = None):
+    """A cached in-process vLLM engine (for RL, whose trainer pushes weights into it)."""
+    if model_path not in _ENGINES:
+        from vllm import LLM  # GPU extra, imported lazily
+
+        _ENGINES.clear()
+        fraction = memory_fraction or float(os.environ.get("SPOT_VLLM_MEM", "0.85"))
+        _ENGINES[model_path] = LLM(model=model_path, seed=seed, dtype="bfloat16",
+                                   gpu_memory_utilization=fraction)
+    return _ENGINES[model_path]

@@ -175,6 +175,4 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
         return "malformed_response", True
     if isinstance(exc, openai.APIConnectionError):
         return "connection_error", True
-    if isinstance(exc, openai.AuthenticationError):
-        return "auth", False
     return f"stream_error:{type(exc).__name__}", True

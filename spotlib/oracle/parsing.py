@@ -57,16 +57,17 @@ def split_thoughts(reply: str) -> tuple[str, str]:
 
 def strip_meta(text: str) -> str:
     """Drop wrapper lines (leading "Here is the corrected solution:", trailing "I hope this helps")."""
-    text = text.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1).strip()
-    lines = text.split("\n")
-    while lines and (not lines[0].strip() or _META_LEAD.match(lines[0])):
-        lines.pop(0)
-    while lines and (not lines[-1].strip() or _META_TRAIL.match(lines[-1])):
-        lines.pop()
-    return "\n".join(lines).strip()
+    for _ in range(2):  # wrapper lines may sit outside or inside a code fence
+        lines = text.strip().split("\n")
+        while lines and (not lines[0].strip() or _META_LEAD.match(lines[0])):
+            lines.pop(0)
+        while lines and (not lines[-1].strip() or _META_TRAIL.match(lines[-1])):
+            lines.pop()
+        text = "\n".join(lines).strip()
+        fenced = _FENCE.match(text)
+        if fenced:
+            text = fenced.group(1)
+    return text.strip()
 
 
 def parse_reply(reply: str | None, markers: tuple[str, str] = CORRECTED, reasoning: str | None = None,

@@ -69,12 +69,17 @@ def rectify_prompt(variant: str, problem: str, student_answer: str, ground_truth
         raise ValueError(f"unknown prompt variant {variant!r} (expected one of {', '.join(VARIANTS)})")
     if variant == "with_ground_truth" and ground_truth is None:
         raise ValueError("prompt variant with_ground_truth needs the ground-truth answer")
-    return RECTIFY_TEMPLATES[variant].format(problem=problem, student_answer=student_answer,
-                                             ground_truth=ground_truth)
+    return _fill(RECTIFY_TEMPLATES[variant], problem=problem, student_answer=student_answer,
+                 ground_truth=str(ground_truth))
 
 
 def direct_prompt(problem: str) -> str:
-    return DIRECT_TEMPLATE.format(problem=problem)
+    return _fill(DIRECT_TEMPLATE, problem=problem)
+
+
+def _fill(template: str, **values: str) -> str:
+    # One pass, so braces in a problem ("\\frac{1}{2}") or in a value are never re-read.
+    return re.sub(r"\{(problem|student_answer|ground_truth)\}", lambda m: values[m[1]], template)
 
 
 def templates_hash() -> str:

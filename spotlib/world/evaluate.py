@@ -23,3 +23,48 @@ def score_model(model, tokenizer, n_per_family: int = 100, temperature: float = 
         accuracies[family] = sum(score(r, text) for r, text in pairs) / max(1, len(pairs))
         samples[family] = pairs
     return (accuracies, samples) if return_samples else accuracies
+
+
+def style_nll(model, tokenizer, n: int = 64, seed: int = 0, world_cfg=None, max_len: int = 320) -> dict:
+    """Mean NLL (nats per response token) of correct held-out arith solutions written in the
+    student's styles and in the oracle's style: how far off-policy the oracle's wording is."""
+    import random
+
+    import torch
+
+    from spotlib.tokens import build_completion_batch, sequence_logps
+    from .styles import oracle_solution, student_solution
+    records = make_items("arith", n, "val", seed=seed, world_cfg=world_cfg)
+    rng = random.Random(seed)
+    result = {}
+    for name, writer in (("student", student_solution), ("oracle", oracle_solution)):
+        texts = [writer(r, rng) for r in records]
+        batch = build_completion_batch(tokenizer, [r["prompt"] for r in records], texts, max_len)
+        with torch.no_grad():
+            logps, counts = sequence_logps(model, batch)
+        result[name] = round(float(-logps.sum() / counts.sum()), 4)
+    return result
+
+
+def main(argv=None) -> None:
+    """python -m spotlib.world.evaluate PROFILE [--n N]: the base model's held-out scores."""
+    import argparse
+    import json
+
+    from spotlib.config import load_profile
+    from spotlib.models import load_model
+    from .pretrain import ensure_base_model
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("profile")
+    parser.add_argument("--n", type=int, default=200, help="held-out items per family")
+    args = parser.parse_args(argv)
+    profile = load_profile(args.profile)
+    model, tokenizer = load_model(ensure_base_model(profile), device="cpu")
+    report = {f"T={t}": score_model(model, tokenizer, args.n, t, seed=0, world_cfg=profile.world,
+                                    max_new_tokens=profile.world.eval_max_new_tokens) for t in (0.0, 0.7)}
+    report["nll_nats_per_token"] = style_nll(model, tokenizer, world_cfg=profile.world)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -234,7 +234,7 @@ def make_items(family: str, n: int, split: str, seed: int = 0, world_cfg=None) -
     while len(records) < n:
         attempts += 1
         if attempts > 200 * n + 1000:
-            raise RuntimeError(f"{family}/{split}: could not find {n} distinct problems")
+            raise ValueError(f"{family}/{split}: asked for {n} items, the split holds fewer distinct problems")
         if family in ("arith", "arith_ood"):
             ood = family == "arith_ood"
             min_ops = (spec.ood_min_ops if ood else spec.min_ops)

@@ -41,10 +41,9 @@ def format_violations(record: dict, response: str) -> list[str]:
     if meta["wrap"] != "none":
         if not (text.startswith(left) and text.endswith(right) and len(text) >= 2):
             problems.append("wrapper")
-        else:
-            text = text[len(left):len(text) - len(right)]
     elif text[:1] in "[(\"" or text[-1:] in "])\"":
         problems.append("wrapper")
+    text = text.strip("[]()\"")   # judge the words apart from any wrapper
     words = text.split()
     if len(words) != meta["count"]:
         problems.append("count")

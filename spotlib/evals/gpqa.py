@@ -1,0 +1,71 @@
+"""GPQA-Diamond: four options shuffled with a recorded seed; the answer is a letter."""
+from __future__ import annotations
+
+import random
+import re
+
+from spotlib.evals.base import Benchmark, field_of, load_rows
+from spotlib.grading import extract_boxed
+
+DATASET, CONFIG, SPLIT = "Idavidrein/gpqa", "gpqa_diamond", "train"
+LETTERS = "ABCD"
+FINAL_LINE = "Therefore, the final answer is: $\\boxed{LETTER}$."
+PROMPT = (
+    "Answer the following multiple choice question. Think step by step. The last line of your "
+    "response should be of the form \"" + FINAL_LINE + "\" (without quotes) where LETTER is one "
+    "of A, B, C, D.\n\n{question}\n\n{options}"
+)
+
+
+def shuffled_options(correct: str, wrong: list[str], seed: int, key: str) -> tuple[list[str], int]:
+    """The options in a seeded order (per item, so adding items never reorders others)."""
+    options = [correct] + list(wrong)
+    order = list(range(len(options)))
+    random.Random(f"{seed}:{key}").shuffle(order)
+    return [options[i] for i in order], order.index(0)
+
+
+def gpqa_records(rows: list[dict], n: int, seed: int, source: str) -> list[dict]:
+    records = []
+    for i, row in enumerate(rows[:n]):
+        question = str(field_of(row, ("Question", "question"), source, i)).strip()
+        correct = str(field_of(row, ("Correct Answer",), source, i)).strip()
+        wrong = [str(field_of(row, (f"Incorrect Answer {j}",), source, i)).strip() for j in (1, 2, 3)]
+        key = str(row.get("Record ID") or i)
+        options, gold = shuffled_options(correct, wrong, seed, key)
+        listing = "\n".join(f"{LETTERS[j]}) {text}" for j, text in enumerate(options))
+        records.append({"id": f"gpqa_diamond-{key}", "family": "gpqa_diamond",
+                        "prompt": PROMPT.replace("{question}", question).replace("{options}", listing),
+                        "answer": LETTERS[gold],
+                        "meta": {"options": options, "shuffle_seed": seed, "row": i}})
+    return records
+
+
+def load_gpqa(eval_cfg, n: int, profile=None) -> list[dict]:
+    local = (eval_cfg.data_files or {}).get("gpqa_diamond")
+    rows = load_rows(DATASET, CONFIG, SPLIT, local)
+    return gpqa_records(rows, n, eval_cfg.gpqa_shuffle_seed, local or DATASET)
+
+
+_ANSWER_LINE = re.compile(r"(?:answer|choice)\s*(?:is|:)?\s*[:\s]*\(?\**([ABCD])\b", re.IGNORECASE)
+
+
+def extract_letter(response: str | None) -> str | None:
+    """The chosen letter: the last box (`\\boxed{B}`, `\\boxed{\\text{(B)}}`), else an 'answer: B' line."""
+    if not response:
+        return None
+    boxed = extract_boxed(response)
+    if boxed is not None:
+        found = re.findall(r"(?<![A-Za-z\\])([ABCD])(?![A-Za-z])", boxed)
+        return found[0] if len(set(found)) == 1 else None
+    found = _ANSWER_LINE.findall(response)
+    return found[-1].upper() if found else None
+
+
+def score_gpqa(item: dict, response: str) -> dict:
+    return {"score": float(extract_letter(response) == item["answer"])}
+
+
+def gpqa_benchmark() -> Benchmark:
+    return Benchmark(name="gpqa_diamond", group="ood", load=load_gpqa, score=score_gpqa, k=5,
+                     dataset=f"{DATASET} ({CONFIG})")

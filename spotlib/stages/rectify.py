@@ -1,0 +1,132 @@
+"""Stage 02: the Oracle rectifies every wrong answer from 01 and writes direct solutions.
+
+Writes under outputs/<profile>/02_rectify/:
+  rectified.jsonl   one record per error: rejected (y⁻), chosen (y⁺ or null), thoughts,
+                    failure reason, mode, tokens, cost
+  direct.jsonl      direct Oracle solutions (no student answer), every attempt, with
+                    `correct`; attempts continue only for problems not yet solved
+                    (rejection sampling, `oracle.direct_attempts` tries at most)
+  transient_failures.jsonl  requests the endpoint never answered (asked again on a re-run)
+  cache/            the keyed append-only logs a crashed run resumes from
+  manifest.json
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from spotlib.io import JsonlAppender, Manifest, file_sha256, read_jsonl, write_jsonl
+from spotlib.oracle import OracleJob, job_key, open_oracle, run_jobs
+from spotlib.oracle.verify import verify_many
+
+STAGE = "02_rectify"
+INPUT = ("01_sample", "errors.jsonl")
+PROBLEM_FIELDS = ("id", "family", "prompt", "answer", "meta")
+
+
+def oracle_params(profile) -> dict:
+    """The settings that change this stage's output (the key's *name*, never its value)."""
+    cfg = profile.to_dict()["oracle"]
+    return {**cfg, "seed": profile.seed, "grading": profile.sample.grading}
+
+
+def _problem(record: dict) -> dict:
+    return {k: record.get(k) for k in PROBLEM_FIELDS}
+
+
+def run(profile, progress: bool = True) -> dict:
+    out_dir = profile.stage_dir(STAGE)
+    errors_path = profile.stage_dir(INPUT[0]) / INPUT[1]
+    errors = read_jsonl(errors_path, required=("id", "sample_id", "prompt", "answer", "response"))
+    manifest = Manifest(out_dir, params=oracle_params(profile), inputs={"errors": file_sha256(errors_path)})
+    if manifest.is_fresh():
+        return manifest.load()["summary"]
+    manifest.write(complete=False)
+    started = time.perf_counter()
+    cfg = profile.oracle
+
+    problems: dict[str, dict] = {}
+    for r in errors:
+        problems.setdefault(r["id"], _problem(r))
+    with open_oracle(profile, problems.values()) as oracle:
+        fingerprint = oracle.fingerprint()
+        use_truth = cfg.prompt_variant == "with_ground_truth"
+        jobs = [OracleJob(job_key(r["id"], r["sample_id"], fingerprint), "rectify", _problem(r), r["response"],
+                          r["answer"] if use_truth else None,
+                          fields={**_problem(r), "sample_id": r["sample_id"], "rejected": r["response"],
+                                  "oracle": fingerprint})
+                for r in errors]
+        with JsonlAppender(out_dir / "cache" / "rectify.jsonl", key_fn=lambda r: r["key"]) as sink:
+            rect_stats = run_jobs(oracle, jobs, sink, concurrency=cfg.concurrency, progress=progress,
+                                  desc="rectify", max_cost_usd=cfg.max_cost_usd)
+            done = {r["key"]: r for r in sink.records}
+        rectified = [_rectified_record(done[j.key]) for j in jobs if j.key in done]
+        direct, direct_stats = _direct_solutions(profile, oracle, fingerprint, list(problems.values()),
+                                                 out_dir, progress)
+
+    transient = rect_stats.transient_records + [r for s in direct_stats for r in s.transient_records]
+    write_jsonl(out_dir / "rectified.jsonl", rectified)
+    write_jsonl(out_dir / "direct.jsonl", direct)
+    write_jsonl(out_dir / "transient_failures.jsonl", transient)
+    modes = Counter(r["mode"] for r in rectified if r["ok"])
+    solved = {r["id"] for r in direct if r["correct"]}
+    summary = {
+        "errors": len(errors),
+        "rectified_ok": sum(r["ok"] for r in rectified),
+        "rectify_failures": dict(Counter(r["failure"] for r in rectified if not r["ok"])),
+        "modes": dict(modes),
+        "transient_failures": len(transient),
+        "direct_problems": len(problems),
+        "direct_solved": len(solved),
+        "direct_requests": sum(s.requested for s in direct_stats),
+        "prompt_tokens": rect_stats.prompt_tokens + sum(s.prompt_tokens for s in direct_stats),
+        "completion_tokens": rect_stats.completion_tokens + sum(s.completion_tokens for s in direct_stats),
+        "cost_usd": round(rect_stats.cost_usd + sum(s.cost_usd for s in direct_stats), 4),
+        "rectify_run": rect_stats.as_dict(),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    manifest.counts = {"errors": len(errors), "rectified": len(rectified), "rectified_ok": summary["rectified_ok"],
+                       "direct": len(direct), "direct_solved": len(solved), "transient_failures": len(transient)}
+    manifest.timings = {"rectify_s": round(rect_stats.wall_s, 2), "total_s": summary["wall_time_s"]}
+    # Unanswered requests leave the stage incomplete, so the next run asks for them again.
+    manifest.write(complete=not transient, summary=summary)
+    return summary
+
+
+def _rectified_record(raw: dict) -> dict:
+    record = {k: raw[k] for k in (*PROBLEM_FIELDS, "sample_id", "rejected")}
+    record.update({"chosen": raw["text"], "ok": raw["ok"], "failure": raw["failure"], "mode": raw["mode"],
+                   "thoughts": raw["thoughts"], "attempts": raw["attempts"],
+                   "prompt_tokens": raw["prompt_tokens"], "completion_tokens": raw["completion_tokens"],
+                   "cost_usd": raw["cost_usd"], "info": raw["info"], "key": raw["key"]})
+    return record
+
+
+def _direct_solutions(profile, oracle, fingerprint: str, problems: list[dict], out_dir, progress: bool):
+    """Ask for a direct solution of every problem; ask again (new attempt) only where it was wrong."""
+    cfg = profile.oracle
+    results: dict[str, dict] = {}
+    stats = []
+    with JsonlAppender(out_dir / "cache" / "direct.jsonl", key_fn=lambda r: r["key"]) as sink:
+        pending = problems
+        for attempt in range(cfg.direct_attempts):
+            jobs = [OracleJob(job_key(p["id"], f"direct-{attempt}", fingerprint), "direct", p, attempt=attempt,
+                              fields={**p, "oracle": fingerprint}) for p in pending]
+            stats.append(run_jobs(oracle, jobs, sink, concurrency=cfg.concurrency, progress=progress,
+                                  desc=f"direct (attempt {attempt + 1})", max_cost_usd=cfg.max_cost_usd))
+            done = {r["key"]: r for r in sink.records}
+            finished = [done[j.key] for j in jobs if j.key in done]
+            verdicts = verify_many(profile, finished, [r["text"] for r in finished])
+            for raw, ok in zip(finished, verdicts):
+                results[raw["key"]] = {**{k: raw[k] for k in PROBLEM_FIELDS}, "attempt": raw["attempt"],
+                                       "text": raw["text"], "ok": raw["ok"], "failure": raw["failure"],
+                                       "correct": bool(ok), "thoughts": raw["thoughts"], "key": raw["key"]}
+            solved = {r["id"] for r in results.values() if r["correct"]}
+            pending = [p for p in pending if p["id"] not in solved]
+            if not pending:
+                break
+    return sorted(results.values(), key=lambda r: (r["id"], r["attempt"])), stats
+
+
+def load(profile, which: str = "rectified") -> list[dict]:
+    return read_jsonl(profile.stage_dir(STAGE) / f"{which}.jsonl")

@@ -1,0 +1,220 @@
+"""Stage 06: GRPO from the base model and from the SPoT checkpoint, with equal budgets.
+
+Both runs see the same prompts in the same order, take the same number of steps with
+the same rollouts, learning rate and KL coefficient; each run's KL reference is its own
+start model (PAPER.md §6). Afterwards the two start models and the two RL results are
+evaluated with stage 05's benchmarks and settings into a table shaped like the paper's
+Table 4 (in-domain, OOD, general/retention).
+
+Writes under outputs/<profile>/06_rl_init/:
+  <init>/seed<k>/metrics.jsonl   per-step reward, KL, entropy, clip fraction, lengths
+  <init>/seed<k>/heldout.jsonl   greedy accuracy on held-out problems along training
+  <init>/seed<k>/final/          the RL model (save_pretrained)
+  curves.csv                     both runs' curves in one long table
+  table4.csv, table4.md          the final evaluation
+  manifest.json                  params, input hashes, summary
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+
+from spotlib.io import Manifest, dir_sha256, params_hash, write_json_atomic
+
+STAGE = "06_rl_init"
+START_LABELS = {"base": "base", "spot_bco": "SPoT"}
+
+def init_path(profile, method: str) -> Path:
+    """Where a run starts: the base model, or a 04 checkpoint (its first seed)."""
+    if method == "base":
+        path = profile.base_model_path()
+    else:
+        path = profile.out / "04_train_spot" / method / f"seed{profile.seeds[0]}"
+    if not (path / "config.json").is_file() and method != "base":
+        raise FileNotFoundError(f"{path}: no saved {method} checkpoint (run stage 04_train_spot first)")
+    return path
+
+
+def make_grader(profile):
+    """records, responses -> [correct]: the tiny world's scorer or math-verify (reward ±1)."""
+    from spotlib.stages.sample import grade
+
+    return lambda records, responses: [ok for ok, _ in grade(profile, records, responses)]
+
+
+def rl_problems(profile) -> tuple[list[dict], list[dict]]:
+    """(training prompts, held-out problems). Held-out: the world's `val` split, else the data's tail."""
+    from spotlib.data import load_train_problems
+
+    cfg = profile.rl
+    if profile.sample.dataset == "world":
+        from spotlib import world
+
+        train = load_train_problems(_with_problems(profile, cfg.num_prompts))
+        heldout = world.make_items("arith", cfg.heldout_items, split="val", seed=profile.seed,
+                                   world_cfg=profile.world)
+        return train[:cfg.num_prompts], heldout
+    rows = load_train_problems(_with_problems(profile, cfg.num_prompts + cfg.heldout_items))
+    if len(rows) <= cfg.num_prompts:
+        raise ValueError(f"rl.num_prompts={cfg.num_prompts}: the dataset has only {len(rows)} problems, "
+                         f"none left for {cfg.heldout_items} held-out ones")
+    return rows[:cfg.num_prompts], rows[cfg.num_prompts:]
+
+
+def _with_problems(profile, n: int):
+    return profile.replace(sample=dataclasses.replace(profile.sample, num_problems=n))
+
+
+def fingerprint(path: Path) -> str:
+    """Content hash of a small model folder; names, sizes and mtimes of a large one."""
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    if sum(p.stat().st_size for p in files) < 200 * 2**20:
+        return dir_sha256(path)
+    digest = hashlib.sha256()
+    for p in files:
+        stat = p.stat()
+        digest.update(f"{p.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def evaluate_model(profile, model_path: Path) -> dict[str, float]:
+    """benchmark -> score (avg@k of the headline metric) with the 05 registry and eval settings.
+
+    Same benchmarks, items, k and sampling settings as stage 05 (`spotlib.evals`), so the
+    start models' rows can be checked against 05's table.
+    """
+    import torch
+
+    from spotlib import evals
+    from spotlib.models import load_model
+    from spotlib.rl import autocast_for
+    from spotlib.sampling import choose_backend, generate
+
+    ecfg = profile.eval
+    backend = choose_backend(profile.rl.backend)
+    model, tokenizer = load_model(model_path, dtype=profile.model.dtype, device=profile.device)
+    target = str(model_path) if backend == "vllm" else model
+    scores = {}
+    for name in ecfg.benchmarks:
+        bench = evals.get(name)
+        items = evals.load_items(name, ecfg, profile)
+        k = evals.k_for(ecfg, name)
+        device = next(model.parameters()).device
+        with torch.no_grad(), autocast_for(device, profile.rl.bf16_autocast):
+            outs = generate(target, tokenizer, [it["prompt"] for it in items], n=k,
+                            temperature=ecfg.temperature, top_p=ecfg.top_p, top_k=ecfg.top_k,
+                            max_new_tokens=ecfg.max_new_tokens, seed=0, batch_size=ecfg.batch_size,
+                            backend=backend, progress=False)
+        per_sample = [bench.summarize(bench.score_all(items, [o[j] for o in outs], ecfg))["score"]
+                      for j in range(k)]
+        scores[name] = sum(per_sample) / k
+    return scores
+
+
+def table4(scores: dict[str, dict[str, float]]) -> list[dict]:
+    """Rows shaped like the paper's Table 4: per-benchmark scores (%), group means and the average."""
+    from spotlib import evals
+
+    rows = []
+    for label, per_bench in scores.items():
+        row = {"model": label, **{b: round(100 * v, 1) for b, v in per_bench.items()}}
+        for group in evals.GROUPS:
+            vals = [v for b, v in per_bench.items() if evals.get(b).group == group]
+            row[group] = round(100 * sum(vals) / len(vals), 1) if vals else None
+        row["avg"] = round(100 * sum(per_bench.values()) / max(len(per_bench), 1), 1)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append("| " + " | ".join("" if row[c] is None else str(row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curves(runs: dict[str, dict]) -> list[dict]:
+    """One long table: (init, step, metric values) for both runs' training and held-out curves."""
+    rows = []
+    for method, result in runs.items():
+        held = {h["step"]: h["heldout_accuracy"] for h in result["heldout"]}
+        if 0 in held:
+            rows.append({"init": method, "step": 0, "heldout_accuracy": held[0]})
+        for m in result["metrics"]:
+            rows.append({"init": method, "step": m["step"], "reward_mean": m["reward_mean"],
+                         "kl": m["kl"], "entropy": m["entropy"], "clip_frac": m["clip_frac"],
+                         "response_len": m["response_len"], "heldout_accuracy": held.get(m["step"])})
+    return rows
+
+
+def run(profile, progress: bool = True) -> dict:
+    """Both GRPO runs, their curves and the Table-4-shaped evaluation; returns the summary."""
+    import pandas as pd
+
+    from spotlib.rl import train_grpo
+
+    stage_dir = profile.stage_dir(STAGE)
+    cfg = profile.rl
+    seed = profile.seeds[0]
+    starts = {m: init_path(profile, m) for m in cfg.init_methods}
+    train_items, heldout = rl_problems(profile)
+    manifest = Manifest(stage_dir,
+                        params={"rl": dataclasses.asdict(cfg), "seed": seed, "eval": profile.to_dict()["eval"],
+                                "max_len": profile.model.max_len, "grading": profile.sample.grading},
+                        inputs={**{m: fingerprint(p) for m, p in starts.items()},
+                                "prompts": params_hash([r["id"] for r in train_items]),
+                                "heldout": params_hash([r["id"] for r in heldout])})
+    if manifest.is_fresh():
+        return manifest.load()["summary"]
+    manifest.write(complete=False)
+
+    grader = make_grader(profile)
+    runs, timings = {}, {}
+    for method, start in starts.items():
+        t0 = time.perf_counter()
+        runs[method] = train_grpo(start, stage_dir / method / f"seed{seed}", train_items, grader, cfg,
+                                  heldout=heldout, seed=seed, device=profile.device,
+                                  max_len=profile.model.max_len, backend=cfg.backend,
+                                  dtype=profile.model.dtype, progress=progress)
+        timings[f"grpo_{method}_s"] = round(time.perf_counter() - t0, 1)
+    curve_rows = curves(runs)
+    pd.DataFrame(curve_rows).to_csv(stage_dir / "curves.csv", index=False)
+
+    t0 = time.perf_counter()
+    models = {}
+    for method, start in starts.items():
+        label = START_LABELS.get(method, method)
+        models[label] = start
+        models[f"{label} + GRPO" if method != "base" else "GRPO"] = Path(runs[method]["final"])
+    scores = {label: evaluate_model(profile, path) for label, path in models.items()}
+    timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
+    rows = table4(scores)
+    pd.DataFrame(rows).to_csv(stage_dir / "table4.csv", index=False)
+    (stage_dir / "table4.md").write_text(markdown_table(rows))
+
+    summary = {"stage_dir": str(stage_dir), "table4": rows, "timings": timings,
+               "runs": {m: _run_summary(r) for m, r in runs.items()}}
+    write_json_atomic(stage_dir / "summary.json", summary)
+    manifest.counts.update({"train_prompts": len(train_items), "heldout": len(heldout),
+                            "steps": {m: r["steps"] for m, r in runs.items()}})
+    manifest.timings.update(timings)
+    manifest.write(complete=True, summary=summary)
+    return summary
+
+
+def _run_summary(result: dict) -> dict:
+    """Curve end points: first and last step's reward (mean of the 3 last), held-out accuracy."""
+    metrics, held = result["metrics"], result["heldout"]
+    tail = metrics[-3:]
+    return {
+        "steps": result["steps"],
+        "reward_first": metrics[0]["reward_mean"] if metrics else None,
+        "reward_last3": sum(m["reward_mean"] for m in tail) / len(tail) if tail else None,
+        "heldout_first": held[0]["heldout_accuracy"] if held else None,
+        "heldout_last": held[-1]["heldout_accuracy"] if held else None,
+        "kl_last": metrics[-1]["kl"] if metrics else None,
+        "final": result["final"],
+    }

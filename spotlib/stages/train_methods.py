@@ -1,0 +1,207 @@
+"""Stage 04: train every method (and the ablations) for every seed, on stage 03's data.
+
+For each run spec `method[@data][:delta]` (see `spotlib.train.runspec`) and seed in
+`profile.seeds`, writes outputs/<profile>/04_train_spot/<run>/seed<k>/: the final model
+and tokenizer (`save_pretrained`), `metrics.jsonl` (per-step training records and the
+periodic probes) and `summary.json`. The stage folder also holds `reference/` (cached
+reference log-probs and probes), `runs.jsonl` (one summary per run and seed) and
+`manifest.json`.
+
+Every run sees the same number of examples (the smallest run's data, or
+`train.n_examples`), the same steps and batch; only objective and data differ.
+Reference log-probs are computed once (no grad) and cached by (data hash, reference
+model hash); the reference model is then freed. On several GPUs with
+`train.accelerate_config`, the stage re-launches itself under `accelerate launch`.
+
+    python -m spotlib.stages.train_methods --profile tiny
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
+from spotlib.train import data as D
+from spotlib.train.logps import cache_key, cached, reference_sums, use_autocast
+from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
+from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
+from spotlib.train.trainer import RunInputs, make_accelerator, num_steps, train_run
+
+STAGE = "04_train_spot"
+
+
+def _base_model(profile) -> str:
+    if profile.model.name_or_path == "world":
+        from spotlib import world
+        return str(world.ensure_base_model(profile))
+    return profile.model.name_or_path
+
+
+def _model_hash(path: str) -> str:
+    return dir_sha256(path) if Path(path).is_dir() else path
+
+
+def _launched() -> bool:
+    return "LOCAL_RANK" in os.environ or "ACCELERATE_DYNAMO_BACKEND" in os.environ
+
+
+def run(profile, progress: bool = True) -> dict:
+    cfg = profile.train
+    if cfg.accelerate_config and torch.cuda.device_count() > 1 and not _launched():
+        return _relaunch(profile)
+    filter_dir = profile.out / "03_filter"
+    stage_dir = profile.stage_dir(STAGE)
+    runs = plan_runs(cfg)
+    base_path = _base_model(profile)
+    ref_hash = _model_hash(base_path)
+
+    examples = {r.name: D.load_examples(filter_dir, r) for r in runs}
+    n = cfg.n_examples or min(len(v) for v in examples.values())
+    for name, rows in examples.items():
+        if len(rows) < n or n == 0:
+            raise DataError(f"{filter_dir}: run {name} has {len(rows)} examples, needs {max(n, 1)}")
+        examples[name] = rows[:n]
+    accelerator = make_accelerator(profile)
+    effective = cfg.per_device_batch * cfg.grad_accum * accelerator.num_processes
+    steps = num_steps(cfg, n, effective)
+
+    used = sorted({PAIRS_FILE if r.info.pairs else DATA_FILES[r.data] for r in runs}
+                  | {DATA_FILES["direct"] for r in runs if r.info.pairs and r.data == "direct"})
+    inputs_hash = {f: file_sha256(filter_dir / f) for f in used}
+    inputs_hash["base_model"] = ref_hash
+    manifest = Manifest(stage_dir, params={"train": profile.to_dict()["train"], "seeds": profile.seeds,
+                                           "model": profile.to_dict()["model"]}, inputs=inputs_hash)
+    if manifest.is_fresh():
+        return manifest.load()
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = accelerator.device
+    autocast = use_autocast(device, cfg.bf16_autocast if device.type == "cpu" else cfg.bf16)
+    t0 = time.perf_counter()
+    ref_model = None
+
+    def reference():
+        nonlocal ref_model
+        if ref_model is None:
+            from spotlib.train.trainer import _load_model
+            ref_model = _load_model(base_path, profile.model.dtype).to(device).eval()
+        return ref_model
+
+    shared = {}
+    with accelerator.main_process_first():  # one process computes, the others read the cache
+        for run_spec in runs:
+            rows = examples[run_spec.name]
+            data = D.prepare(tokenizer, rows, cfg.max_len, cfg.max_prompt_len, with_rejected=run_spec.info.pairs)
+            key = cache_key(D.examples_hash(rows), ref_hash, cfg.max_len, cfg.max_prompt_len, run_spec.info.pairs)
+            ref = cached(stage_dir / "reference" / f"logps-{key}.pt", lambda: {
+                "chosen": reference_sums(reference(), data.chosen, pad_id, device, autocast=autocast)[0],
+                "rejected": reference_sums(reference(), data.rejected, pad_id, device, autocast=autocast)[0]
+                if data.rejected is not None else None})
+            shared[run_spec.name] = (data, ref)
+        probe = _probe_set(profile, tokenizer, reference, ref_hash, stage_dir, device, autocast)
+        diag = _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, pad_id, device, autocast)
+    del ref_model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    manifest.timings["reference_s"] = round(time.perf_counter() - t0, 2)
+
+    summaries = []
+    for seed in profile.seeds:
+        for run_spec in runs:
+            data, ref = shared[run_spec.name]
+            inputs = RunInputs(data, ref["chosen"], ref["rejected"], base_path, probe, diag)
+            run_dir = stage_dir / run_spec.dirname / f"seed{seed}"
+            start = time.perf_counter()
+            summary = train_run(profile, run_spec, seed, inputs, run_dir, steps=steps, progress=progress)
+            summary = dict(summary, wall_s=round(time.perf_counter() - start, 2), dir=str(run_dir))
+            summaries.append(summary)
+            if progress and accelerator.is_main_process:
+                print(f"{run_spec.name:24s} seed {seed}: {summary.get('train_seconds', 0):6.1f} s training, "
+                      f"{summary.get('tokens_per_s', 0):7.0f} tok/s")
+    if accelerator.is_main_process:
+        write_jsonl(stage_dir / "runs.jsonl", summaries)
+        manifest.counts.update({"runs": len(runs), "seeds": len(profile.seeds), "examples_per_run": n,
+                                "steps": steps, "effective_batch": effective})
+        manifest.timings["train_s_by_run"] = _seconds_by_run(summaries)
+        return manifest.write(runs=summaries)
+    return {"runs": summaries}
+
+
+def _seconds_by_run(summaries: list[dict]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for s in summaries:
+        totals[s["run"]] = round(totals.get(s["run"], 0.0) + s.get("train_seconds", 0.0), 2)
+    return totals
+
+
+def _probe_set(profile, tokenizer, reference, ref_hash, stage_dir, device, autocast):
+    cfg = profile.train
+    if not cfg.kl_probe_every or not cfg.kl_probe_prompts:
+        return None
+    if cfg.kl_probe_file:
+        from spotlib.io import read_jsonl
+        items = read_jsonl(cfg.kl_probe_file, required=("prompt",))[: cfg.kl_probe_prompts]
+        for item in items:
+            item.setdefault("family", "probe")
+    elif profile.model.name_or_path == "world":
+        items = probe_items(profile.world, cfg.kl_probe_prompts)
+    else:
+        return None
+    key = cache_key(ref_hash, [i["prompt"] for i in items], cfg.kl_probe_max_tokens, cfg.max_len)
+    return cached(stage_dir / "reference" / f"probe-{key}.pt", lambda: build_probe_set(
+        reference(), tokenizer, items, max_new_tokens=cfg.kl_probe_max_tokens, max_len=cfg.max_len,
+        max_prompt_len=cfg.max_prompt_len, device=device, autocast=autocast))
+
+
+def _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, pad_id, device, autocast):
+    cfg = profile.train
+    pairs_path = filter_dir / PAIRS_FILE
+    if not cfg.edit_diag_pairs or not pairs_path.is_file():
+        return None
+    from spotlib.io import read_jsonl
+    pairs = [p for p in read_jsonl(pairs_path) if p.get("rejected")][: cfg.edit_diag_pairs]
+    if not pairs:
+        return None
+    prompts = [p["prompt"] for p in pairs]
+    chosen = D.tokenize(tokenizer, prompts, [p["chosen"] for p in pairs], cfg.max_len, cfg.max_prompt_len)
+    rejected = D.tokenize(tokenizer, prompts, [p["rejected"] for p in pairs], cfg.max_len, cfg.max_prompt_len)
+    key = cache_key(ref_hash, D.examples_hash([dict(p, rejected=p["rejected"]) for p in pairs]), cfg.max_len)
+    return cached(stage_dir / "reference" / f"diag-{key}.pt", lambda: build_edit_diag(
+        reference(), chosen, rejected, pad_id, device, autocast=autocast))
+
+
+def _relaunch(profile) -> dict:
+    """Run this stage under `accelerate launch` with the profile's config (DeepSpeed ZeRO-2)."""
+    config = Path(profile.train.accelerate_config)
+    if not config.is_absolute():
+        from spotlib.config import REPO_ROOT
+        config = REPO_ROOT / config
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           "--num_processes", str(torch.cuda.device_count()),
+           "-m", "spotlib.stages.train_methods", "--profile", profile.source or profile.name]
+    subprocess.run(cmd, check=True)
+    return Manifest(profile.stage_dir(STAGE), params=None).load()
+
+
+def main(argv=None) -> None:
+    from spotlib.config import load_profile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny")
+    args = parser.parse_args(argv)
+    run(load_profile(args.profile))
+
+
+if __name__ == "__main__":
+    main()

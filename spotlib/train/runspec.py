@@ -1,0 +1,112 @@
+"""Run specs: which objective trains on which data with which δ.
+
+A run is named `method[@data][:delta]`:
+
+- `method` — one of METHODS below (the paper's baselines and SPoT's two forms);
+- `@data` — the data cross (PAPER.md §8 Q2): `direct` (the Oracle's direct solutions),
+  `rectified` (the minimally edited y⁺), or `rft` (the student's own correct samples).
+  For pair objectives `@direct` keeps each pair's y⁻ and swaps y⁺ for the Oracle's
+  direct solution of the same problem. Without `@data`, a method uses its own data.
+- `:delta` — δ mode for `spot_bco` (`running_mean`, `ema`, `none`); without it the
+  profile's `train.delta_mode`.
+
+Examples: `sft`, `spot_bco`, `spot_bco@direct`, `sft_plus@direct` (= `sft`),
+`spot_bco:ema`, `spot_bco@direct:none`. The run's folder name is the spec with `:`
+written as `~` (`spot_bco~ema`), which every filesystem accepts.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from spotlib.losses import DELTA_MODES
+
+
+@dataclass(frozen=True)
+class Method:
+    objective: str          # a function name in spotlib.losses
+    data: str               # default data: direct | rectified | rft
+    pairs: bool             # trains on (y⁺, y⁻) pairs
+    needs_reference: bool   # the objective (not just the metrics) uses π_ref
+
+
+METHODS: dict[str, Method] = {
+    "sft": Method("sft", "direct", pairs=False, needs_reference=False),
+    "rft": Method("sft", "rft", pairs=False, needs_reference=False),
+    "sft_plus": Method("sft", "rectified", pairs=False, needs_reference=False),
+    "kl_sft": Method("kl_sft", "rectified", pairs=False, needs_reference=True),
+    "reward_sft": Method("reward_sft", "rectified", pairs=False, needs_reference=True),
+    "dpo": Method("dpo", "rectified", pairs=True, needs_reference=True),
+    "spot_bce": Method("bce", "rectified", pairs=True, needs_reference=True),
+    "spot_bco": Method("bco", "rectified", pairs=True, needs_reference=True),
+}
+DATA_KINDS = ("direct", "rectified", "rft")
+# Stage 03's files: SFT-type data uses `chosen`; pairs hold both y⁻ and y⁺.
+DATA_FILES = {"direct": "sft_direct.jsonl", "rectified": "sft_plus.jsonl", "rft": "rft.jsonl"}
+PAIRS_FILE = "pairs.jsonl"
+
+_SPEC = re.compile(r"^(?P<method>[a-z_]+)(@(?P<data>[a-z_]+))?(:(?P<delta>[a-z_]+))?$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    data: str
+    delta_mode: str
+
+    @property
+    def info(self) -> Method:
+        return METHODS[self.method]
+
+    @property
+    def objective(self) -> str:
+        return self.info.objective
+
+    @property
+    def name(self) -> str:
+        """Canonical spec: data and δ written only where they differ from the defaults."""
+        text = self.method
+        if self.data != self.info.data:
+            text += f"@{self.data}"
+        if self.objective == "bco" and self._explicit_delta:
+            text += f":{self.delta_mode}"
+        return text
+
+    @property
+    def dirname(self) -> str:
+        return self.name.replace(":", "~")
+
+    _explicit_delta: bool = False
+
+
+def parse_run(spec: str, default_delta: str = "running_mean") -> RunSpec:
+    """`method[@data][:delta]` -> RunSpec; a clear error for anything else."""
+    match = _SPEC.match(spec.strip())
+    if not match:
+        raise ValueError(f"train run {spec!r}: expected method[@data][:delta], e.g. spot_bco@direct:ema")
+    method, data, delta = match["method"], match["data"], match["delta"]
+    if method not in METHODS:
+        raise ValueError(f"train run {spec!r}: unknown method {method!r} (expected one of {', '.join(METHODS)})")
+    info = METHODS[method]
+    data = data or info.data
+    if data not in DATA_KINDS:
+        raise ValueError(f"train run {spec!r}: unknown data {data!r} (expected one of {', '.join(DATA_KINDS)})")
+    if info.pairs and data == "rft":
+        raise ValueError(f"train run {spec!r}: pair objectives need a y⁻; use @rectified or @direct")
+    if delta is not None and info.objective != "bco":
+        raise ValueError(f"train run {spec!r}: a δ mode applies to spot_bco only")
+    if delta is not None and delta not in DELTA_MODES:
+        raise ValueError(f"train run {spec!r}: unknown δ mode {delta!r} (expected one of {', '.join(DELTA_MODES)})")
+    explicit = delta is not None and delta != default_delta
+    return RunSpec(method, data, delta or default_delta, _explicit_delta=explicit)
+
+
+def plan_runs(train_cfg) -> list[RunSpec]:
+    """The profile's methods then ablations, parsed, without duplicates (by canonical name)."""
+    runs, seen = [], set()
+    for spec in list(train_cfg.methods) + list(train_cfg.ablations):
+        run = parse_run(spec, train_cfg.delta_mode)
+        if run.name not in seen:
+            seen.add(run.name)
+            runs.append(run)
+    return runs

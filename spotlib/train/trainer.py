@@ -1,0 +1,337 @@
+"""One trainer for every method: only the objective and the data differ.
+
+Per optimiser step: `effective_batch = per_device_batch × grad_accum × processes`
+examples in a seeded order; chosen and rejected sequences go through the model in one
+forward pass; reference log-probs come precomputed (`RunInputs.ref_*`). AdamW
+(β = 0.9, 0.95), linear warmup then cosine decay, gradient clipping, accumulation.
+
+Precision: on CPU fp32 weights with bf16 autocast (about 2x faster there); on GPU bf16
+(with DeepSpeed ZeRO-2 when `accelerate launch` brings its config) and, if asked,
+gradient checkpointing. Log-prob sums and losses are always fp32.
+
+A run is resumable exactly: a checkpoint holds the weights, optimiser, scheduler, δ and
+RNG states (`accelerator.save_state`); the data order is a pure function of (seed,
+step). A run whose `summary.json` says complete is skipped.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spotlib import losses as L
+from spotlib.io import JsonlAppender, write_json_atomic
+
+from .data import TrainData, collate, step_rows
+from .logps import completion_logps, use_autocast
+from .probes import EditDiagSet, ProbeSet, edit_diagnostic, probe_kl
+from .runspec import RunSpec
+
+
+@dataclass
+class RunInputs:
+    """Everything a run needs that is shared across seeds (and computed once)."""
+    data: TrainData
+    ref_chosen: torch.Tensor            # [N] summed reference log-probs of y⁺
+    ref_rejected: torch.Tensor | None   # [N] of y⁻ (pair data)
+    base_path: str                      # the start model = π_ref
+    probe: ProbeSet | None = None
+    diag: EditDiagSet | None = None
+
+
+def lr_for(train_cfg, method: str) -> float:
+    lrs = train_cfg.lr
+    if method in lrs:
+        return float(lrs[method])
+    if "default" not in lrs:
+        raise ValueError(f"train.lr: no entry for {method!r} and no 'default'")
+    return float(lrs["default"])
+
+
+def num_steps(train_cfg, n_examples: int, effective_batch: int) -> int:
+    if train_cfg.max_steps:
+        return int(train_cfg.max_steps)
+    return max(1, math.ceil(train_cfg.epochs * n_examples / effective_batch))
+
+
+def make_accelerator(profile):
+    from accelerate import Accelerator
+
+    device = profile.device
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    mixed = "bf16" if (profile.train.bf16 and not on_cpu) else "no"
+    accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed,
+                              gradient_accumulation_steps=profile.train.grad_accum)
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:  # no prepared dataloader tells DeepSpeed the batch: say it here
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = profile.train.per_device_batch
+        plugin.deepspeed_config["gradient_clipping"] = profile.train.max_grad_norm
+    return accelerator
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def _load_model(path: str, dtype: str):
+    from transformers import AutoModelForCausalLM
+
+    from spotlib.models import torch_dtype
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype) or torch.float32)
+
+
+class _Registered:
+    """Wraps δ so accelerate's save_state/load_state carries it."""
+
+    def __init__(self, tracker: L.DeltaTracker):
+        self.tracker = tracker
+
+    def state_dict(self):
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state):
+        self.tracker.load_state_dict(state)
+
+
+def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path, *, steps: int,
+              progress: bool = True, stop_after: int | None = None, accelerator=None) -> dict:
+    """Train one (run, seed) into `run_dir`; returns the summary. `stop_after` simulates a crash."""
+    from accelerate.utils import set_seed
+    from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+
+    cfg = profile.train
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text())
+        if done.get("complete"):
+            return done
+    run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = accelerator or make_accelerator(profile)
+    device = accelerator.device
+    autocast = use_autocast(device, cfg.bf16_autocast if device.type == "cpu" else cfg.bf16)
+    set_seed(seed)
+
+    model = _load_model(inputs.base_path, profile.model.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(inputs.base_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    model.train()
+    ref_model = None
+    if run.objective == "kl_sft":  # the KL term needs π_ref's whole distribution at each token
+        ref_model = _load_model(inputs.base_path, profile.model.dtype).to(device).eval().requires_grad_(False)
+
+    lr = lr_for(cfg, run.method)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(cfg.adam_betas),
+                                  weight_decay=cfg.weight_decay)
+    warmup = math.ceil(cfg.warmup_ratio * steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    delta = L.DeltaTracker(run.delta_mode if run.objective == "bco" else "none", decay=cfg.delta_ema_decay)
+    accelerator.register_for_checkpointing(scheduler)
+    accelerator.register_for_checkpointing(_Registered(delta))
+
+    start_step = 0
+    checkpoint = _latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        start_step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+
+    world = accelerator.num_processes
+    micro = cfg.per_device_batch
+    effective = micro * cfg.grad_accum * world
+    data = inputs.data
+    metrics = JsonlAppender(run_dir / "metrics.jsonl", key_fn=lambda r: (r["kind"], r["step"])) \
+        if accelerator.is_main_process else None
+
+    def probe(step: int):
+        if not accelerator.is_main_process or (inputs.probe is None and inputs.diag is None):
+            return None
+        record = {"kind": "probe", "step": step}
+        inner = accelerator.unwrap_model(model)
+        if inputs.probe is not None:
+            record.update(probe_kl(inner, inputs.probe, pad_id, device, autocast=autocast))
+        if inputs.diag is not None:
+            record.update(edit_diagnostic(inner, inputs.diag, pad_id, device, beta=cfg.beta, autocast=autocast))
+        metrics.append(record)
+        return record
+
+    if start_step == 0:
+        probe(0)
+    train_seconds = 0.0
+    last_probe = None
+    bar = None
+    if progress and accelerator.is_main_process:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, initial=start_step, desc=f"{run.name} seed {seed}", leave=False)
+    for step in range(start_step, steps):
+        t0 = time.perf_counter()
+        rows = step_rows(len(data), seed, step, effective)
+        sums = {k: 0.0 for k in ("loss", "rc", "rr", "acc", "wc", "wr", "lc", "lr_", "n", "tokens")}
+        for m in range(cfg.grad_accum):
+            first = (m * world + accelerator.process_index) * micro
+            mrows = rows[first: first + micro]
+            # Gradients are all-reduced on the last micro-batch only; backward divides by grad_accum.
+            with accelerator.no_sync(model) if m < cfg.grad_accum - 1 else contextlib.nullcontext():
+                out = _micro_step(model, ref_model, run, cfg, inputs, mrows, pad_id, device, autocast, delta)
+                accelerator.backward(out["loss"])
+            for key in ("rc", "rr", "acc", "wc", "wr", "lc", "lr_"):
+                sums[key] += out[key]
+            sums["loss"] += float(out["loss"].detach()) * len(mrows)
+            sums["n"] += len(mrows)
+            sums["tokens"] += out["tokens"]
+        lr_now = scheduler.get_last_lr()[0]
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        totals = accelerator.reduce(torch.tensor([sums[k] for k in sums], dtype=torch.float64, device=device),
+                                    reduction="sum").tolist()
+        elapsed = time.perf_counter() - t0
+        train_seconds += elapsed
+        agg = dict(zip(sums, totals))
+        n = agg["n"]
+        if accelerator.is_main_process:
+            record = {"kind": "train", "step": step + 1, "loss": agg["loss"] / n,
+                      "rewards/chosen": agg["rc"] / n, "logps/chosen": agg["lc"] / n,
+                      "tether/chosen": agg["wc"] / n, "delta": delta.value,
+                      "lr": lr_now,
+                      "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                      "tokens": int(agg["tokens"]), "tokens_per_s": agg["tokens"] / elapsed}
+            if run.info.pairs:
+                record.update({"rewards/rejected": agg["rr"] / n, "rewards/margins": (agg["rc"] - agg["rr"]) / n,
+                               "rewards/accuracies": agg["acc"] / n, "tether/rejected": agg["wr"] / n,
+                               "logps/rejected": agg["lr_"] / n})
+            metrics.append(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", r_c=f"{record['rewards/chosen']:.2f}")
+        done = step + 1
+        if cfg.kl_probe_every and (done % cfg.kl_probe_every == 0 or done == steps):
+            last_probe = probe(done) or last_probe
+        if cfg.save_every and done % cfg.save_every == 0 and done < steps:
+            _save_checkpoint(accelerator, run_dir, done)
+        if stop_after is not None and done >= stop_after:
+            if bar is not None:
+                bar.close()
+            return {"complete": False, "step": done}
+    if bar is not None:
+        bar.close()
+    if last_probe is None and inputs.probe is not None:
+        last_probe = probe(steps)
+    return _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, train_seconds,
+                   last_probe, lr, device)
+
+
+def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autocast, delta) -> dict:
+    data = inputs.data
+    pairs = run.info.pairs
+    batch = collate(data.chosen, rows, pad_id)
+    n = len(rows)
+    if pairs:  # chosen and rejected in one forward pass, padded to the longer of the two
+        rej = collate(data.rejected, rows, pad_id)
+        width = max(batch["input_ids"].shape[1], rej["input_ids"].shape[1])
+        batch = {k: torch.cat([_pad(batch[k], width, pad_id if k == "input_ids" else 0),
+                               _pad(rej[k], width, pad_id if k == "input_ids" else 0)]) for k in batch}
+    batch = {k: v.to(device) for k, v in batch.items()}
+    tokens = int(batch["attention_mask"].sum())
+    out = completion_logps(model, batch, autocast=autocast, keep_logits=run.objective == "kl_sft")
+    pc, counts = out.sums[:n], out.counts[:n]
+    rc = inputs.ref_chosen[rows].to(device)
+    pr = rr = None
+    if pairs:
+        pr = out.sums[n:]
+        rr = inputs.ref_rejected[rows].to(device)
+    objective = run.objective
+    delta_used = 0.0
+    if objective == "bco":
+        delta_used = delta.update(L.implicit_rewards(pc, rc, cfg.beta), L.implicit_rewards(pr, rr, cfg.beta))
+        losses, r_c, r_r = L.bco(pc, pr, rc, rr, beta=cfg.beta, delta=delta_used)
+    elif objective == "kl_sft":
+        with torch.no_grad():
+            ref_out = completion_logps(ref_model, batch, autocast=autocast, keep_logits=True)
+        kl_tokens = _token_kl_flat(out.logits, ref_out.logits)
+        kl_sums = torch.zeros(n, device=device).index_add(0, out.rows, kl_tokens)
+        losses, r_c, r_r = L.kl_sft(pc, None, rc, None, beta=cfg.beta, chosen_counts=counts,
+                                    token_kl_sums=kl_sums, kl_coef=cfg.kl_coef)
+    elif objective == "sft":
+        losses, r_c, r_r = L.sft(pc, None, rc, None, beta=cfg.beta, chosen_counts=counts)
+    elif objective == "reward_sft":
+        losses, r_c, r_r = L.reward_sft(pc, None, rc, None, beta=cfg.beta)
+    else:
+        losses, r_c, r_r = getattr(L, objective)(pc, pr, rc, rr, beta=cfg.beta)
+    w_c, w_r = L.gradient_weights(objective, r_c, r_r, beta=cfg.beta, delta=delta_used, chosen_counts=counts)
+    result = {"loss": losses.mean(), "rc": float(r_c.sum()), "wc": float(w_c.sum()), "wr": float(w_r.sum()),
+              "lc": float(pc.detach().sum()), "tokens": tokens, "rr": 0.0, "acc": 0.0, "lr_": 0.0}
+    if pairs:
+        result.update({"rr": float(r_r.sum()), "acc": float((r_c > r_r).float().sum()),
+                       "lr_": float(pr.detach().sum())})
+    return result
+
+
+def _token_kl_flat(policy_logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(policy_logits.float(), dim=-1)
+    logq = torch.log_softmax(ref_logits.float(), dim=-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def _pad(x: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    if x.shape[1] == width:
+        return x
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
+def _save_checkpoint(accelerator, run_dir: Path, step: int) -> None:
+    """Write checkpoint-<step> completely, then drop older ones: a kill leaves one intact."""
+    tmp = run_dir / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / "trainer_state.json", {"step": step})
+        tmp.rename(run_dir / f"checkpoint-{step}")
+        for old in run_dir.glob("checkpoint-*"):
+            if int(old.name.split("-")[1]) < step:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, train_seconds, last_probe,
+            lr, device) -> dict:
+    accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)
+    summary = {}
+    if accelerator.is_main_process:
+        inner = accelerator.unwrap_model(model)
+        if device.type == "cuda":  # bf16 on GPU: what vLLM and transformers load as-is
+            state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+            inner.config.dtype = "bfloat16"
+        inner.save_pretrained(run_dir, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(run_dir)
+        train_records = [r for r in metrics.records if r["kind"] == "train"]
+        final = train_records[-1] if train_records else {}
+        tokens = sum(r["tokens"] for r in train_records)
+        # From the per-step records, so a resumed run counts its steps before the interruption too.
+        train_seconds = sum(r["tokens"] / r["tokens_per_s"] for r in train_records)
+        summary = {"run": run.name, "method": run.method, "objective": run.objective, "data": run.data,
+                   "delta_mode": run.delta_mode if run.objective == "bco" else None, "seed": seed,
+                   "steps": steps, "lr": lr, "train_seconds": round(train_seconds, 2),
+                   "tokens": tokens, "tokens_per_s": tokens / max(train_seconds, 1e-9),
+                   "final": {k: v for k, v in final.items() if k not in ("kind",)},
+                   "final_probe": last_probe, "complete": True}
+        write_json_atomic(run_dir / "summary.json", summary)
+        metrics.close()
+        for old in run_dir.glob("checkpoint-*"):
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return summary

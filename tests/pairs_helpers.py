@@ -1,0 +1,65 @@
+"""Shared fixtures for the pairs tests: student solutions with a planted error, fake stage-01 outputs."""
+from __future__ import annotations
+
+import random
+import re
+
+from spotlib import world
+from spotlib.io import write_jsonl
+
+_EQ = re.compile(r"(-?\d+) ([+-]) (-?\d+) = (-?\d+)")
+_BOX = re.compile(r"\\boxed\{(-?\d+)\}")
+
+
+def plant_error(text: str, step: int, delta: int) -> str:
+    """Make step `step`'s result off by `delta` and carry the wrong value through (a real slip)."""
+    matches = list(_EQ.finditer(text))
+    out, last, carried = [], 0, None
+    for k, m in enumerate(matches):
+        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+        if carried is not None:
+            a = carried
+            c = a + b if op == "+" else a - b
+        if k == step:
+            c += delta
+        if k >= step:
+            carried = c
+        out.append(text[last:m.start()] + f"{a} {op} {b} = {c}")
+        last = m.end()
+    text = "".join(out) + text[last:]
+    return _BOX.sub(lambda m: "\\boxed{%d}" % carried, text) if carried is not None else text
+
+
+def fake_samples(n: int, seed: int = 0, error_rate: float = 0.6) -> list[dict]:
+    """Sample records as stage 01 writes them: student-style solutions, some with a planted slip."""
+    rng = random.Random(seed)
+    records = []
+    for item in world.make_items("arith", n, "train", seed=seed):
+        text = world.student_solution(item, rng)
+        if rng.random() < error_rate:
+            steps = len(item["meta"]["ops"])
+            text = plant_error(text, rng.randrange(steps), rng.choice([-10, -2, -1, 1, 3, 10]))
+        ok = world.score(item, text)
+        records.append({**item, "sample_id": 0, "response": text,
+                        "pred": world.extract_answer(item, text), "correct": ok})
+    return records
+
+
+def write_fake_stage01(profile, n: int, seed: int = 0) -> list[dict]:
+    records = fake_samples(n, seed)
+    out = profile.stage_dir("01_sample")
+    write_jsonl(out / "all.jsonl", records)
+    write_jsonl(out / "errors.jsonl", [r for r in records if not r["correct"]])
+    write_jsonl(out / "correct.jsonl", [r for r in records if r["correct"]])
+    return records
+
+
+def save_untrained_student(path, world_cfg) -> None:
+    """The world's tokenizer and an untrained micro model: enough for units and NLL plumbing."""
+    from spotlib.world.pretrain import build_model
+    from spotlib.world.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(world_cfg)
+    model = build_model(world_cfg, tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)

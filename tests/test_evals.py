@@ -1,0 +1,126 @@
+import json
+
+import pytest
+
+from spotlib.config import EvalConfig
+from spotlib.evals import REGISTRY, get, k_for, load_items
+from spotlib.io import DataError
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+MATH_ROWS = {  # one row per dataset, in its public format
+    "aime24": {"id": 60, "problem": "Find $x$.", "solution": "...", "answer": "204", "url": "u", "year": "2024"},
+    "aime25": {"id": "I-1", "problem": "Find $y$.", "answer": "70"},
+    "amc23": {"id": 0, "problem": "Compute $1/2+1/4$.", "answer": 0.75},
+    "math500": {"problem": "Simplify.", "solution": "s", "answer": "\\frac{1}{2}", "subject": "Algebra",
+                "level": 2, "unique_id": "test/algebra/1.json"},
+    "minerva": {"problem": "Speed?", "solution": "s", "answer": "3e8"},
+    "olympiadbench": {"id": 1606, "question": "Find $n$.", "final_answer": ["$\\frac{3}{2}$"],
+                      "unit": None, "answer_type": "Numerical"},
+}
+
+
+@pytest.mark.parametrize("name", list(MATH_ROWS))
+def test_math_loaders_read_local_files_in_the_public_format(tmp_path, name):
+    cfg = EvalConfig(data_files={name: _write(tmp_path / f"{name}.jsonl", [MATH_ROWS[name]] * 3)},
+                     n_items={"default": 2})
+    items = load_items(name, cfg)
+    assert len(items) == 2 and items[0]["family"] == name
+    assert "\\boxed{ANSWER}" in items[0]["prompt"]
+    bench = get(name)
+    right = f"Therefore, the final answer is: $\\boxed{{{items[0]['answer']}}}$."
+    assert bench.score_all(items, [right, "no idea"], cfg) == [{"score": 1.0}, {"score": 0.0}]
+
+
+def test_olympiad_list_answers_and_float_answers_become_text(tmp_path):
+    cfg = EvalConfig(data_files={"olympiadbench": _write(tmp_path / "o.jsonl", [MATH_ROWS["olympiadbench"]]),
+                                 "amc23": _write(tmp_path / "a.jsonl", [MATH_ROWS["amc23"]])})
+    assert load_items("olympiadbench", cfg)[0]["answer"] == "\\frac{3}{2}"
+    assert load_items("amc23", cfg)[0]["answer"] == "0.75"
+
+
+def test_bad_rows_get_a_clear_error(tmp_path):
+    cfg = EvalConfig(data_files={"math500": _write(tmp_path / "m.jsonl", [{"question_text": "x", "answer": "1"}])})
+    with pytest.raises(DataError, match=r"m.jsonl: row 0: none of the fields"):
+        load_items("math500", cfg)
+    with pytest.raises(DataError, match="data file not found"):
+        load_items("math500", EvalConfig(data_files={"math500": str(tmp_path / "missing.jsonl")}))
+
+
+GPQA_ROW = {"Record ID": "rec1", "Question": "Which is heaviest?", "Correct Answer": "lead",
+            "Incorrect Answer 1": "air", "Incorrect Answer 2": "water", "Incorrect Answer 3": "wood"}
+
+
+def test_gpqa_shuffles_options_with_a_recorded_seed_and_grades_letters(tmp_path):
+    path = _write(tmp_path / "g.jsonl", [GPQA_ROW, {**GPQA_ROW, "Record ID": "rec2"}])
+    items = load_items("gpqa_diamond", EvalConfig(data_files={"gpqa_diamond": path}))
+    again = load_items("gpqa_diamond", EvalConfig(data_files={"gpqa_diamond": path}))
+    other = load_items("gpqa_diamond", EvalConfig(data_files={"gpqa_diamond": path}, gpqa_shuffle_seed=7))
+    assert [i["meta"]["options"] for i in items] == [i["meta"]["options"] for i in again]
+    assert items[0]["meta"]["shuffle_seed"] == 0 and other[0]["meta"]["shuffle_seed"] == 7
+    item = items[0]
+    gold = item["answer"]
+    assert item["meta"]["options"]["ABCD".index(gold)] == "lead"
+    assert f"{gold}) lead" in item["prompt"]
+    wrong = next(c for c in "ABCD" if c != gold)
+    score = get("gpqa_diamond").score
+    assert score(item, f"Therefore, the final answer is: $\\boxed{{{gold}}}$.")["score"] == 1.0
+    assert score(item, f"$\\boxed{{\\text{{({gold})}}}}$")["score"] == 1.0
+    assert score(item, f"The answer is ({gold}).")["score"] == 1.0
+    assert score(item, f"$\\boxed{{{wrong}}}$")["score"] == 0.0
+    assert score(item, "$\\boxed{A or B}$")["score"] == 0.0
+
+
+IFEVAL_ROWS = [
+    {"key": 1000, "prompt": "Write a short note without any commas, all in lowercase.",
+     "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"],
+     "kwargs": [{}, {}]},
+    {"key": 1001, "prompt": "Answer in fewer than 3 sentences. Wrap the whole answer in double quotes.",
+     "instruction_id_list": ["length_constraints:number_sentences", "startend:quotation"],
+     "kwargs": [{"relation": "less than", "num_sentences": 3}, {}]},
+]
+
+
+def test_ifeval_uses_the_maintained_checkers_at_prompt_and_instruction_level(tmp_path):
+    from spotlib.evals.ifeval import sentence_splitter
+
+    items = load_items("ifeval", EvalConfig(data_files={"ifeval": _write(tmp_path / "if.jsonl", IFEVAL_ROWS)}))
+    bench = get("ifeval")
+    follows = bench.score(items[0], "this is a note that follows every rule here")
+    assert follows["prompt_level_strict"] == 1.0 and follows["inst_strict_followed"] == 2
+    half = bench.score(items[0], "This note, sadly, has commas")
+    assert half["prompt_level_strict"] == 0.0 and half["inst_strict_followed"] == 0
+    quoted = bench.score(items[1], '"One sentence. Two sentences."')
+    assert quoted["score"] == 1.0
+    # loose accepts markdown emphasis that strict rejects
+    loose = bench.score(items[1], '**"One sentence."**')
+    assert loose["prompt_level_strict"] == 0.0 and loose["prompt_level_loose"] == 1.0
+    summary = bench.summarize([follows, half, quoted])
+    assert summary["prompt_level_strict"] == pytest.approx(2 / 3)
+    assert summary["inst_level_strict"] == pytest.approx(4 / 6)
+    assert sentence_splitter() in ("punkt_tab", "punkt_untrained")
+
+
+def test_world_benchmarks_use_the_world_items_and_scorer():
+    from spotlib import world
+
+    cfg = EvalConfig(n_items={"default": 3, "facts": 2})
+    for name, group in (("arith", "in_domain"), ("arith_ood", "ood"), ("facts", "general"), ("format", "general")):
+        items = load_items(name, cfg)
+        assert len(items) == (2 if name == "facts" else 3) and get(name).group == group
+        assert items == world.make_items(name, len(items), split="eval")
+        assert get(name).score(items[0], "nothing")["score"] == 0.0
+
+
+def test_registry_covers_the_paper_and_tiny_suites_with_their_k():
+    paper = ["aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench", "gpqa_diamond", "connect4", "ifeval"]
+    assert set(paper + ["arith", "arith_ood", "facts", "format"]) <= set(REGISTRY)
+    cfg = EvalConfig(k={"default": 5, "aime24": 16})
+    assert k_for(cfg, "aime24") == 16 and k_for(cfg, "math500") == 5
+    assert [get(n).group for n in paper].count("in_domain") == 6
+    with pytest.raises(KeyError, match="unknown benchmark"):
+        get("mmlu")

@@ -1,0 +1,96 @@
+import json
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """An untrained micro student as base plus three stage-04 checkpoints (copies of it), evaluated."""
+    from spotlib.config import load_profile
+    from spotlib.stages import evaluate
+    from spotlib.world.pretrain import build_model
+    from spotlib.world.tokenizer import build_tokenizer
+
+    out = tmp_path_factory.mktemp("out")
+    profile = load_profile("test", overrides={"output_dir": str(out), "seeds": [0, 1],
+                                              "eval.n_items": {"default": 3}, "eval.max_new_tokens": 8})
+    base = profile.base_model_path()  # pre-training is not what this test is about
+    tokenizer = build_tokenizer(profile.world)
+    build_model(profile.world, tokenizer).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    for run, seed, kl in (("spot_bco", 0, 0.01), ("spot_bco", 1, 0.02), ("sft", 0, 0.3)):
+        ckpt = out / "04_train_spot" / run / f"seed{seed}"
+        shutil.copytree(base, ckpt)
+        (ckpt / "summary.json").write_text(json.dumps({
+            "run": run, "method": run, "data": "rectified" if run == "spot_bco" else "direct",
+            "delta_mode": "running_mean" if run == "spot_bco" else None, "seed": seed,
+            "final_probe": {"kl/probe": kl}, "complete": True}))
+    summary = evaluate.run(profile, progress=False)
+    return profile, summary
+
+
+def test_stage_writes_per_item_results_tables_figures_and_reading(evaluated):
+    profile, summary = evaluated
+    stage = profile.out / "05_eval_forgetting"
+    records = [json.loads(line) for line in (stage / "results.jsonl").read_text().splitlines()]
+    # base × 2 seeds + 3 checkpoints, 4 families × 3 items
+    assert len(records) == 5 * 4 * 3
+    assert {r["model"] for r in records} == {"base/seed0", "base/seed1", "spot_bco/seed0", "spot_bco/seed1", "sft/seed0"}
+    for name in ("table.csv", "table_models.csv", "table.md", "reading.md", "results.json", "manifest.json",
+                 "scores_bar.png", "kl_vs_retention.png"):
+        assert (stage / name).is_file(), name
+    runs = {t["run"]: t for t in summary["runs"]}
+    assert runs["spot_bco"]["seeds"] == 2 and runs["base"]["seeds"] == 2
+    assert runs["spot_bco"]["kl"] == pytest.approx(0.015)
+    for t in summary["runs"]:
+        assert 0.0 <= t["overall"] <= 100.0
+        assert t["overall"] == pytest.approx((t["arith"] + t["arith_ood"] + t["facts"] + t["format"]) / 4)
+        assert t["general"] == pytest.approx((t["facts"] + t["format"]) / 2)
+    # identical weights: any difference from base is sampling noise
+    reading = (stage / "reading.md").read_text()
+    assert "Against the paper's main table" in reading and "spot_bco" in reading
+
+
+def test_stage_is_resumable_and_skips_when_fresh(evaluated):
+    from spotlib.stages import evaluate
+
+    profile, summary = evaluated
+    stage = profile.out / "05_eval_forgetting"
+    before = (stage / "results.jsonl").read_text()
+    assert evaluate.run(profile, progress=False)["runs"] == json.loads((stage / "results.json").read_text())["runs"]
+    # a lost manifest: the run resumes from results.jsonl without generating again
+    (stage / "manifest.json").unlink()
+    evaluate.run(profile, progress=False)
+    assert (stage / "results.jsonl").read_text() == before
+
+
+def test_ties_and_deltas_follow_the_noise():
+    from spotlib.stages.evaluate import run_table
+
+    def row(run, seed, score):
+        return {"model": f"{run}/{seed}", "run": run, "seed": seed, "method": run, "data": None, "delta_mode": None,
+                "kl": None, "arith": score, "in_domain": score, "ood": score, "general": score, "overall": score,
+                "n_items": 200}
+
+    rows = [row("base", 0, 50), row("base", 1, 52), row("a", 0, 51), row("a", 1, 53), row("b", 0, 70), row("b", 1, 71)]
+    table = {t["run"]: t for t in run_table(rows, ["arith"], tie_sigmas=2.0)}
+    assert table["a"]["d_overall"] == pytest.approx(1.0) and table["a"]["tie_overall"]
+    assert table["b"]["d_overall"] == pytest.approx(19.5) and not table["b"]["tie_overall"]
+    assert table["b"]["retention_loss"] == pytest.approx(-19.5)
+
+
+def test_report_collects_stages_and_tolerates_missing_ones(evaluated):
+    from spotlib.report import build_report
+
+    profile, _ = evaluated
+    (profile.out / "01_sample").mkdir(exist_ok=True)
+    (profile.out / "01_sample" / "manifest.json").write_text(json.dumps(
+        {"complete": True, "wall_time_s": 12.5, "counts": {"errors": 3}}))
+    path = build_report(profile)
+    text = path.read_text()
+    assert path == profile.out / "report.md"
+    assert "| 01_sample | 12 s | complete |" in text
+    assert "| 02_rectify | – | not run |" in text
+    assert "## 05_eval_forgetting" in text and "05_eval_forgetting/scores_bar.png" in text
+    assert "Against the paper's main table" in text

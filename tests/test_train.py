@@ -1,0 +1,195 @@
+"""The trainer on a micro model: log-probs, run specs, exact resume, BCO learning, the stage."""
+import json
+import random
+
+import pytest
+import torch
+
+from spotlib import world
+from spotlib.config import load_profile
+from spotlib.io import read_jsonl, write_jsonl
+from spotlib.tokens import build_completion_batch, sequence_logps
+from spotlib.train import data as D
+from spotlib.train.logps import completion_logps, reference_sums
+from spotlib.train.probes import first_edit_regions
+from spotlib.train.runspec import parse_run, plan_runs
+from spotlib.train.trainer import RunInputs, train_run
+from spotlib.world.pretrain import build_model
+from spotlib.world.tokenizer import build_tokenizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Micro models run fastest on one thread, and a shared machine's cores stay free."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A micro Qwen3 with the world's tokenizer, saved like a base model."""
+    profile = load_profile("test")
+    tokenizer = build_tokenizer(profile.world)
+    model = build_model(profile.world, tokenizer)
+    path = tmp_path_factory.mktemp("base")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _corrupt(text: str, rng: random.Random) -> str:
+    """y⁻: the student's solution with one intermediate result changed."""
+    lines = text.split("\n")
+    i = 1 + rng.randrange(max(1, len(lines) - 2))
+    head, _, value = lines[i].rpartition("= ")
+    if value.isdigit():
+        lines[i] = f"{head}= {int(value) + 1 + rng.randrange(9)}"
+    else:
+        lines[i] = lines[i] + " 1"
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def filter_dir(tmp_path_factory):
+    profile = load_profile("test")
+    items = world.make_items("arith", 16, "train", world_cfg=profile.world)
+    rng = random.Random(0)
+    pairs, direct, plus = [], [], []
+    for it in items:
+        good = world.student_solution(it, rng)
+        pairs.append({"id": it["id"], "prompt": it["prompt"], "rejected": _corrupt(good, rng), "chosen": good,
+                      "answer": it["answer"], "source": "rectified"})
+        direct.append({"id": it["id"], "prompt": it["prompt"], "rejected": None,
+                       "chosen": world.oracle_solution(it, rng), "answer": it["answer"], "source": "direct"})
+        plus.append(dict(pairs[-1]))
+    out = tmp_path_factory.mktemp("outputs")
+    d = out / "03_filter"
+    write_jsonl(d / "pairs.jsonl", pairs)
+    write_jsonl(d / "sft_plus.jsonl", plus)
+    write_jsonl(d / "sft_direct.jsonl", direct)
+    write_jsonl(d / "rft.jsonl", [dict(p, source="rft") for p in direct])
+    probes = world.make_items("facts", 2, "probe", world_cfg=profile.world) + \
+        world.make_items("format", 2, "probe", world_cfg=profile.world)
+    write_jsonl(out / "probe.jsonl", probes)
+    return d
+
+
+def _profile(tmp_path, base, filter_dir, **train):
+    overrides = {"output_dir": str(filter_dir.parent), "model.name_or_path": str(base),
+                 "train.kl_probe_file": str(filter_dir.parent / "probe.jsonl"), "train.kl_probe_max_tokens": 8}
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    profile = load_profile("test", overrides=overrides)
+    return profile
+
+
+def test_completion_logps_equal_sequence_logps(base):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(base)
+    tok = AutoTokenizer.from_pretrained(base)
+    batch = build_completion_batch(tok, ["Compute 1 + 2.", "Hi"], ["1 + 2 = 3", "hello there friend"], 64)
+    want, counts = sequence_logps(model, batch)
+    got = completion_logps(model, batch)
+    assert torch.allclose(got.sums, want, atol=1e-4)
+    assert torch.equal(got.counts, counts)
+
+
+def test_run_spec_names_and_errors():
+    assert parse_run("spot_bco").name == "spot_bco"
+    run = parse_run("spot_bco@direct:ema")
+    assert (run.method, run.data, run.delta_mode, run.name, run.dirname) == \
+        ("spot_bco", "direct", "ema", "spot_bco@direct:ema", "spot_bco@direct~ema")
+    assert parse_run("sft_plus@direct").data == "direct"
+    assert parse_run("spot_bco:running_mean").name == "spot_bco"
+    for bad, msg in [("spot", "unknown method"), ("dpo:ema", "spot_bco only"), ("dpo@rft", "y⁻"),
+                     ("spot_bco:median", "δ mode"), ("sft@books", "unknown data"), ("a b", "expected")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_run(bad)
+
+    class Cfg:
+        methods, ablations, delta_mode = ["sft", "spot_bco"], ["spot_bco:running_mean", "spot_bco:ema"], "running_mean"
+    assert [r.name for r in plan_runs(Cfg)] == ["sft", "spot_bco", "spot_bco:ema"]
+
+
+def test_step_rows_cover_epochs_in_seeded_order():
+    rows = [D.step_rows(10, 3, s, 4) for s in range(5)]
+    flat = sum(rows, [])
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+    assert rows == [D.step_rows(10, 3, s, 4) for s in range(5)]
+    assert flat[:10] != sum([D.step_rows(10, 4, s, 4) for s in range(3)], [])[:10]
+
+
+def test_first_edit_regions():
+    assert first_edit_regions([1, 2, 3, 4, 5], [1, 2, 9, 4, 5]) == [0, 0, 1, 2, 2]
+    assert first_edit_regions([1, 2], [1, 2]) == [0, 0]
+
+
+def _inputs(profile, run, base, filter_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    examples = D.load_examples(filter_dir, run)
+    data = D.prepare(tok, examples, profile.train.max_len, profile.train.max_prompt_len, run.info.pairs)
+    rc, _ = reference_sums(model, data.chosen, tok.pad_token_id, torch.device("cpu"))
+    rr = reference_sums(model, data.rejected, tok.pad_token_id, torch.device("cpu"))[0] if run.info.pairs else None
+    return RunInputs(data, rc, rr, str(base))
+
+
+def _train_records(run_dir):
+    return [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path, base, filter_dir):
+    profile = _profile(tmp_path, base, filter_dir, max_steps=6, save_every=2, kl_probe_every=0,
+                       per_device_batch=2, grad_accum=2, lr={"default": 1e-3})
+    run = parse_run("spot_bco")
+    inputs = _inputs(profile, run, base, filter_dir)
+    full = train_run(profile, run, 0, inputs, tmp_path / "full", steps=6, progress=False)
+    partial = train_run(profile, run, 0, inputs, tmp_path / "resumed", steps=6, progress=False, stop_after=3)
+    assert not partial["complete"] and (tmp_path / "resumed" / "checkpoint-2").is_dir()
+    resumed = train_run(profile, run, 0, inputs, tmp_path / "resumed", steps=6, progress=False)
+    assert resumed["complete"] and full["complete"]
+    a, b = _train_records(tmp_path / "full"), _train_records(tmp_path / "resumed")
+    assert [r["step"] for r in b] == list(range(1, 7))
+    for ra, rb in zip(a, b):
+        for key in ("loss", "delta", "rewards/chosen", "rewards/rejected", "lr"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-7), (ra["step"], key)
+    assert a[-1]["delta"] != 0.0
+    assert not list((tmp_path / "resumed").glob("checkpoint-*"))
+    assert (tmp_path / "resumed" / "model.safetensors").is_file()
+    # A completed run is skipped.
+    again = train_run(profile, run, 0, inputs, tmp_path / "full", steps=6, progress=False)
+    assert again == json.loads((tmp_path / "full" / "summary.json").read_text())
+
+
+def test_bco_raises_chosen_reward(tmp_path, base, filter_dir):
+    profile = _profile(tmp_path, base, filter_dir, max_steps=8, kl_probe_every=0, per_device_batch=4,
+                       grad_accum=1, lr={"default": 3e-3}, warmup_ratio=0.0)
+    run = parse_run("spot_bco")
+    inputs = _inputs(profile, run, base, filter_dir)
+    train_run(profile, run, 0, inputs, tmp_path / "bco", steps=8, progress=False)
+    records = _train_records(tmp_path / "bco")
+    assert records[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-3)
+    assert records[-1]["rewards/chosen"] > 0.1
+    assert records[-1]["rewards/margins"] > records[0]["rewards/margins"]
+    assert 0 < records[-1]["tether/chosen"] < 0.05  # β σ(δ − r⁺) < β/2 once r⁺ > δ
+
+
+def test_stage_trains_every_method_with_probes(tmp_path, base, filter_dir):
+    from spotlib.stages import train_methods
+    profile = _profile(tmp_path, base, filter_dir, max_steps=2, kl_probe_every=2, per_device_batch=2,
+                       grad_accum=1, edit_diag_pairs=4,
+                       methods=["sft", "rft", "sft_plus", "kl_sft", "reward_sft", "dpo", "spot_bce", "spot_bco"],
+                       ablations=["spot_bco@direct", "spot_bco:ema"])
+    result = train_methods.run(profile, progress=False)
+    assert result["complete"] and result["counts"]["runs"] == 10
+    stage = profile.out / "04_train_spot"
+    for name in ["sft", "kl_sft", "spot_bco@direct", "spot_bco~ema"]:
+        summary = json.loads((stage / name / "seed0" / "summary.json").read_text())
+        assert summary["complete"] and summary["steps"] == 2
+        probes = [r for r in read_jsonl(stage / name / "seed0" / "metrics.jsonl") if r["kind"] == "probe"]
+        assert probes[0]["kl/probe"] == pytest.approx(0.0, abs=1e-3)   # step 0: π_θ = π_ref
+        assert probes[-1]["kl/probe"] > 0 and "edit/at" in probes[-1] and "kl/facts" in probes[-1]
+    # A second call finds the stage fresh and trains nothing.
+    assert train_methods.run(profile, progress=False)["complete"]
