@@ -30,10 +30,19 @@ def k_for(eval_cfg, name: str) -> int:
     return setting(eval_cfg.k, name, get(name).k)
 
 
-def load_items(name: str, eval_cfg, profile=None) -> list[dict]:
-    """The benchmark's items (at most `eval.n_items[name]`), prompts built."""
+def load_items(name: str, eval_cfg, profile=None, split: str = "eval") -> list[dict]:
+    """The benchmark's items (at most `eval.n_items[name]`), prompts built.
+
+    `split="val"` asks for the validation items used to tune learning rates; only
+    benchmarks that list it in `extra["splits"]` (the tiny world's families) have one.
+    """
     n = setting(eval_cfg.n_items, name, 10**9)
-    return get(name).load(eval_cfg, n, profile)
+    bench = get(name)
+    if split == "eval":
+        return bench.load(eval_cfg, n, profile)
+    if split not in bench.extra.get("splits", ()):
+        raise ValueError(f"benchmark {name!r} has no {split!r} split (only the test items)")
+    return bench.load(eval_cfg, n, profile, split=split)
 
 
 __all__ = ["REGISTRY", "GROUPS", "Benchmark", "get", "k_for", "load_items"]

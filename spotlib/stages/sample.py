@@ -142,3 +142,25 @@ def first_error_positions(errors: list[dict]) -> list[float]:
         if fix.mode == "edit" and fix.wrong_steps_before and fix.steps_total:
             positions.append(min(fix.wrong_steps_before) / fix.steps_total)
     return positions
+
+
+def base_model_card(profile) -> dict | None:
+    """The tiny base model's held-out scores (greedy and T=0.7) and pre-training figures."""
+    path = profile.base_model_path() / "manifest.json"
+    if not path.is_file():
+        return None
+    import json
+
+    import pandas as pd
+
+    manifest = json.loads(path.read_text())
+    scores = {k: v for k, v in manifest.get("heldout_scores", {}).items() if isinstance(v, dict)}
+    table = pd.DataFrame(scores).rename_axis("family")
+    stats = manifest.get("stats", {})
+    note = (f"{stats.get('params', 0) / 1e6:.2f}M parameters, {stats.get('tokens', 0):,} tokens in "
+            f"{stats.get('train_wall_s', float('nan')):.0f} s ({stats.get('tokens_per_s', 0):,.0f} tokens/s, "
+            f"{stats.get('threads', '?')} threads, bf16 autocast {stats.get('bf16_autocast')})")
+    nll = manifest.get("heldout_scores", {}).get("nll_nats_per_token")
+    if isinstance(nll, dict):
+        note += "; NLL per token: " + ", ".join(f"{k} {v:.2f}" for k, v in nll.items())
+    return {"scores": table, "note": note, "manifest": manifest}

@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,12 +53,24 @@ def _launched() -> bool:
     return "LOCAL_RANK" in os.environ or "ACCELERATE_DYNAMO_BACKEND" in os.environ
 
 
-def run(profile, progress: bool = True) -> dict:
+@dataclass
+class StagePlan:
+    """What every run of the stage shares: the runs, equal data, steps and batch, input hashes."""
+    runs: list
+    examples: dict[str, list[dict]]   # run name -> its first n examples
+    n: int
+    steps: int
+    effective: int
+    base_path: str
+    ref_hash: str
+    inputs_hash: dict[str, str]
+    accelerator: object
+
+
+def plan_stage(profile) -> StagePlan:
+    """Runs, equal-size data and steps, as stage 04 trains them (cheap: no model is loaded)."""
     cfg = profile.train
-    if cfg.accelerate_config and torch.cuda.device_count() > 1 and not _launched():
-        return _relaunch(profile)
     filter_dir = profile.out / "03_filter"
-    stage_dir = profile.stage_dir(STAGE)
     runs = plan_runs(cfg)
     base_path = _base_model(profile)
     ref_hash = _model_hash(base_path)
@@ -76,18 +89,25 @@ def run(profile, progress: bool = True) -> dict:
                   | {DATA_FILES["direct"] for r in runs if r.info.pairs and r.data == "direct"})
     inputs_hash = {f: file_sha256(filter_dir / f) for f in used}
     inputs_hash["base_model"] = ref_hash
-    manifest = Manifest(stage_dir, params={"train": profile.to_dict()["train"], "seeds": profile.seeds,
-                                           "model": profile.to_dict()["model"]}, inputs=inputs_hash)
-    if manifest.is_fresh():
-        return manifest.load()
+    return StagePlan(runs, examples, n, steps, effective, base_path, ref_hash, inputs_hash, accelerator)
 
+
+def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
+    """Per run: tokenized data, reference log-prob sums, probes; cached under 04's `reference/`.
+
+    Computed once with the reference model (no grad), which is then freed; every seed,
+    and every learning rate of the sweep, reuses them.
+    """
+    cfg = profile.train
+    stage_dir = profile.stage_dir(STAGE)
+    filter_dir = profile.out / "03_filter"
+    accelerator, base_path, ref_hash = plan.accelerator, plan.base_path, plan.ref_hash
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = accelerator.device
     autocast = use_autocast(device, cfg.bf16_autocast if device.type == "cpu" else cfg.bf16)
-    t0 = time.perf_counter()
     ref_model = None
 
     def reference():
@@ -99,8 +119,8 @@ def run(profile, progress: bool = True) -> dict:
 
     shared = {}
     with accelerator.main_process_first():  # one process computes, the others read the cache
-        for run_spec in runs:
-            rows = examples[run_spec.name]
+        for run_spec in runs if runs is not None else plan.runs:
+            rows = plan.examples[run_spec.name]
             data = D.prepare(tokenizer, rows, cfg.max_len, cfg.max_prompt_len, with_rejected=run_spec.info.pairs)
             key = cache_key(D.examples_hash(rows), ref_hash, cfg.max_len, cfg.max_prompt_len, run_spec.info.pairs)
             ref = cached(stage_dir / "reference" / f"logps-{key}.pt", lambda: {
@@ -114,16 +134,33 @@ def run(profile, progress: bool = True) -> dict:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    return {name: RunInputs(data, ref["chosen"], ref["rejected"], base_path, probe, diag)
+            for name, (data, ref) in shared.items()}
+
+
+def run(profile, progress: bool = True) -> dict:
+    cfg = profile.train
+    if cfg.accelerate_config and torch.cuda.device_count() > 1 and not _launched():
+        return _relaunch(profile)
+    stage_dir = profile.stage_dir(STAGE)
+    plan = plan_stage(profile)
+    accelerator = plan.accelerator
+    manifest = Manifest(stage_dir, params={"train": profile.to_dict()["train"], "seeds": profile.seeds,
+                                           "model": profile.to_dict()["model"]}, inputs=plan.inputs_hash)
+    if manifest.is_fresh():
+        return manifest.load()
+
+    t0 = time.perf_counter()
+    shared = shared_inputs(profile, plan)
     manifest.timings["reference_s"] = round(time.perf_counter() - t0, 2)
 
     summaries = []
     for seed in profile.seeds:
-        for run_spec in runs:
-            data, ref = shared[run_spec.name]
-            inputs = RunInputs(data, ref["chosen"], ref["rejected"], base_path, probe, diag)
+        for run_spec in plan.runs:
             run_dir = stage_dir / run_spec.dirname / f"seed{seed}"
             start = time.perf_counter()
-            summary = train_run(profile, run_spec, seed, inputs, run_dir, steps=steps, progress=progress)
+            summary = train_run(profile, run_spec, seed, shared[run_spec.name], run_dir, steps=plan.steps,
+                                progress=progress)
             summary = dict(summary, wall_s=round(time.perf_counter() - start, 2), dir=str(run_dir))
             summaries.append(summary)
             if progress and accelerator.is_main_process:
@@ -131,8 +168,8 @@ def run(profile, progress: bool = True) -> dict:
                       f"{summary.get('tokens_per_s', 0):7.0f} tok/s")
     if accelerator.is_main_process:
         write_jsonl(stage_dir / "runs.jsonl", summaries)
-        manifest.counts.update({"runs": len(runs), "seeds": len(profile.seeds), "examples_per_run": n,
-                                "steps": steps, "effective_batch": effective})
+        manifest.counts.update({"runs": len(plan.runs), "seeds": len(profile.seeds), "examples_per_run": plan.n,
+                                "steps": plan.steps, "effective_batch": plan.effective})
         manifest.timings["train_s_by_run"] = _seconds_by_run(summaries)
         return manifest.write(runs=summaries)
     return {"runs": summaries}

@@ -1,0 +1,266 @@
+"""Learning-rate sweep: tune each method's LR on the validation split, and draw the frontier.
+
+For every method in `train.methods` and every learning rate in `train.lr_grid`, train
+one seed (the first of `profile.seeds`) exactly as stage 04 does — same examples, steps,
+batch, reference log-probs and trainer; only the learning rate differs — then evaluate
+the model on the tiny world's **val** split (never the test items of stage 05) with the
+profile's eval sampling settings, and delete its weights. The base model is evaluated
+once on the same items. With base scores b and a model's scores m (accuracy in %):
+
+    in-domain gain  = m.in_domain − b.in_domain                (arith)
+    OOD gain        = m.ood − b.ood                            (arith_ood)
+    retention loss  = b.general − m.general                    (mean of facts and format)
+    overall         = mean of the four families' accuracies
+
+Selection rule, the same for every method: the chosen LR maximises the val **overall**
+score, which rewards in-domain gains and penalises forgetting alike; ties go to the
+smaller retention loss, then to the smaller learning rate.
+
+Writes outputs/<profile>/sweep/: `base/results.jsonl` and `<run>/lr<lr>/` (per point:
+`results.jsonl` per item, `point.json` when finished, the training `summary.json` and
+`metrics.jsonl`); `points.jsonl`, `chosen_lr.json` ({method: lr}), `chosen_lr.yaml` (a
+`train: lr:` mapping for the profile), `frontier.png`, `sweep.md` and `manifest.json`.
+A finished point is skipped when the sweep runs again.
+
+    python -m spotlib.stages.sweep --profile tiny [--methods sft spot_bco] [--lr-grid 1e-4 3e-4]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+from spotlib import evals
+from spotlib.io import JsonlAppender, Manifest, params_hash, write_json_atomic, write_jsonl
+from spotlib.stages import evaluate, train_methods
+from spotlib.train.runspec import parse_run
+from spotlib.train.trainer import train_run
+
+STAGE = "sweep"
+SPLIT = "val"
+RULE = ("maximise the validation overall score (mean of the four families' accuracies); "
+        "ties go to the smaller retention loss, then to the smaller learning rate")
+
+
+def lr_name(lr: float) -> str:
+    return f"lr{lr:g}"
+
+
+def _entry(model: str, run: str, seed: int, path: Path, method: str, data=None, delta_mode=None, kl=None) -> dict:
+    return {"model": model, "run": run, "seed": seed, "path": path, "method": method, "data": data,
+            "delta_mode": delta_mode, "kl": kl}
+
+
+def _scores(entry: dict, items: dict[str, list[dict]], profile, results_path: Path, progress: bool) -> dict:
+    """Evaluate one model on the val items (resumable per item) and return its score row."""
+    with JsonlAppender(results_path, key_fn=lambda r: (r["model"], r["benchmark"], r["id"])) as results:
+        evaluate.evaluate_model(entry, items, profile, results, progress=progress)
+        records = [r for r in results.records if r["model"] == entry["model"] and r["benchmark"] in items]
+    (row,) = evaluate.model_rows(records, list(items), [entry])
+    row.pop("path", None)
+    return row
+
+
+def _point(profile, run_spec, lr: float, seed: int, point_dir: Path, items, steps: int, shared, progress,
+           key: str) -> dict:
+    """Train (run, lr, seed) into point_dir/model, evaluate it on val, keep the metrics only.
+
+    A finished point is reused only if it was made with the same settings (`key`)."""
+    point_path = point_dir / "point.json"
+    model_dir = point_dir / "model"
+    if point_path.is_file():
+        done = json.loads(point_path.read_text())
+        if done.get("key") == key:
+            shutil.rmtree(model_dir, ignore_errors=True)  # a kill between the two left the weights behind
+            return done
+        shutil.rmtree(point_dir)  # other settings: start the point afresh
+    train_cfg = dataclasses.replace(profile.train, lr={run_spec.method: lr, "default": lr})
+    point_profile = profile.replace(train=train_cfg)
+    summary = train_run(point_profile, run_spec, seed, shared()[run_spec.name], model_dir, steps=steps,
+                        progress=progress)
+    entry = _entry(f"{run_spec.name}@{lr_name(lr)}/seed{seed}", run_spec.name, seed, model_dir, run_spec.method,
+                   run_spec.data, run_spec.delta_mode if run_spec.objective == "bco" else None,
+                   evaluate.final_kl(model_dir, summary))
+    row = _scores(entry, items, profile, point_dir / "results.jsonl", progress)
+    row.update({"lr": lr, "steps": summary.get("steps"), "train_seconds": summary.get("train_seconds"),
+                "final_loss": (summary.get("final") or {}).get("loss")})
+    for name in ("summary.json", "metrics.jsonl"):
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, point_dir / name)
+    row["key"] = key
+    write_json_atomic(point_path, row)
+    shutil.rmtree(model_dir)
+    return row
+
+
+def with_gains(rows: list[dict], base: dict) -> list[dict]:
+    """Each point with its gains and retention loss against the base model (points of %)."""
+    return [dict(r, in_domain_gain=r["in_domain"] - base["in_domain"], ood_gain=r["ood"] - base["ood"],
+                 retention_loss=base["general"] - r["general"]) for r in rows]
+
+
+def choose(rows: list[dict]) -> dict[str, float]:
+    """{run: lr} by the selection rule (see RULE) over each run's points."""
+    chosen = {}
+    for run in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == run]
+        best = max(mine, key=lambda r: (_num(r["overall"]), -_num(r["retention_loss"], inf=True), -r["lr"]))
+        chosen[run] = best["lr"]
+    return chosen
+
+
+def _num(x, inf: bool = False) -> float:
+    """NaN sorts last: as −∞ when maximised, +∞ for a loss that is minimised."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return math.inf if inf else -math.inf
+    return float(x)
+
+
+# ---------------------------------------------------------------- outputs
+def plot_frontier(rows: list[dict], chosen: dict[str, float], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.plot([0], [0], "kx", ms=8, label="base")
+    for run in dict.fromkeys(r["run"] for r in rows):
+        mine = sorted((r for r in rows if r["run"] == run), key=lambda r: r["lr"])
+        xs, ys = [r["retention_loss"] for r in mine], [r["in_domain_gain"] for r in mine]
+        line, = ax.plot(xs, ys, "o-", ms=4, label=run)
+        for r, x, y in zip(mine, xs, ys):
+            ax.annotate(f"{r['lr']:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            if r["lr"] == chosen.get(run):
+                ax.plot([x], [y], "*", ms=14, color=line.get_color(), markeredgecolor="black")
+    ax.set_xlabel("retention loss (base − model, general, points)  → more forgetting")
+    ax.set_ylabel("in-domain gain (model − base, points)")
+    ax.set_title("LR sweep on the validation split (★ = chosen LR)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def sweep_markdown(rows: list[dict], base: dict, chosen: dict[str, float], profile, seed: int) -> str:
+    lines = [f"# Learning-rate sweep ({profile.name}, {SPLIT} split, seed {seed})", "",
+             f"Selection rule, the same for every method: {RULE}.", "",
+             f"Base model on {SPLIT}: in-domain {base['in_domain']:.1f}, OOD {base['ood']:.1f}, "
+             f"general {base['general']:.1f}, overall {base['overall']:.1f} (%), on {base['n_items']} items "
+             f"(avg@k at the eval settings; on so few items a point of accuracy is mostly noise).", "",
+             "| method | lr | in-domain gain | OOD gain | retention loss | overall |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [r["run"], f"{r['lr']:g}", f"{r['in_domain_gain']:+.1f}", f"{r['ood_gain']:+.1f}",
+                 f"{r['retention_loss']:+.1f}", f"{r['overall']:.1f}"]
+        if chosen.get(r["run"]) == r["lr"]:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Chosen learning rates (bold above): "
+              + ", ".join(f"{run} {lr:g}" for run, lr in chosen.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def chosen_yaml(chosen: dict[str, float], profile) -> str:
+    import yaml
+
+    lrs = {"default": profile.train.lr["default"]} if "default" in profile.train.lr else {}
+    lrs.update(chosen)
+    head = f"# Chosen on the {SPLIT} split by spotlib.stages.sweep ({profile.name}): {RULE}.\n"
+    return head + yaml.safe_dump({"train": {"lr": lrs}}, sort_keys=False)
+
+
+# ---------------------------------------------------------------- the stage
+def run(profile, progress: bool = True, methods: list[str] | None = None) -> dict:
+    """Sweep `train.lr_grid` for each method; write the points, the chosen LRs and the frontier."""
+    plan = train_methods.plan_stage(profile)  # all of stage 04's runs: the same n and steps as there
+    cfg = profile.train
+    if methods:
+        unknown = sorted(set(methods) - set(cfg.methods))
+        if unknown:
+            raise ValueError(f"--methods: {', '.join(unknown)} not in train.methods ({', '.join(cfg.methods)})")
+        cfg = dataclasses.replace(cfg, methods=list(methods))
+        profile = profile.replace(train=cfg)
+    grid = sorted(set(cfg.lr_grid))
+    if not grid:
+        raise ValueError(f"{profile.source or profile.name}: key train.lr_grid is empty "
+                         "(list the learning rates to sweep, e.g. [1.0e-5, 3.0e-5, 1.0e-4])")
+    specs = [parse_run(m, cfg.delta_mode) for m in cfg.methods]
+    methods_seen = [s.method for s in specs]
+    if len(set(methods_seen)) != len(methods_seen):
+        raise ValueError("train.methods: the sweep tunes one LR per method (train.lr is keyed by method); "
+                         f"got several runs of one method: {', '.join(s.name for s in specs)}")
+    seed = profile.seeds[0]
+    out = profile.stage_dir(STAGE)
+    names = {s.name for s in specs}
+    runs = [r for r in plan.runs if r.name in names]
+    params = {"train": dataclasses.asdict(cfg), "eval": dataclasses.asdict(profile.eval),
+              "model": dataclasses.asdict(profile.model), "seed": seed, "split": SPLIT, "rule": RULE}
+    manifest = Manifest(out, params=params, inputs=plan.inputs_hash)
+    if manifest.is_fresh():
+        return manifest.load()
+
+    # What a point depends on besides (run, lr): data, steps, trainer and eval settings.
+    point_key = params_hash({"inputs": plan.inputs_hash, "steps": plan.steps, "n": plan.n, "seed": seed,
+                             "train": {k: v for k, v in dataclasses.asdict(cfg).items()
+                                       if k not in ("methods", "ablations", "lr", "lr_grid")},
+                             "eval": dataclasses.asdict(profile.eval), "model": dataclasses.asdict(profile.model)})
+    items = {name: evals.load_items(name, profile.eval, profile, split=SPLIT) for name in profile.eval.benchmarks}
+    base_entry = _entry(f"base/seed{seed}", "base", seed, Path(plan.base_path), "base", kl=0.0)
+    base_key = out / "base" / "key.json"
+    if base_key.is_file() and json.loads(base_key.read_text()) != point_key:
+        shutil.rmtree(out / "base")  # other settings: evaluate the base again
+    base = _scores(base_entry, items, profile, out / "base" / "results.jsonl", progress)
+    write_json_atomic(base_key, point_key)
+
+    cache = {}
+
+    def shared():  # the reference pass only when some point still needs training
+        if not cache:
+            cache.update(train_methods.shared_inputs(profile, plan, runs))
+        return cache
+
+    points = []
+    for run_spec in runs:
+        for lr in grid:
+            t0 = time.perf_counter()
+            row = _point(profile, run_spec, lr, seed, out / run_spec.dirname / lr_name(lr), items, plan.steps,
+                         shared, progress, point_key)
+            points.append(row)
+            if progress:
+                print(f"{run_spec.name:20s} lr {lr:<8g} overall {row['overall']:5.1f}  "
+                      f"({time.perf_counter() - t0:.1f} s)")
+    rows = with_gains(points, base)
+    chosen = choose(rows)
+    by_method = {next(r.method for r in runs if r.name == name): lr for name, lr in chosen.items()}
+
+    write_jsonl(out / "points.jsonl", rows)
+    write_json_atomic(out / "chosen_lr.json", by_method)
+    (out / "chosen_lr.yaml").write_text(chosen_yaml(by_method, profile))
+    plot_frontier(rows, chosen, out / "frontier.png")
+    (out / "sweep.md").write_text(sweep_markdown(rows, base, chosen, profile, seed))
+    manifest.counts.update({"runs": len(runs), "lrs": len(grid), "points": len(rows), "steps": plan.steps,
+                            "examples_per_run": plan.n, "items": {n: len(v) for n, v in items.items()}})
+    return manifest.write(rule=RULE, chosen=by_method, base=base, points=rows)
+
+
+def main(argv=None) -> None:
+    from spotlib.config import load_profile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--methods", nargs="+", help="a subset of train.methods (default: all)")
+    parser.add_argument("--lr-grid", nargs="+", type=float, help="overrides train.lr_grid")
+    args = parser.parse_args(argv)
+    overrides = {"train.lr_grid": args.lr_grid} if args.lr_grid else None
+    result = run(load_profile(args.profile, overrides=overrides), methods=args.methods)
+    print(json.dumps(result["chosen"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

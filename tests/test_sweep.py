@@ -1,0 +1,149 @@
+"""The learning-rate sweep on a micro model: outputs, the selection rule, resume, the val split."""
+import json
+import random
+
+import pytest
+import torch
+import yaml
+
+from spotlib import world
+from spotlib.config import load_profile
+from spotlib.io import read_jsonl, write_jsonl
+from spotlib.stages import sweep
+
+METHODS = ["sft_plus", "spot_bco"]
+GRID = [1e-4, 3e-3]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _corrupt(text: str, rng: random.Random) -> str:
+    """y⁻: a correct solution with one intermediate result changed."""
+    lines = text.split("\n")
+    i = 1 + rng.randrange(max(1, len(lines) - 2))
+    head, _, value = lines[i].rpartition("= ")
+    lines[i] = f"{head}= {int(value) + 1 + rng.randrange(9)}" if value.isdigit() else lines[i] + " 1"
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    """An untrained micro student as base and stage-03 files written directly (as in test_train)."""
+    from spotlib.world.pretrain import build_model
+    from spotlib.world.tokenizer import build_tokenizer
+
+    out = tmp_path_factory.mktemp("sweep")
+    test = load_profile("test")
+    base = out / "student"
+    tokenizer = build_tokenizer(test.world)
+    build_model(test.world, tokenizer).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    rng = random.Random(0)
+    pairs, direct = [], []
+    for it in world.make_items("arith", 8, "train", world_cfg=test.world):
+        good = world.student_solution(it, rng)
+        pairs.append({"id": it["id"], "prompt": it["prompt"], "rejected": _corrupt(good, rng), "chosen": good,
+                      "answer": it["answer"], "source": "rectified"})
+        direct.append({"id": it["id"], "prompt": it["prompt"], "rejected": None,
+                       "chosen": world.oracle_solution(it, rng), "answer": it["answer"], "source": "direct"})
+    filter_dir = out / "03_filter"
+    write_jsonl(filter_dir / "pairs.jsonl", pairs)
+    write_jsonl(filter_dir / "sft_plus.jsonl", pairs)
+    write_jsonl(filter_dir / "sft_direct.jsonl", direct)
+    return load_profile("test", overrides={
+        "output_dir": str(out), "model.name_or_path": str(base), "train.methods": METHODS,
+        "train.lr_grid": GRID, "train.max_steps": 2, "train.kl_probe_every": 0, "train.edit_diag_pairs": 0,
+        "eval.n_items": {"default": 3}, "eval.max_new_tokens": 8})
+
+
+@pytest.fixture(scope="module")
+def swept(profile):
+    return sweep.run(profile, progress=False)
+
+
+def test_sweep_writes_points_choices_table_and_frontier(profile, swept):
+    out = profile.out / "sweep"
+    for name in ("points.jsonl", "chosen_lr.json", "chosen_lr.yaml", "frontier.png", "sweep.md", "manifest.json",
+                 "base/results.jsonl"):
+        assert (out / name).is_file(), name
+    assert (out / "frontier.png").stat().st_size > 1000
+    points = read_jsonl(out / "points.jsonl")
+    assert sorted((p["run"], p["lr"]) for p in points) == sorted((m, lr) for m in METHODS for lr in GRID)
+    base = swept["base"]
+    for p in points:
+        assert p["overall"] == pytest.approx((p["arith"] + p["arith_ood"] + p["facts"] + p["format"]) / 4)
+        assert p["retention_loss"] == pytest.approx(base["general"] - p["general"])
+        assert p["in_domain_gain"] == pytest.approx(p["arith"] - base["arith"])
+        assert p["steps"] == 2
+        point_dir = out / p["run"] / sweep.lr_name(p["lr"])
+        records = read_jsonl(point_dir / "results.jsonl")
+        assert len(records) == 4 * 3 and all("-val-" in r["id"] for r in records)  # never the test items
+        assert (point_dir / "summary.json").is_file() and not (point_dir / "model").exists()
+        assert json.loads((point_dir / "point.json").read_text())["key"] == p["key"]
+    assert not list(out.rglob("*.safetensors"))  # only metrics are kept
+    chosen = json.loads((out / "chosen_lr.json").read_text())
+    assert set(chosen) == set(METHODS) and chosen == swept["chosen"]
+    pasted = yaml.safe_load((out / "chosen_lr.yaml").read_text())
+    assert pasted["train"]["lr"] == {"default": 1e-4, **chosen}
+    reloaded = load_profile("test", overrides={"train.lr": pasted["train"]["lr"]})
+    assert reloaded.train.lr["spot_bco"] == chosen["spot_bco"]
+    table = (out / "sweep.md").read_text()
+    assert sweep.RULE in table and table.count("**spot_bco**") == 1 and table.count("**sft_plus**") == 1
+
+
+def test_chosen_lr_is_the_argmax_of_the_rule(profile, swept):
+    points = read_jsonl(profile.out / "sweep" / "points.jsonl")
+    for method, lr in swept["chosen"].items():
+        mine = [p for p in points if p["run"] == method]
+        best = max(p["overall"] for p in mine)
+        winner = next(p for p in mine if p["lr"] == lr)
+        assert winner["overall"] == best
+        tied = [p for p in mine if p["overall"] == best]
+        assert winner["retention_loss"] == min(p["retention_loss"] for p in tied)
+    rows = [{"run": "a", "lr": 1e-4, "overall": 40.0, "retention_loss": 0.0},
+            {"run": "a", "lr": 3e-4, "overall": 45.0, "retention_loss": 5.0},
+            {"run": "a", "lr": 1e-3, "overall": 30.0, "retention_loss": 20.0},
+            {"run": "b", "lr": 1e-4, "overall": 50.0, "retention_loss": 2.0},
+            {"run": "b", "lr": 3e-4, "overall": 50.0, "retention_loss": 1.0},
+            {"run": "b", "lr": 1e-3, "overall": 50.0, "retention_loss": 1.0},
+            {"run": "c", "lr": 1e-4, "overall": float("nan"), "retention_loss": float("nan")},
+            {"run": "c", "lr": 3e-4, "overall": 10.0, "retention_loss": 0.0}]
+    assert sweep.choose(rows) == {"a": 3e-4, "b": 3e-4, "c": 3e-4}
+
+
+def test_resume_skips_finished_points(profile, swept, monkeypatch):
+    out = profile.out / "sweep"
+    assert sweep.run(profile, progress=False)["chosen"] == swept["chosen"]  # fresh: nothing runs
+    redo = out / "spot_bco" / sweep.lr_name(GRID[1])
+    (redo / "point.json").unlink()
+    (redo / "results.jsonl").unlink()
+    (out / "manifest.json").unlink()
+    kept = {p: p.read_text() for p in out.rglob("results.jsonl")}
+    calls = []
+    real = sweep.train_run
+
+    def counting(prof, run_spec, seed, inputs, run_dir, **kw):
+        calls.append((run_spec.name, prof.train.lr[run_spec.method]))
+        return real(prof, run_spec, seed, inputs, run_dir, **kw)
+
+    monkeypatch.setattr(sweep, "train_run", counting)
+    again = sweep.run(profile, progress=False)
+    assert calls == [("spot_bco", GRID[1])]
+    assert {p: p.read_text() for p in kept} == kept  # finished points and the base are not re-evaluated
+    assert (redo / "point.json").is_file() and not (redo / "model").exists()
+    assert len(again["points"]) == len(METHODS) * len(GRID)
+
+
+def test_empty_grid_and_foreign_benchmarks_fail_clearly(profile):
+    from spotlib import evals
+
+    with pytest.raises(ValueError, match="lr_grid is empty"):
+        sweep.run(profile.replace(train=profile.train.__class__(**{**profile.train.__dict__, "lr_grid": []})))
+    with pytest.raises(ValueError, match="no 'val' split"):
+        evals.load_items("aime24", profile.eval, profile, split="val")
