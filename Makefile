@@ -7,7 +7,7 @@ STAMP := $(VENV)/.spotlib-installed
 PROFILE ?= auto
 STAGES ?=
 
-.PHONY: help setup reproduce test test-slow lab dry-run base-model clean
+.PHONY: help setup reproduce test test-slow lab dry-run base-model sweep clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,6 +37,9 @@ dry-run: setup  ## validate PROFILE and print the plan without running anything
 
 base-model: setup  ## pre-train (or load from cache) the tiny base model and print its scores
 	$(BIN)/python -m spotlib.world --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
+
+sweep: setup  ## learning-rate sweep on the val split: chosen LR per method + trade-off frontier
+	$(BIN)/python -m spotlib.stages.sweep --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
 
 test: setup  ## the fast test suite (CPU only, a few minutes)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"

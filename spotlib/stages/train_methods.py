@@ -138,7 +138,10 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
             for name, (data, ref) in shared.items()}
 
 
-def run(profile, progress: bool = True) -> dict:
+def run(profile, progress: bool = True, seeds: list[int] | None = None) -> dict:
+    """Train every run for every seed. `seeds` trains only those (a worker among several
+    processes sharing the work); the stage manifest is then left to the full run, which
+    skips the runs already complete."""
     cfg = profile.train
     if cfg.accelerate_config and torch.cuda.device_count() > 1 and not _launched():
         return _relaunch(profile)
@@ -149,13 +152,16 @@ def run(profile, progress: bool = True) -> dict:
                                            "model": profile.to_dict()["model"]}, inputs=plan.inputs_hash)
     if manifest.is_fresh():
         return manifest.load()
+    unknown = sorted(set(seeds or []) - set(profile.seeds))
+    if unknown:
+        raise ValueError(f"--seeds {unknown}: not among the profile's seeds {profile.seeds}")
 
     t0 = time.perf_counter()
     shared = shared_inputs(profile, plan)
     manifest.timings["reference_s"] = round(time.perf_counter() - t0, 2)
 
     summaries = []
-    for seed in profile.seeds:
+    for seed in (seeds or profile.seeds):
         for run_spec in plan.runs:
             run_dir = stage_dir / run_spec.dirname / f"seed{seed}"
             start = time.perf_counter()
@@ -166,6 +172,8 @@ def run(profile, progress: bool = True) -> dict:
             if progress and accelerator.is_main_process:
                 print(f"{run_spec.name:24s} seed {seed}: {summary.get('train_seconds', 0):6.1f} s training, "
                       f"{summary.get('tokens_per_s', 0):7.0f} tok/s")
+    if seeds:
+        return {"runs": summaries}
     if accelerator.is_main_process:
         write_jsonl(stage_dir / "runs.jsonl", summaries)
         manifest.counts.update({"runs": len(plan.runs), "seeds": len(profile.seeds), "examples_per_run": plan.n,
@@ -236,8 +244,10 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="train only these seeds (run several workers side by side)")
     args = parser.parse_args(argv)
-    run(load_profile(args.profile))
+    run(load_profile(args.profile), seeds=args.seeds)
 
 
 if __name__ == "__main__":

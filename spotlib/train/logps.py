@@ -9,6 +9,8 @@ equals `spotlib.tokens.sequence_logps`.
 """
 from __future__ import annotations
 
+import os
+
 import contextlib
 import functools
 import hashlib
@@ -119,7 +121,7 @@ def cached(path: Path, compute):
         return torch.load(path, weights_only=False)
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel workers never share a temp file
     torch.save(value, tmp)
     tmp.replace(path)
     return value
