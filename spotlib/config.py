@@ -259,7 +259,8 @@ def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
         return path
     candidate = PARAMS_DIR / f"{text}.yaml"
     if not candidate.is_file():
-        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        # accelerate_*.yaml sit beside the profiles but are launcher configs, not profiles
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml") if not p.stem.startswith("accelerate"))
         raise ConfigError(f"unknown profile {text!r}: no {candidate} (known: {', '.join(known)})")
     return candidate
 
