@@ -87,10 +87,15 @@ def test_report_collects_stages_and_tolerates_missing_ones(evaluated):
     (profile.out / "01_sample").mkdir(exist_ok=True)
     (profile.out / "01_sample" / "manifest.json").write_text(json.dumps(
         {"complete": True, "wall_time_s": 12.5, "counts": {"errors": 3}}))
+    # stage 04 run by earlier per-seed workers: short wall time, the work sits in its timings
+    (profile.out / "04_train_spot").mkdir(exist_ok=True)
+    (profile.out / "04_train_spot" / "manifest.json").write_text(json.dumps(
+        {"complete": True, "wall_time_s": 6.0, "timings": {"reference_s": 10, "train_s_by_run": {"a": 200, "b": 150}}}))
     path = build_report(profile)
     text = path.read_text()
     assert path == profile.out / "report.md"
-    assert "| 01_sample | 12 s | complete |" in text
-    assert "| 02_rectify | – | not run |" in text
+    assert "| 01_sample | 12 s | – | complete |" in text
+    assert "| 02_rectify | – | – | not run |" in text
+    assert "| 04_train_spot | 6 s | 6.0 min | complete |" in text
     assert "## 05_eval_forgetting" in text and "05_eval_forgetting/scores_bar.png" in text
     assert "Against the paper's main table" in text
