@@ -1,4 +1,5 @@
 """The trainer on a micro model: log-probs, run specs, exact resume, BCO learning, the stage."""
+import dataclasses
 import json
 import random
 
@@ -161,6 +162,11 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, base, filter_dir):
     # A completed run is skipped.
     again = train_run(profile, run, 0, inputs, tmp_path / "full", steps=6, progress=False)
     assert again == json.loads((tmp_path / "full" / "summary.json").read_text())
+    # Other settings (a new learning rate, as after `make sweep`) never reuse the finished run.
+    other = profile.replace(train=dataclasses.replace(profile.train, lr={"default": 5e-4}))
+    retrained = train_run(other, run, 0, inputs, tmp_path / "full", steps=6, progress=False)
+    assert retrained["complete"] and retrained["lr"] == pytest.approx(5e-4) and full["lr"] == pytest.approx(1e-3)
+    assert _train_records(tmp_path / "full")[0]["step"] == 1 and len(_train_records(tmp_path / "full")) == 6
 
 
 def test_bco_raises_chosen_reward(tmp_path, base, filter_dir):

@@ -127,15 +127,15 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
                 "chosen": reference_sums(reference(), data.chosen, pad_id, device, autocast=autocast)[0],
                 "rejected": reference_sums(reference(), data.rejected, pad_id, device, autocast=autocast)[0]
                 if data.rejected is not None else None})
-            shared[run_spec.name] = (data, ref)
+            shared[run_spec.name] = (data, ref, key)
         probe = _probe_set(profile, tokenizer, reference, ref_hash, stage_dir, device, autocast)
         diag = _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, pad_id, device, autocast)
     del ref_model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {name: RunInputs(data, ref["chosen"], ref["rejected"], base_path, probe, diag)
-            for name, (data, ref) in shared.items()}
+    return {name: RunInputs(data, ref["chosen"], ref["rejected"], base_path, probe, diag, key)
+            for name, (data, ref, key) in shared.items()}
 
 
 def run(profile, progress: bool = True, seeds: list[int] | None = None) -> dict:

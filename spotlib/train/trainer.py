@@ -16,6 +16,7 @@ step). A run whose `summary.json` says complete is skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 from spotlib import losses as L
-from spotlib.io import JsonlAppender, write_json_atomic
+from spotlib.io import JsonlAppender, params_hash, write_json_atomic
 
 from .data import TrainData, collate, step_rows
 from .logps import completion_logps, use_autocast
@@ -43,6 +44,7 @@ class RunInputs:
     base_path: str                      # the start model = π_ref
     probe: ProbeSet | None = None
     diag: EditDiagSet | None = None
+    data_key: str = ""                  # hash of the examples, reference model and lengths
 
 
 def lr_for(train_cfg, method: str) -> float:
@@ -101,20 +103,57 @@ class _Registered:
         self.tracker.load_state_dict(state)
 
 
-def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path, *, steps: int,
-              progress: bool = True, stop_after: int | None = None, accelerator=None) -> dict:
-    """Train one (run, seed) into `run_dir`; returns the summary. `stop_after` simulates a crash."""
-    from accelerate.utils import set_seed
-    from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+# Train settings that do not change what one run computes: which runs exist, other methods' LRs.
+_NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "accelerate_config")
 
-    cfg = profile.train
+
+def run_key(profile, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:
+    """What a finished run depends on: its settings, learning rate, data, start model and seed."""
+    cfg = dataclasses.asdict(profile.train)
+    return params_hash({"run": run.name, "seed": seed, "steps": steps, "lr": lr_for(profile.train, run.method),
+                        "train": {k: v for k, v in cfg.items() if k not in _NOT_IN_RUN_KEY},
+                        "model": dataclasses.asdict(profile.model), "data": inputs.data_key,
+                        "base": str(inputs.base_path)})
+
+
+def _claim_run_dir(run_dir: Path, key: str) -> None:
+    """Clear what other settings left in `run_dir` (a stale model or checkpoint must never
+    pass for this run) and mark it with this run's key; the same run keeps its files."""
+    key_path = run_dir / "run_key.json"
+    if key_path.is_file() and json.loads(key_path.read_text()) == key:
+        return
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    write_json_atomic(key_path, key)
+
+
+def _finished(run_dir: Path) -> dict | None:
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         done = json.loads(summary_path.read_text())
         if done.get("complete"):
             return done
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path, *, steps: int,
+              progress: bool = True, stop_after: int | None = None, accelerator=None) -> dict:
+    """Train one (run, seed) into `run_dir`; returns the summary. `stop_after` simulates a crash.
+
+    A run whose `summary.json` says complete under the same run key is returned as is; a
+    run left by other settings (another learning rate, data or start model) is trained anew."""
+    from accelerate.utils import set_seed
+    from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+
+    cfg = profile.train
     accelerator = accelerator or make_accelerator(profile)
+    if accelerator.is_main_process:
+        _claim_run_dir(run_dir, run_key(profile, run, seed, inputs, steps))
+    accelerator.wait_for_everyone()
+    done = _finished(run_dir)
+    if done is not None:
+        return done
     device = accelerator.device
     autocast = use_autocast(device, cfg.bf16_autocast if device.type == "cpu" else cfg.bf16)
     set_seed(seed)
