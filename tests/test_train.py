@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import random
+import shutil
 
 import pytest
 import torch
@@ -199,3 +200,24 @@ def test_stage_trains_every_method_with_probes(tmp_path, base, filter_dir):
         assert probes[-1]["kl/probe"] > 0 and "edit/at" in probes[-1] and "kl/facts" in probes[-1]
     # A second call finds the stage fresh and trains nothing.
     assert train_methods.run(profile, progress=False)["complete"]
+
+
+def test_stage_trains_seeds_in_parallel_workers(tmp_path, base, filter_dir):
+    from spotlib.stages import train_methods
+    out = tmp_path / "out"
+    shutil.copytree(filter_dir, out / "03_filter")  # stage 03's data only: no runs from other tests
+    shutil.copy2(filter_dir.parent / "probe.jsonl", out / "probe.jsonl")
+    profile = load_profile("test", overrides={
+        "output_dir": str(out), "model.name_or_path": str(base), "seeds": [0, 1],
+        "train.kl_probe_file": str(out / "probe.jsonl"), "train.kl_probe_max_tokens": 8,
+        "train.max_steps": 2, "train.kl_probe_every": 0, "train.per_device_batch": 2, "train.grad_accum": 1,
+        "train.methods": ["sft", "spot_bco"], "train.ablations": [], "train.cpu_workers": 2})
+    assert train_methods.cpu_workers(profile, None) == 2 and train_methods.cpu_workers(profile, [0]) == 1
+    result = train_methods.run(profile, progress=False)
+    stage = out / "04_train_spot"
+    assert result["complete"] and len(result["runs"]) == 4
+    for seed in (0, 1):
+        assert "spot_bco" in (stage / f"worker-seed{seed}.log").read_text()  # trained there, not here
+        for run in ("sft", "spot_bco"):
+            summary = json.loads((stage / run / f"seed{seed}" / "summary.json").read_text())
+            assert summary["complete"] and summary["seed"] == seed and summary["steps"] == 2

@@ -208,7 +208,7 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
     # What a point depends on besides (run, lr): data, steps, trainer and eval settings.
     point_key = params_hash({"inputs": plan.inputs_hash, "steps": plan.steps, "n": plan.n, "seed": seed,
                              "train": {k: v for k, v in dataclasses.asdict(cfg).items()
-                                       if k not in ("methods", "ablations", "lr", "lr_grid")},
+                                       if k not in ("methods", "ablations", "lr", "lr_grid", "cpu_workers")},
                              "eval": dataclasses.asdict(profile.eval), "model": dataclasses.asdict(profile.model)})
     items = {name: evals.load_items(name, profile.eval, profile, split=SPLIT) for name in profile.eval.benchmarks}
     base_entry = _entry(f"base/seed{seed}", "base", seed, Path(plan.base_path), "base", kl=0.0)

@@ -148,7 +148,8 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None) -> dict:
     stage_dir = profile.stage_dir(STAGE)
     plan = plan_stage(profile)
     accelerator = plan.accelerator
-    manifest = Manifest(stage_dir, params={"train": profile.to_dict()["train"], "seeds": profile.seeds,
+    train_params = {k: v for k, v in profile.to_dict()["train"].items() if k != "cpu_workers"}  # how, not what
+    manifest = Manifest(stage_dir, params={"train": train_params, "seeds": profile.seeds,
                                            "model": profile.to_dict()["model"]}, inputs=plan.inputs_hash)
     if manifest.is_fresh():
         return manifest.load()
@@ -159,6 +160,9 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None) -> dict:
     t0 = time.perf_counter()
     shared = shared_inputs(profile, plan)
     manifest.timings["reference_s"] = round(time.perf_counter() - t0, 2)
+    workers = cpu_workers(profile, seeds)
+    if workers > 1:  # the loop below then finds every run complete and only collects it
+        train_seeds_in_workers(profile, workers, progress)
 
     summaries = []
     for seed in (seeds or profile.seeds):
@@ -181,6 +185,56 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None) -> dict:
         manifest.timings["train_s_by_run"] = _seconds_by_run(summaries)
         return manifest.write(runs=summaries)
     return {"runs": summaries}
+
+
+def cpu_workers(profile, seeds: list[int] | None) -> int:
+    """Processes that train seeds side by side (1 = all in this process)."""
+    if seeds or torch.cuda.is_available() or profile.train.cpu_workers <= 1:
+        return 1
+    return min(profile.train.cpu_workers, len(profile.seeds))
+
+
+def train_seeds_in_workers(profile, workers: int, progress: bool = True) -> None:
+    """Train each seed in its own single-thread process, `workers` at a time.
+
+    The tiny model gains little from a second thread, so on a 2-core machine two seeds
+    side by side nearly halve the stage. Each worker runs this module with `--seeds k` on
+    a copy of the profile; what a worker finished is kept if anything is interrupted."""
+    import yaml
+
+    stage_dir = profile.stage_dir(STAGE)
+    spec = stage_dir / "worker_profile.yaml"
+    spec.write_text(yaml.safe_dump({k: v for k, v in profile.to_dict().items() if k != "source"}, sort_keys=False))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    pending, running = list(profile.seeds), {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                seed = pending.pop(0)
+                log_path = stage_dir / f"worker-seed{seed}.log"
+                log = log_path.open("w")
+                cmd = [sys.executable, "-m", "spotlib.stages.train_methods", "--profile", str(spec),
+                       "--seeds", str(seed)]
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[seed] = (proc, log, log_path, time.perf_counter())
+                if progress:
+                    print(f"seed {seed}: training in a worker process (log: {log_path})")
+            time.sleep(0.5)
+            for seed, (proc, log, log_path, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[seed]
+                if proc.returncode != 0:
+                    raise RuntimeError(f"stage 04 worker for seed {seed} failed with exit code "
+                                       f"{proc.returncode}; its log: {log_path}")
+                if progress:
+                    print(f"seed {seed}: every run trained in {time.perf_counter() - t0:.0f} s")
+    finally:  # an error or Ctrl-C here stops the other workers too
+        for proc, log, _, _ in running.values():
+            proc.terminate()
+            proc.wait()
+            log.close()
 
 
 def _seconds_by_run(summaries: list[dict]) -> dict[str, float]:

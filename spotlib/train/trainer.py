@@ -104,7 +104,7 @@ class _Registered:
 
 
 # Train settings that do not change what one run computes: which runs exist, other methods' LRs.
-_NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "accelerate_config")
+_NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "accelerate_config", "cpu_workers")
 
 
 def run_key(profile, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:
