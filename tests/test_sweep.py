@@ -147,3 +147,16 @@ def test_empty_grid_and_foreign_benchmarks_fail_clearly(profile):
         sweep.run(profile.replace(train=profile.train.__class__(**{**profile.train.__dict__, "lr_grid": []})))
     with pytest.raises(ValueError, match="no 'val' split"):
         evals.load_items("aime24", profile.eval, profile, split="val")
+
+
+def test_workers_give_the_same_points_as_one_process(profile, swept, tmp_path):
+    import shutil
+    shutil.copytree(profile.out / "03_filter", tmp_path / "03_filter")
+    parallel = profile.replace(output_dir=str(tmp_path),
+                               train=profile.train.__class__(**{**profile.train.__dict__, "cpu_workers": 2}))
+    result = sweep.run(parallel, progress=False)
+    logs = sorted(p.name for p in (tmp_path / "sweep").glob("worker-sweep*.log"))
+    assert logs == ["worker-sweep0.log", "worker-sweep1.log"]  # one worker per method here
+    by_point = lambda rows: {(r["run"], r["lr"]): r["overall"] for r in rows}  # noqa: E731
+    assert by_point(result["points"]) == by_point(swept["points"])
+    assert result["chosen"] == swept["chosen"]

@@ -20,7 +20,9 @@ Writes outputs/<profile>/sweep/: `base/results.jsonl` and `<run>/lr<lr>/` (per p
 `results.jsonl` per item, `point.json` when finished, the training `summary.json` and
 `metrics.jsonl`); `points.jsonl`, `chosen_lr.json` ({method: lr}), `chosen_lr.yaml` (a
 `train: lr:` mapping for the profile), `frontier.png`, `sweep.md` and `manifest.json`.
-A finished point is skipped when the sweep runs again.
+A finished point is skipped when the sweep runs again. On a CPU with
+`train.cpu_workers` > 1, the unfinished points are shared out by method among that many
+single-thread worker processes (`--methods`), and this process then writes the summary.
 
     python -m spotlib.stages.sweep --profile tiny [--methods sft spot_bco] [--lr-grid 1e-4 3e-4]
 """
@@ -38,6 +40,7 @@ from spotlib import evals
 from spotlib.io import JsonlAppender, Manifest, params_hash, write_json_atomic, write_jsonl
 from spotlib.stages import evaluate, train_methods
 from spotlib.train.runspec import parse_run
+from spotlib.workers import cpu_worker_count, run_in_workers, worker_profile
 from spotlib.train.trainer import train_run
 
 STAGE = "sweep"
@@ -95,6 +98,31 @@ def _point(profile, run_spec, lr: float, seed: int, point_dir: Path, items, step
     write_json_atomic(point_path, row)
     shutil.rmtree(model_dir)
     return row
+
+
+def _points_in_workers(profile, runs, grid, out: Path, key: str, workers: int, shared, progress) -> None:
+    """Share the unfinished points out by method among single-thread worker processes.
+
+    Pair objectives cost about twice a single-sequence one, so methods go to the least
+    loaded worker, costliest first. The reference pass runs here once, before the workers."""
+    def pending(run_spec):
+        done = [out / run_spec.dirname / lr_name(lr) / "point.json" for lr in grid]
+        return sum(not (p.is_file() and json.loads(p.read_text()).get("key") == key) for p in done)
+
+    todo = [(pending(r) * (2 if r.info.pairs else 1), r) for r in runs]
+    todo = sorted([t for t in todo if t[0]], key=lambda t: -t[0])
+    if len(todo) < 2:
+        return
+    shared()
+    groups = [[0, []] for _ in range(min(workers, len(todo)))]
+    for cost, run_spec in todo:
+        group = min(groups, key=lambda g: g[0])
+        group[0] += cost
+        group[1].append(run_spec.method)
+    spec = worker_profile(profile, out)
+    jobs = [(f"sweep{i}", ["spotlib.stages.sweep", "--profile", str(spec), "--methods", *names])
+            for i, (_, names) in enumerate(groups)]
+    run_in_workers(jobs, out, len(jobs), progress)
 
 
 def with_gains(rows: list[dict], base: dict) -> list[dict]:
@@ -224,6 +252,10 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
         if not cache:
             cache.update(train_methods.shared_inputs(profile, plan, runs))
         return cache
+
+    workers = 1 if methods else cpu_worker_count(profile, len(runs))
+    if workers > 1:  # the loop below then finds every point done and only collects it
+        _points_in_workers(profile, runs, grid, out, point_key, workers, shared, progress)
 
     points = []
     for run_spec in runs:

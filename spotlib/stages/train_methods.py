@@ -34,6 +34,7 @@ from spotlib.train.logps import cache_key, cached, reference_sums, use_autocast
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
 from spotlib.train.trainer import RunInputs, make_accelerator, num_steps, train_run
+from spotlib.workers import cpu_worker_count, run_in_workers, worker_profile
 
 STAGE = "04_train_spot"
 
@@ -189,52 +190,16 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None) -> dict:
 
 def cpu_workers(profile, seeds: list[int] | None) -> int:
     """Processes that train seeds side by side (1 = all in this process)."""
-    if seeds or torch.cuda.is_available() or profile.train.cpu_workers <= 1:
-        return 1
-    return min(profile.train.cpu_workers, len(profile.seeds))
+    return 1 if seeds else cpu_worker_count(profile, len(profile.seeds))
 
 
 def train_seeds_in_workers(profile, workers: int, progress: bool = True) -> None:
-    """Train each seed in its own single-thread process, `workers` at a time.
-
-    The tiny model gains little from a second thread, so on a 2-core machine two seeds
-    side by side nearly halve the stage. Each worker runs this module with `--seeds k` on
-    a copy of the profile; what a worker finished is kept if anything is interrupted."""
-    import yaml
-
+    """Train each seed in its own single-thread process (`--seeds k`), `workers` at a time."""
     stage_dir = profile.stage_dir(STAGE)
-    spec = stage_dir / "worker_profile.yaml"
-    spec.write_text(yaml.safe_dump({k: v for k, v in profile.to_dict().items() if k != "source"}, sort_keys=False))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    pending, running = list(profile.seeds), {}
-    try:
-        while pending or running:
-            while pending and len(running) < workers:
-                seed = pending.pop(0)
-                log_path = stage_dir / f"worker-seed{seed}.log"
-                log = log_path.open("w")
-                cmd = [sys.executable, "-m", "spotlib.stages.train_methods", "--profile", str(spec),
-                       "--seeds", str(seed)]
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[seed] = (proc, log, log_path, time.perf_counter())
-                if progress:
-                    print(f"seed {seed}: training in a worker process (log: {log_path})")
-            time.sleep(0.5)
-            for seed, (proc, log, log_path, t0) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                log.close()
-                del running[seed]
-                if proc.returncode != 0:
-                    raise RuntimeError(f"stage 04 worker for seed {seed} failed with exit code "
-                                       f"{proc.returncode}; its log: {log_path}")
-                if progress:
-                    print(f"seed {seed}: every run trained in {time.perf_counter() - t0:.0f} s")
-    finally:  # an error or Ctrl-C here stops the other workers too
-        for proc, log, _, _ in running.values():
-            proc.terminate()
-            proc.wait()
-            log.close()
+    spec = worker_profile(profile, stage_dir)
+    jobs = [(f"seed{seed}", ["spotlib.stages.train_methods", "--profile", str(spec), "--seeds", str(seed)])
+            for seed in profile.seeds]
+    run_in_workers(jobs, stage_dir, workers, progress)
 
 
 def _seconds_by_run(summaries: list[dict]) -> dict[str, float]:

@@ -1,0 +1,65 @@
+"""Side-by-side single-thread worker processes for CPU-only stages (training seeds, sweep points).
+
+The tiny model gains little from a second thread, so on a small CPU two processes with
+one thread each nearly halve a stage. Each worker runs a stage module's command line on a
+copy of the profile; the work it finishes is on disk, so an interrupted stage keeps it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def worker_profile(profile, folder: Path) -> Path:
+    """The profile as a YAML file a worker process can load (overrides included)."""
+    import yaml
+
+    path = folder / "worker_profile.yaml"
+    body = {k: v for k, v in profile.to_dict().items() if k != "source"}
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def run_in_workers(jobs: list[tuple[str, list[str]]], log_dir: Path, workers: int, progress: bool = True) -> None:
+    """Run `python -m <args>` for each (label, args), `workers` at a time, one thread each.
+
+    A failing job stops the others and raises with its log's path; so does Ctrl-C."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    pending, running = list(jobs), {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                label, args = pending.pop(0)
+                log_path = log_dir / f"worker-{label}.log"
+                log = log_path.open("w")
+                proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[label] = (proc, log, log_path, time.perf_counter())
+                if progress:
+                    print(f"{label}: started in a worker process (log: {log_path})")
+            time.sleep(0.5)
+            for label, (proc, log, log_path, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[label]
+                if proc.returncode != 0:
+                    raise RuntimeError(f"worker {label} failed with exit code {proc.returncode}; its log: {log_path}")
+                if progress:
+                    print(f"{label}: done in {time.perf_counter() - t0:.0f} s")
+    finally:
+        for proc, log, _, _ in running.values():
+            proc.terminate()
+            proc.wait()
+            log.close()
+
+
+def cpu_worker_count(profile, jobs: int) -> int:
+    """How many workers to use: `train.cpu_workers` on a machine without CUDA, else 1."""
+    import torch
+
+    if torch.cuda.is_available() or profile.train.cpu_workers <= 1:
+        return 1
+    return max(1, min(profile.train.cpu_workers, jobs))
