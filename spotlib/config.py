@@ -157,7 +157,7 @@ class TrainConfig:
     edit_diag_pairs: int = 32       # fixed training pairs for rewards and the first-edit diagnostic
     save_every: int = 0             # checkpoint every N steps (0 = only the final model)
     accelerate_config: str | None = None
-    cpu_workers: int = 1            # CPU only: seeds trained side by side, one single-thread process each
+    cpu_workers: int = 1            # CPU only: stage 04's seeds / the sweep's methods in parallel single-thread processes
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
 
 

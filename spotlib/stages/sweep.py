@@ -40,8 +40,8 @@ from spotlib import evals
 from spotlib.io import JsonlAppender, Manifest, params_hash, write_json_atomic, write_jsonl
 from spotlib.stages import evaluate, train_methods
 from spotlib.train.runspec import parse_run
+from spotlib.train.trainer import NOT_IN_RUN_KEY, train_run
 from spotlib.workers import cpu_worker_count, run_in_workers, worker_profile
-from spotlib.train.trainer import train_run
 
 STAGE = "sweep"
 SPLIT = "val"
@@ -68,6 +68,16 @@ def _scores(entry: dict, items: dict[str, list[dict]], profile, results_path: Pa
     return row
 
 
+def _finished_point(point_dir: Path, key: str) -> dict | None:
+    """The point's row when it was finished under the same settings (`key`)."""
+    path = point_dir / "point.json"
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if done.get("key") == key:
+            return done
+    return None
+
+
 def _point(profile, run_spec, lr: float, seed: int, point_dir: Path, items, steps: int, shared, progress,
            key: str) -> dict:
     """Train (run, lr, seed) into point_dir/model, evaluate it on val, keep the metrics only.
@@ -75,11 +85,11 @@ def _point(profile, run_spec, lr: float, seed: int, point_dir: Path, items, step
     A finished point is reused only if it was made with the same settings (`key`)."""
     point_path = point_dir / "point.json"
     model_dir = point_dir / "model"
+    done = _finished_point(point_dir, key)
+    if done is not None:
+        shutil.rmtree(model_dir, ignore_errors=True)  # a kill between the two left the weights behind
+        return done
     if point_path.is_file():
-        done = json.loads(point_path.read_text())
-        if done.get("key") == key:
-            shutil.rmtree(model_dir, ignore_errors=True)  # a kill between the two left the weights behind
-            return done
         shutil.rmtree(point_dir)  # other settings: start the point afresh
     train_cfg = dataclasses.replace(profile.train, lr={run_spec.method: lr, "default": lr})
     point_profile = profile.replace(train=train_cfg)
@@ -106,8 +116,7 @@ def _points_in_workers(profile, runs, grid, out: Path, key: str, workers: int, s
     Pair objectives cost about twice a single-sequence one, so methods go to the least
     loaded worker, costliest first. The reference pass runs here once, before the workers."""
     def pending(run_spec):
-        done = [out / run_spec.dirname / lr_name(lr) / "point.json" for lr in grid]
-        return sum(not (p.is_file() and json.loads(p.read_text()).get("key") == key) for p in done)
+        return sum(_finished_point(out / run_spec.dirname / lr_name(lr), key) is None for lr in grid)
 
     todo = [(pending(r) * (2 if r.info.pairs else 1), r) for r in runs]
     todo = sorted([t for t in todo if t[0]], key=lambda t: -t[0])
@@ -235,8 +244,7 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
 
     # What a point depends on besides (run, lr): data, steps, trainer and eval settings.
     point_key = params_hash({"inputs": plan.inputs_hash, "steps": plan.steps, "n": plan.n, "seed": seed,
-                             "train": {k: v for k, v in dataclasses.asdict(cfg).items()
-                                       if k not in ("methods", "ablations", "lr", "lr_grid", "cpu_workers")},
+                             "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_RUN_KEY},
                              "eval": dataclasses.asdict(profile.eval), "model": dataclasses.asdict(profile.model)})
     items = {name: evals.load_items(name, profile.eval, profile, split=SPLIT) for name in profile.eval.benchmarks}
     base_entry = _entry(f"base/seed{seed}", "base", seed, Path(plan.base_path), "base", kl=0.0)

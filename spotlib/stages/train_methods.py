@@ -33,7 +33,7 @@ from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, use_autocast
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
-from spotlib.train.trainer import RunInputs, make_accelerator, num_steps, train_run
+from spotlib.train.trainer import EXECUTION_ONLY, RunInputs, make_accelerator, num_steps, train_run
 from spotlib.workers import cpu_worker_count, run_in_workers, worker_profile
 
 STAGE = "04_train_spot"
@@ -149,7 +149,7 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None) -> dict:
     stage_dir = profile.stage_dir(STAGE)
     plan = plan_stage(profile)
     accelerator = plan.accelerator
-    train_params = {k: v for k, v in profile.to_dict()["train"].items() if k != "cpu_workers"}  # how, not what
+    train_params = {k: v for k, v in profile.to_dict()["train"].items() if k not in EXECUTION_ONLY}
     manifest = Manifest(stage_dir, params={"train": train_params, "seeds": profile.seeds,
                                            "model": profile.to_dict()["model"]}, inputs=plan.inputs_hash)
     if manifest.is_fresh():

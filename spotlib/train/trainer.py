@@ -103,15 +103,17 @@ class _Registered:
         self.tracker.load_state_dict(state)
 
 
-# Train settings that do not change what one run computes: which runs exist, other methods' LRs.
-_NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "accelerate_config", "cpu_workers")
+# Train settings that say how runs are scheduled, not what they compute.
+EXECUTION_ONLY = ("cpu_workers",)
+# ... and, for one run, also which other runs exist and their LRs (its own LR is keyed apart).
+NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid") + EXECUTION_ONLY
 
 
 def run_key(profile, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:
     """What a finished run depends on: its settings, learning rate, data, start model and seed."""
     cfg = dataclasses.asdict(profile.train)
     return params_hash({"run": run.name, "seed": seed, "steps": steps, "lr": lr_for(profile.train, run.method),
-                        "train": {k: v for k, v in cfg.items() if k not in _NOT_IN_RUN_KEY},
+                        "train": {k: v for k, v in cfg.items() if k not in NOT_IN_RUN_KEY},
                         "model": dataclasses.asdict(profile.model), "data": inputs.data_key,
                         "base": str(inputs.base_path)})
 
