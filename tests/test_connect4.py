@@ -62,7 +62,7 @@ def test_loader_builds_items_from_a_local_file(tmp_path):
     from spotlib.config import EvalConfig
     from spotlib.evals import get, load_items
 
-    rows = _released()[:5]
+    rows = read_jsonl(SAMPLE)[:5]
     path = tmp_path / "c4.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = EvalConfig(benchmarks=["connect4"], n_items={"default": 3}, data_files={"connect4": str(path)})
