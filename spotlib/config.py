@@ -57,6 +57,7 @@ class WorldConfig:
     bf16_autocast: bool = True       # used only where the CPU has native bf16 (else fp32)
     num_threads: int = 0             # torch threads while pre-training (0 = leave as is)
     manifest_eval_items: int = 100   # held-out items per family scored into the manifest
+    prompt_template: str = "plain"   # plain | paper: arith prompts inside the paper's math template
     eval_max_new_tokens: int = 128
 
 
@@ -227,6 +228,7 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    assets: str = ""                # "rehearsal": stage 01 first builds a small model and public-format files
     source: str = ""                # the YAML file this profile came from
 
     @property
@@ -281,9 +283,24 @@ def load_profile(name_or_path: str | os.PathLike, overrides: dict[str, Any] | No
     profile = _build(Profile, raw, path, prefix="")
     if not profile.output_dir:
         profile.output_dir = str(REPO_ROOT / "outputs" / profile.name)
+    _expand_output_dir(profile)
     profile.source = str(path)
     _check_choices(profile, path)
     return profile
+
+
+OUTPUT_DIR_TOKEN = "{output_dir}"
+
+
+def _expand_output_dir(profile: "Profile") -> None:
+    """Paths may start with `{output_dir}` (inputs a profile builds itself, e.g. the rehearsal's)."""
+    def expand(value):
+        return value.replace(OUTPUT_DIR_TOKEN, profile.output_dir) if isinstance(value, str) else value
+
+    profile.model.name_or_path = expand(profile.model.name_or_path)
+    profile.sample.data_files = expand(profile.sample.data_files)
+    profile.eval.data_files = {k: expand(v) for k, v in profile.eval.data_files.items()}
+    profile.train.kl_probe_file = expand(profile.train.kl_probe_file)
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
@@ -373,6 +390,8 @@ def _type_error(path: Path, key: str, expected: str, value) -> ConfigError:
 
 _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
+    "assets": ("", "rehearsal"),
+    "world.prompt_template": ("plain", "paper"),
     "sample.backend": ("auto", "transformers", "vllm"),
     "sample.grading": ("world", "math_verify", "paper_regex"),
     "eval.grading": ("math_verify", "paper_regex"),

@@ -28,6 +28,21 @@ def stable_seed(*parts) -> int:
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
+def world_record(problem: dict) -> dict:
+    """A tiny-world view of a problem that arrives in another dataset's format (the rehearsal
+    writes world arithmetic as DAPO-Math rows): its operands and operators parsed from the text."""
+    if problem.get("family") in ("arith", "arith_ood"):
+        return problem
+    from spotlib.world.families import parse_arith_problem
+
+    meta = problem.get("meta") or {}
+    parsed = parse_arith_problem(meta.get("problem") or problem.get("prompt", ""))
+    if parsed is None:
+        return problem
+    operands, ops = parsed
+    return {**problem, "family": "arith", "meta": {**meta, "operands": operands, "ops": ops, "n_ops": len(ops)}}
+
+
 class ProgrammaticOracle(Oracle):
     kind = "programmatic"
 
@@ -41,6 +56,7 @@ class ProgrammaticOracle(Oracle):
         from spotlib.world.edit import minimal_fix
 
         started = time.perf_counter()
+        problem = world_record(problem)
         if problem["family"] not in ("arith", "arith_ood"):
             # Facts and format answers have no steps to repair: the right answer is the edit.
             return OracleResult(text=self.direct(problem).text, mode="rewrite",
@@ -57,7 +73,7 @@ class ProgrammaticOracle(Oracle):
         from spotlib.world import oracle_solution
 
         rng = random.Random(stable_seed(self.seed, problem["id"], attempt))
-        return OracleResult(text=oracle_solution(problem, rng), mode="direct")
+        return OracleResult(text=oracle_solution(world_record(problem), rng), mode="direct")
 
     async def arectify(self, problem: dict, student_answer: str, ground_truth: str | None = None) -> OracleResult:
         return self.fix(problem, student_answer)

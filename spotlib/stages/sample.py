@@ -9,6 +9,7 @@ Writes under outputs/<profile>/01_sample/:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections import Counter
 
 from spotlib.data import load_train_problems
@@ -19,7 +20,12 @@ CHUNK = 256  # problems generated between two appends: the most a crash can lose
 
 
 def ensure_student(profile) -> str:
-    """The student's path; for the tiny world, pre-train the base model first (cached)."""
+    """The student's path; for the tiny world, pre-train the base model first (cached); for the
+    rehearsal, also write its public-format data files."""
+    if profile.assets == "rehearsal":
+        from spotlib import rehearsal
+
+        rehearsal.prepare(profile)
     if profile.model.name_or_path == "world":
         from spotlib import world
 
@@ -46,7 +52,7 @@ def run(profile, progress: bool = True) -> dict:
     out_dir = profile.stage_dir(STAGE)
     student = ensure_student(profile)
     problems = load_train_problems(profile)
-    model_hash = dir_sha256(student) if profile.model.name_or_path == "world" else student
+    model_hash = dir_sha256(student) if Path(student).is_dir() else student  # a local model: its files
     manifest = Manifest(out_dir, params={"sample": profile.to_dict()["sample"], "seed": profile.seed},
                         inputs={"student": model_hash, "problems": params_hash(problems)})
     if manifest.is_fresh():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
 FAMILIES = ("arith", "arith_ood", "facts", "format")
@@ -96,6 +97,19 @@ def expression(operands: list[int], ops: list[str]) -> str:
 # ---------------------------------------------------------------- arith
 def arith_prompt(operands, ops) -> str:
     return f"Compute {expression(operands, ops)}. Show your steps."
+
+
+_ARITH_TEXT = re.compile(r"Compute (\d+(?: [+-] \d+)+)\. Show your steps\.")
+
+
+def parse_arith_problem(text: str) -> tuple[list[int], list[str]] | None:
+    """Operands and operators of an `arith` problem found in `text` (e.g. inside a public-format
+    record whose prompt wraps it), or None."""
+    found = _ARITH_TEXT.search(text or "")
+    if found is None:
+        return None
+    parts = found.group(1).split()
+    return [int(x) for x in parts[0::2]], parts[1::2]
 
 
 # ---------------------------------------------------------------- arith_ood (word problems)
@@ -241,6 +255,10 @@ def make_items(family: str, n: int, split: str, seed: int = 0, world_cfg=None) -
             if split == "pretrain" and not ood:
                 min_ops = spec.pretrain_min_ops
             key, prompt, answer, meta = _arith_record(rng, spec, split, ood, min_ops)
+            if not ood and getattr(world_cfg, "prompt_template", "plain") == "paper":
+                # The paper's math template around the problem, as the DAPO/MATH loaders build it.
+                from spotlib.data import math_prompt
+                meta["problem"], prompt = prompt, math_prompt(prompt)
         else:
             word, case = rng.choice(FORMAT_WORDS), rng.choice(CASES)
             wrap, count = rng.choice(WRAPS), rng.randint(1, 4)
