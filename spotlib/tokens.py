@@ -22,13 +22,6 @@ from spotlib.models import chat_prompt
 COMPLETION_FORMATS = ("conversational", "clean")
 
 
-def check_completion_format(fmt: str, where: str = "train.completion_format") -> str:
-    if fmt not in COMPLETION_FORMATS:
-        raise ValueError(f"{where}: unknown completion format {fmt!r} "
-                         f"(expected one of {', '.join(COMPLETION_FORMATS)})")
-    return fmt
-
-
 def conversational_texts(tokenizer, prompt: str, completion: str) -> tuple[str, str]:
     """(prompt text, completion text) as TRL 0.20's `apply_chat_template` split a pair.
 
@@ -54,7 +47,8 @@ def completion_token_ids(tokenizer, prompt: str, completion: str, fmt: str) -> t
     elif fmt == "conversational":
         p_text, c_text = conversational_texts(tokenizer, prompt, completion)
     else:
-        check_completion_format(fmt, "completion_format")
+        raise ValueError(f"completion_format: unknown completion format {fmt!r} "
+                         f"(expected one of {', '.join(COMPLETION_FORMATS)})")
     # Prompt and completion tokenized apart, as TRL 0.20's `tokenize_row` did.
     return (tokenizer(p_text, add_special_tokens=False)["input_ids"],
             tokenizer(c_text, add_special_tokens=False)["input_ids"] + [eos])
