@@ -160,6 +160,9 @@ class TrainConfig:
     accelerate_config: str | None = None
     cpu_workers: int = 1            # CPU only: stage 04's seeds / the sweep's methods in parallel single-thread processes
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
+    # Which tokens a completion is trained on (docs/training-format.md): `conversational` is what the
+    # authors' trainer (TRL 0.20, conversational pairs) saw; `clean` is the raw text and one eos.
+    completion_format: str = "conversational"
 
 
 @dataclass
@@ -400,6 +403,7 @@ _CHOICES = {
     "oracle.prompt_variant": ("with_ground_truth", "without_ground_truth", "simplified"),
     "filter.unit": ("tokens", "chars"),
     "train.delta_mode": ("running_mean", "ema", "none"),
+    "train.completion_format": ("conversational", "clean"),
 }
 
 

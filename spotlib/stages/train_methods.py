@@ -122,8 +122,10 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
     with accelerator.main_process_first():  # one process computes, the others read the cache
         for run_spec in runs if runs is not None else plan.runs:
             rows = plan.examples[run_spec.name]
-            data = D.prepare(tokenizer, rows, cfg.max_len, cfg.max_prompt_len, with_rejected=run_spec.info.pairs)
-            key = cache_key(D.examples_hash(rows), ref_hash, cfg.max_len, cfg.max_prompt_len, run_spec.info.pairs)
+            data = D.prepare(tokenizer, rows, cfg.max_len, cfg.max_prompt_len, with_rejected=run_spec.info.pairs,
+                             completion_format=cfg.completion_format)
+            key = cache_key(D.examples_hash(rows), ref_hash, cfg.max_len, cfg.max_prompt_len, run_spec.info.pairs,
+                            cfg.completion_format)
             ref = cached(stage_dir / "reference" / f"logps-{key}.pt", lambda: {
                 "chosen": reference_sums(reference(), data.chosen, pad_id, device, autocast=autocast)[0],
                 "rejected": reference_sums(reference(), data.rejected, pad_id, device, autocast=autocast)[0]
@@ -238,9 +240,12 @@ def _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, p
     if not pairs:
         return None
     prompts = [p["prompt"] for p in pairs]
-    chosen = D.tokenize(tokenizer, prompts, [p["chosen"] for p in pairs], cfg.max_len, cfg.max_prompt_len)
-    rejected = D.tokenize(tokenizer, prompts, [p["rejected"] for p in pairs], cfg.max_len, cfg.max_prompt_len)
-    key = cache_key(ref_hash, D.examples_hash([dict(p, rejected=p["rejected"]) for p in pairs]), cfg.max_len)
+    fmt = cfg.completion_format
+    chosen = D.tokenize(tokenizer, prompts, [p["chosen"] for p in pairs], cfg.max_len, cfg.max_prompt_len,
+                        completion_format=fmt)
+    rejected = D.tokenize(tokenizer, prompts, [p["rejected"] for p in pairs], cfg.max_len, cfg.max_prompt_len,
+                          completion_format=fmt)
+    key = cache_key(ref_hash, D.examples_hash([dict(p, rejected=p["rejected"]) for p in pairs]), cfg.max_len, fmt)
     return cached(stage_dir / "reference" / f"diag-{key}.pt", lambda: build_edit_diag(
         reference(), chosen, rejected, pad_id, device, autocast=autocast))
 

@@ -2,8 +2,8 @@
 
 An example is `{id, prompt, chosen, rejected}` (`rejected` is None for SFT-type data).
 Sequences are tokenized once by `spotlib.tokens.build_completion_batch` (chat template,
-completion + eos, prompt masked) and kept unpadded; a micro-batch is padded to its own
-longest row only.
+completion + eos in the profile's `completion_format`, prompt masked) and kept unpadded;
+a micro-batch is padded to its own longest row only.
 """
 from __future__ import annotations
 
@@ -59,11 +59,12 @@ class Tokenized:
 
 
 def tokenize(tokenizer, prompts: list[str], completions: list[str], max_len: int,
-             max_prompt_len: int | None, chunk: int = 256) -> Tokenized:
+             max_prompt_len: int | None, chunk: int = 256, *, completion_format: str = "clean") -> Tokenized:
     ids, prompt_lens = [], []
     for start in range(0, len(prompts), chunk):
         batch = build_completion_batch(tokenizer, prompts[start:start + chunk],
-                                       completions[start:start + chunk], max_len, max_prompt_len)
+                                       completions[start:start + chunk], max_len, max_prompt_len,
+                                       completion_format=completion_format)
         for row, attn, comp in zip(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]):
             length = int(attn.sum())
             ids.append(row[:length].tolist())
@@ -97,12 +98,14 @@ class TrainData:
 
 
 def prepare(tokenizer, examples: list[dict], max_len: int, max_prompt_len: int | None,
-            with_rejected: bool) -> TrainData:
+            with_rejected: bool, *, completion_format: str = "clean") -> TrainData:
     prompts = [e["prompt"] for e in examples]
-    chosen = tokenize(tokenizer, prompts, [e["chosen"] for e in examples], max_len, max_prompt_len)
+    chosen = tokenize(tokenizer, prompts, [e["chosen"] for e in examples], max_len, max_prompt_len,
+                      completion_format=completion_format)
     rejected = None
     if with_rejected:
-        rejected = tokenize(tokenizer, prompts, [e["rejected"] for e in examples], max_len, max_prompt_len)
+        rejected = tokenize(tokenizer, prompts, [e["rejected"] for e in examples], max_len, max_prompt_len,
+                            completion_format=completion_format)
     return TrainData(examples, chosen, rejected)
 
 

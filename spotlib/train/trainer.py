@@ -31,6 +31,7 @@ from spotlib.io import JsonlAppender, params_hash, write_json_atomic
 
 from .data import TrainData, collate, step_rows
 from .logps import completion_logps, use_autocast
+from .optim import param_groups
 from .probes import EditDiagSet, ProbeSet, edit_diagnostic, probe_kl
 from .runspec import RunSpec
 
@@ -172,8 +173,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
         ref_model = _load_model(inputs.base_path, profile.model.dtype).to(device).eval().requires_grad_(False)
 
     lr = lr_for(cfg, run.method)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(cfg.adam_betas),
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.adam_betas))
     warmup = math.ceil(cfg.warmup_ratio * steps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
