@@ -4,9 +4,10 @@ from __future__ import annotations
 import random
 import re
 
-from spotlib.evals.base import Benchmark, field_of, load_rows
+from spotlib.evals.base import Benchmark, column, load_rows
 from spotlib.grading import extract_boxed
 
+NAME = "gpqa_diamond"
 DATASET, CONFIG, SPLIT = "Idavidrein/gpqa", "gpqa_diamond", "train"
 LETTERS = "ABCD"
 FINAL_LINE = "Therefore, the final answer is: $\\boxed{LETTER}$."
@@ -28,9 +29,10 @@ def shuffled_options(correct: str, wrong: list[str], seed: int, key: str) -> tup
 def gpqa_records(rows: list[dict], n: int, seed: int, source: str) -> list[dict]:
     records = []
     for i, row in enumerate(rows[:n]):
-        question = str(field_of(row, ("Question", "question"), source, i)).strip()
-        correct = str(field_of(row, ("Correct Answer",), source, i)).strip()
-        wrong = [str(field_of(row, (f"Incorrect Answer {j}",), source, i)).strip() for j in (1, 2, 3)]
+        question = str(column(row, "Question", NAME, DATASET, source, i, "the question")).strip()
+        correct = str(column(row, "Correct Answer", NAME, DATASET, source, i, "the gold answer")).strip()
+        wrong = [str(column(row, f"Incorrect Answer {j}", NAME, DATASET, source, i, "a wrong option")).strip()
+                 for j in (1, 2, 3)]
         key = str(row.get("Record ID") or i)
         options, gold = shuffled_options(correct, wrong, seed, key)
         listing = "\n".join(f"{LETTERS[j]}) {text}" for j, text in enumerate(options))

@@ -13,7 +13,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from spotlib.evals.base import Benchmark, field_of, load_rows
+from spotlib.evals.base import Benchmark, column, load_rows
 
 DATASET, SPLIT = "google/IFEval", "train"
 _STATE: dict = {}
@@ -58,8 +58,8 @@ def _checkers():
 def ifeval_records(rows: list[dict], n: int, source: str) -> list[dict]:
     records = []
     for i, row in enumerate(rows[:n]):
-        prompt = str(field_of(row, ("prompt",), source, i))
-        ids = list(field_of(row, ("instruction_id_list",), source, i))
+        prompt = str(column(row, "prompt", "ifeval", DATASET, source, i, "the prompt"))
+        ids = list(column(row, "instruction_id_list", "ifeval", DATASET, source, i, "the instructions"))
         kwargs = row.get("kwargs")
         if not isinstance(kwargs, list) or len(kwargs) != len(ids):
             from spotlib.io import DataError
