@@ -155,3 +155,62 @@ def test_other_benchmarks_name_their_gold_column(tmp_path, name, row, gold_colum
     bad = _write(tmp_path / "bad.jsonl", [{k: v for k, v in row.items() if k != gold_column}])
     with pytest.raises(DataError, match=rf"bad.jsonl: benchmark {name}: row 0: expected column '{gold_column}'"):
         load_items(name, EvalConfig(data_files={name: bad}))
+
+
+def _gpqa_profile(**eval_changes):
+    import dataclasses
+
+    from spotlib.config import load_profile
+
+    profile = load_profile("paper")
+    return profile.replace(eval=dataclasses.replace(profile.eval, **eval_changes))
+
+
+class _FakeHub:
+    def __init__(self, status=None):
+        self.status, self.calls = status, []
+
+    def auth_check(self, repo_id, repo_type=None, token=None):
+        import httpx
+        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+        self.calls.append((repo_id, repo_type, token))
+        if self.status is None:
+            return None
+        response = httpx.Response(self.status, request=httpx.Request("GET", "https://hub/auth-check"))
+        kind = {403: GatedRepoError, 404: RepositoryNotFoundError}.get(self.status, HfHubHTTPError)
+        raise kind("refused", response=response)
+
+
+@pytest.fixture
+def no_hf_login(tmp_path, monkeypatch):
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    import huggingface_hub.constants as constants
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return monkeypatch
+
+
+def test_gpqa_access_check_before_any_compute(tmp_path, no_hf_login):
+    from spotlib.evals.gpqa import check_access
+
+    hub = _FakeHub()
+    problem = check_access(_gpqa_profile(), api=hub)
+    assert "gated" in problem and "no Hugging Face token" in problem and "\n" not in problem
+    assert hub.calls == []                                        # no token: no network call either
+    local = _write(tmp_path / "gpqa.jsonl", [GPQA_ROW])
+    assert check_access(_gpqa_profile(data_files={"gpqa_diamond": local})) is None
+    assert "not found" in check_access(_gpqa_profile(data_files={"gpqa_diamond": str(tmp_path / "x.csv")}))
+    assert check_access(_gpqa_profile(benchmarks=["math500"])) is None   # not asked for
+    no_hf_login.setenv("HF_TOKEN", "hf_test")
+    assert check_access(_gpqa_profile(), api=hub) is None and hub.calls == [("Idavidrein/gpqa", "dataset", "hf_test")]
+    assert "not accepted the dataset's terms" in check_access(_gpqa_profile(), api=_FakeHub(403))
+    assert "invalid token" in check_access(_gpqa_profile(), api=_FakeHub(404))
+    assert "HTTP 500" in check_access(_gpqa_profile(), api=_FakeHub(500))
+    no_hf_login.setenv("HF_HUB_OFFLINE", "1")
+    assert "HF_HUB_OFFLINE" in check_access(_gpqa_profile(), api=hub)
+    (tmp_path / "hub" / "datasets--Idavidrein--gpqa").mkdir(parents=True)   # downloaded earlier
+    assert check_access(_gpqa_profile(), api=hub) is None
