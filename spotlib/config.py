@@ -111,6 +111,7 @@ class OracleConfig:
     retry_base_s: float = 1.0       # back-off base of those retries (doubles each time)
     max_cost_usd: float | None = None  # stop sending new requests past this estimated spend
     server_faults: dict[str, float] = field(default_factory=dict)  # local_server: fault rates, latency_s
+    server_thinking: str = "inline"  # local_server: how thoughts come back (inline | gemini | field)
 
 
 @dataclass
@@ -379,6 +380,7 @@ _CHOICES = {
     "eval.backend": ("auto", "transformers", "vllm"),
     "oracle.kind": ("programmatic", "openai", "local_server"),
     "oracle.prompt_variant": ("with_ground_truth", "without_ground_truth", "simplified"),
+    "oracle.server_thinking": ("inline", "gemini", "field"),
     "filter.unit": ("tokens", "chars"),
     "train.delta_mode": ("running_mean", "ema", "none"),
 }
