@@ -122,7 +122,8 @@ class FilterConfig:
     max_examples: int = 4000        # every method's data is capped to the same count
     seed: int = 0
     nll_max_items: int = 512        # pairs scored by the student for the NLL report (0: skip)
-    nll_batch_size: int = 16
+    nll_batch_size: int = 16        # at most this many sequences per NLL batch
+    nll_batch_tokens: int = 16384   # and at most this many padded tokens (≥ model.max_len)
     report_gammas: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
 
 
