@@ -100,8 +100,10 @@ IFEVAL_ROWS = [
 ]
 
 
-def test_ifeval_uses_the_maintained_checkers_at_prompt_and_instruction_level(tmp_path):
+def test_ifeval_uses_the_maintained_checkers_at_prompt_and_instruction_level(tmp_path, monkeypatch):
     from spotlib.evals.ifeval import sentence_splitter
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")    # the suite never downloads NLTK data
 
     items = load_items("ifeval", EvalConfig(data_files={"ifeval": _write(tmp_path / "if.jsonl", IFEVAL_ROWS)}))
     bench = get("ifeval")
@@ -118,6 +120,44 @@ def test_ifeval_uses_the_maintained_checkers_at_prompt_and_instruction_level(tmp
     assert summary["prompt_level_strict"] == pytest.approx(2 / 3)
     assert summary["inst_level_strict"] == pytest.approx(4 / 6)
     assert sentence_splitter() in ("punkt_tab", "punkt_untrained")
+    assert follows["sentence_splitter"] == sentence_splitter()
+    assert summary["trained_sentence_splitter"] == float(sentence_splitter() == "punkt_tab")
+
+
+class _FakeNltk:
+    """nltk.data.find / nltk.download stand-ins: `installed` flips when a download succeeds."""
+
+    def __init__(self, installed=False, download_result=True, raises=None):
+        self.installed, self.download_result, self.raises, self.downloads = installed, download_result, raises, 0
+
+    def find(self, path):
+        if not self.installed:
+            raise LookupError(path)
+
+    def download(self, name, quiet=False):
+        self.downloads += 1
+        if self.raises:
+            raise self.raises
+        self.installed = self.download_result
+        return self.download_result
+
+
+@pytest.mark.parametrize("state, offline, splitter, downloads, why", [
+    (dict(installed=True), False, "punkt_tab", 0, None),
+    (dict(), True, "punkt_untrained", 0, "HF_HUB_OFFLINE is set"),
+    (dict(), False, "punkt_tab", 1, None),
+    (dict(download_result=False), False, "punkt_untrained", 1, "no network"),
+    (dict(raises=OSError("unreachable")), False, "punkt_untrained", 1, "OSError"),
+])
+def test_ifeval_gets_the_trained_sentence_splitter_when_it_can(state, offline, splitter, downloads, why):
+    from spotlib.evals.ifeval import ensure_punkt
+
+    fake = _FakeNltk(**state)
+    got, warning = ensure_punkt(find=fake.find, download=fake.download, is_offline=offline)
+    assert got == splitter and fake.downloads == downloads
+    assert (warning is None) == (why is None)
+    if why:
+        assert why in warning and "nltk.downloader punkt_tab" in warning and "\n" not in warning
 
 
 def test_world_benchmarks_use_the_world_items_and_scorer():
