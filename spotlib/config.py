@@ -112,6 +112,7 @@ class OracleConfig:
     retry_base_s: float = 1.0       # back-off base of those retries (doubles each time)
     max_cost_usd: float | None = None  # stop sending new requests past this estimated spend
     server_faults: dict[str, float] = field(default_factory=dict)  # local_server: fault rates, latency_s
+    server_thinking: str = "inline"  # local_server: how thoughts come back (inline | gemini | field)
 
 
 @dataclass
@@ -122,7 +123,8 @@ class FilterConfig:
     max_examples: int = 4000        # every method's data is capped to the same count
     seed: int = 0
     nll_max_items: int = 512        # pairs scored by the student for the NLL report (0: skip)
-    nll_batch_size: int = 16
+    nll_batch_size: int = 16        # at most this many sequences per NLL batch
+    nll_batch_tokens: int = 16384   # and at most this many padded tokens (≥ model.max_len)
     report_gammas: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
 
 
@@ -401,6 +403,7 @@ _CHOICES = {
     "eval.backend": ("auto", "transformers", "vllm"),
     "oracle.kind": ("programmatic", "openai", "local_server"),
     "oracle.prompt_variant": ("with_ground_truth", "without_ground_truth", "simplified"),
+    "oracle.server_thinking": ("inline", "gemini", "field"),
     "filter.unit": ("tokens", "chars"),
     "train.delta_mode": ("running_mean", "ema", "none"),
     "train.completion_format": ("conversational", "clean"),

@@ -1,6 +1,6 @@
 """How close is a rectified answer y⁺ to the student's own wrong answer y⁻?
 
-Change ratio (PAPER.md §3):   R = 1 − |LCS(y⁻, y⁺)| / |y⁺|
+Change ratio:   R = 1 − |LCS(y⁻, y⁺)| / |y⁺|
 with LCS the longest common subsequence over units — the student's tokens by default,
 characters as an option. R = 0: y⁺ only adds nothing and keeps all of y⁻'s units in
 order; R = 1: nothing of y⁻ survives. The filter keeps pairs with R ≤ γ (γ = 0.6).
@@ -96,24 +96,97 @@ def diff_html(y_minus: str, y_plus: str) -> str:
             f'<tr><td {cell}>{"".join(left)}</td><td {cell}>{"".join(right)}</td></tr></table>')
 
 
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
+    """Indices grouped so that each batch's padded size (rows × its longest) stays ≤ `max_tokens`.
+
+    Sorted by length, so a batch pads little; a sequence longer than the budget on its own
+    gets a batch of one (callers check `max_len ≤ max_tokens` so this does not happen).
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in sorted(range(len(lengths)), key=lambda j: lengths[j]):
+        grown = max(longest, lengths[i])
+        if current and (grown * (len(current) + 1) > max_tokens or (max_rows and len(current) >= max_rows)):
+            batches.append(current)
+            current, grown = [], lengths[i]
+        current.append(i)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+def chunked_completion_logps(model, batch: dict, chunk_tokens: int = 1024):
+    """(summed completion log-probs [B], completion token counts [B]), in fp32, without the logits.
+
+    The decoder runs on the whole batch; the vocabulary projection and the log-softmax run on
+    completion positions only, `chunk_tokens` positions at a time, so at most
+    chunk_tokens × vocabulary logits exist at once (not batch × length × vocabulary).
+    """
+    import torch
+
+    input_ids, attention = batch["input_ids"], batch["attention_mask"]
+    target_mask = batch["completion_mask"][:, 1:].bool()
+    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+    hidden = hidden[:, :-1][target_mask]                                   # [N, H]
+    targets = input_ids[:, 1:][target_mask]
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(target_mask)[target_mask]
+    head = model.get_output_embeddings()
+    token_logps = torch.empty(targets.shape[0], dtype=torch.float32, device=input_ids.device)
+    for start in range(0, targets.shape[0], chunk_tokens):
+        logits = head(hidden[start:start + chunk_tokens]).float()
+        picked = targets[start:start + chunk_tokens].unsqueeze(-1)
+        token_logps[start:start + chunk_tokens] = logits.gather(-1, picked).squeeze(-1) - logits.logsumexp(-1)
+        del logits
+    sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
+    return sums.index_add(0, rows, token_logps), target_mask.sum(-1)
+
+
 def mean_token_nll(model, tokenizer, prompts: list[str], completions: list[str], max_len: int,
-                   batch_size: int = 16, progress: bool = False) -> list[tuple[float, int]]:
-    """(summed NLL, token count) of each completion under the model: −Σ_t log π(y_t | x, y_<t)."""
+                   batch_tokens: int = 16384, progress: bool = False, *, max_rows: int | None = None,
+                   chunk_tokens: int = 1024) -> list[tuple[float, int]]:
+    """(summed NLL, token count) of each completion under the model: −Σ_t log π(y_t | x, y_<t).
+
+    Batches hold at most `batch_tokens` padded tokens (and `max_rows` sequences); results
+    come back in input order.
+    """
     import torch
     from tqdm.auto import tqdm
 
-    from spotlib.tokens import build_completion_batch, sequence_logps
+    from spotlib.tokens import build_completion_batch
 
+    if batch_tokens < max_len:
+        raise ValueError(f"filter.nll_batch_tokens ({batch_tokens}) must be at least model.max_len ({max_len}): "
+                         f"one sequence must fit in a batch")
+    rows = [build_completion_batch(tokenizer, [p], [c], max_len) for p, c in zip(prompts, completions, strict=True)]
+    lengths = [int(r["input_ids"].shape[1]) for r in rows]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    out: list[tuple[float, int]] = []
-    starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="student NLL", disable=not progress):
-        batch = build_completion_batch(tokenizer, prompts[start:start + batch_size],
-                                       completions[start:start + batch_size], max_len)
-        batch = {k: v.to(device) for k, v in batch.items()}
+    out: list[tuple[float, int] | None] = [None] * len(rows)
+    for batch_rows in tqdm(token_budget_batches(lengths, batch_tokens, max_rows), desc="student NLL",
+                           disable=not progress):
+        batch = _pad_rows([rows[i] for i in batch_rows], pad)
         with torch.no_grad():
-            logps, counts = sequence_logps(model, batch)
-        out += [(-float(lp), int(c)) for lp, c in zip(logps.tolist(), counts.tolist())]
+            sums, counts = chunked_completion_logps(model, {k: v.to(device) for k, v in batch.items()},
+                                                    chunk_tokens)
+        for i, lp, c in zip(batch_rows, sums.tolist(), counts.tolist()):
+            out[i] = (-float(lp), int(c))
+    return out  # type: ignore[return-value]
+
+
+def _pad_rows(rows: list[dict], pad_id: int) -> dict:
+    """Right-pad single-row batches (as `build_completion_batch` makes them) into one."""
+    import torch
+
+    width = max(r["input_ids"].shape[1] for r in rows)
+    out = {"input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),
+           "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
+           "completion_mask": torch.zeros((len(rows), width), dtype=torch.long)}
+    for i, r in enumerate(rows):
+        n = r["input_ids"].shape[1]
+        for key in out:
+            out[key][i, :n] = r[key][0]
     return out
 
 

@@ -72,3 +72,57 @@ def test_pooled_nll_is_token_weighted():
     out = proximity.pooled_nll([(2.0, 1), (6.0, 3)])
     assert out["nll_per_token"] == pytest.approx(2.0)
     assert proximity.pooled_nll([])["ppl"] is None
+
+
+def test_token_budget_batches_never_exceed_the_budget_and_cover_every_index():
+    rng = random.Random(0)
+    for _ in range(50):
+        lengths = [rng.randint(1, 64) for _ in range(rng.randint(1, 40))]
+        budget, rows = rng.randint(64, 300), rng.choice([None, 3])
+        batches = proximity.token_budget_batches(lengths, budget, rows)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        for b in batches:
+            assert len(b) * max(lengths[i] for i in b) <= budget
+            assert rows is None or len(b) <= rows
+    assert proximity.token_budget_batches([5, 50, 6], 60) == [[0, 2], [1]]
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_rl import _micro_model
+
+    from spotlib.models import load_model
+
+    path = _micro_model(tmp_path_factory.mktemp("micro"))
+    return load_model(path, dtype="float32", device="cpu")
+
+
+def test_budgeted_chunked_nll_equals_the_unbatched_full_logits_nll(micro):
+    import torch
+
+    from spotlib.tokens import build_completion_batch, sequence_logps
+
+    model, tok = micro
+    rng = random.Random(1)
+    prompts = [f"x{i}" for i in range(9)]
+    completions = ["".join(rng.choice("abcde xyz") for _ in range(rng.randint(1, 30))) for _ in prompts]
+    reference = []
+    for p, c in zip(prompts, completions):
+        with torch.no_grad():
+            lp, n = sequence_logps(model, build_completion_batch(tok, [p], [c], 48))
+        reference.append((-float(lp[0]), int(n[0])))
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    try:
+        got = proximity.mean_token_nll(model, tok, prompts, completions, 48, batch_tokens=100, chunk_tokens=7)
+    finally:
+        hook.remove()
+    assert [n for _, n in got] == [n for _, n in reference]
+    assert [x for x, _ in got] == pytest.approx([x for x, _ in reference], rel=1e-5, abs=1e-5)
+    assert seen and all(len(shape) == 2 and shape[0] <= 7 for shape in seen)   # never [B, T, V]
+    with pytest.raises(ValueError, match="nll_batch_tokens"):
+        proximity.mean_token_nll(model, tok, prompts, completions, 48, batch_tokens=32)

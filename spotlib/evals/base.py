@@ -75,10 +75,11 @@ def load_rows(dataset: str, config: str | None, split: str, data_file: str | Non
     return [dict(row) for row in rows]
 
 
-def field_of(row: dict, names: Sequence[str], source: str, index: int) -> Any:
-    """The first present, non-empty field among `names`; a clear error naming the row otherwise."""
-    for name in names:
-        if name in row and row[name] not in (None, "", []):
-            return row[name]
-    raise DataError(f"{source}: row {index}: none of the fields {', '.join(map(repr, names))} "
-                    f"(found: {', '.join(sorted(row))})")
+def column(row: dict, name: str, benchmark: str, dataset: str, source: str, index: int, what: str = "") -> Any:
+    """Column `name` of a row in `dataset`'s public format; a clear error naming the file, the
+    benchmark and the expected column otherwise (empty values count as missing)."""
+    if row.get(name) in (None, "", []):
+        role = f"{what} of " if what else ""
+        raise DataError(f"{source}: benchmark {benchmark}: row {index}: expected column {name!r} "
+                        f"({role}{dataset}), found: {', '.join(sorted(row)) or 'none'}")
+    return row[name]

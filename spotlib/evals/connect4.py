@@ -1,4 +1,4 @@
-"""Connect4 (PAPER.md §5): name every immediate winning move, yours and the opponent's.
+"""Connect4: name every immediate winning move, yours and the opponent's.
 
 Each record of the released set (`linius/connect4`, 500 states) is
 `{"state": board text, "answer": [own winning moves, opponent winning moves]}`, moves as
@@ -18,7 +18,7 @@ import json
 import re
 from collections import Counter
 
-from spotlib.evals.base import Benchmark, field_of, load_rows
+from spotlib.evals.base import Benchmark, column, load_rows
 from spotlib.io import DataError
 
 DATASET, SPLIT = "linius/connect4", "train"
@@ -96,9 +96,10 @@ def valid_moves(state: str) -> list[tuple[int, int]]:
 def connect4_records(rows: list[dict], n: int, source: str) -> list[dict]:
     records = []
     for i, row in enumerate(rows[:n]):
-        state = str(field_of(row, ("state",), source, i))
-        if "answer" not in row:
-            raise DataError(f"{source}: row {i}: missing field 'answer' (connect4 format)")
+        state = str(column(row, "state", "connect4", DATASET, source, i, "the board"))
+        if "answer" not in row:  # an empty list pair is a valid answer, so only absence is an error
+            raise DataError(f"{source}: benchmark connect4: row {i}: expected column 'answer' (the gold moves "
+                            f"of {DATASET}), found: {', '.join(sorted(row)) or 'none'}")
         try:
             answer = parse_answer(row["answer"])
         except (ValueError, TypeError) as exc:

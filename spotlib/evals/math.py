@@ -1,24 +1,40 @@
-"""The six in-domain math benchmarks (PAPER.md §5), graded by math-verify on the last box."""
+"""The six in-domain math benchmarks, graded by math-verify on the last box."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 from spotlib.data import math_prompt
-from spotlib.evals.base import Benchmark, field_of, load_rows
-from spotlib.grading import grade_many, verify_answer
+from spotlib.evals.base import Benchmark, column, load_rows
+from spotlib.grading import extract_boxed, grade_many, verify_answer
+from spotlib.io import DataError
 
-PROBLEM_FIELDS = ("problem", "question", "Question", "prompt")
-ANSWER_FIELDS = ("answer", "final_answer", "Answer", "expected_answer")
-ID_FIELDS = ("unique_id", "id", "ID", "idx")
 
-# name -> (dataset id, config, split, avg@k)
+@dataclass(frozen=True)
+class MathSet:
+    """Where a benchmark's rows live and which of their columns hold the problem and the gold answer.
+
+    Columns are the dataset's own on the Hub, named per benchmark (never guessed from a list):
+    a local file in `eval.data_files` must carry the same ones.
+    """
+    dataset: str
+    split: str
+    k: int                          # the paper's avg@k
+    problem: str
+    answer: str
+    id: str | None = None
+    answer_in_box: bool = False     # the gold answer is the last \boxed{} of that column (a full solution)
+
+
 MATH_SETS = {
-    "aime24": ("HuggingFaceH4/aime_2024", None, "train", 16),
-    "aime25": ("yentinglin/aime_2025", None, "train", 16),
-    "amc23": ("knoveleng/AMC-23", None, "train", 16),
-    "math500": ("HuggingFaceH4/MATH-500", None, "test", 5),
-    "minerva": ("knoveleng/Minerva-Math", None, "train", 5),
-    "olympiadbench": ("knoveleng/OlympiadBench", None, "train", 5),
+    "aime24": MathSet("HuggingFaceH4/aime_2024", "train", 16, "problem", "answer", "id"),
+    "aime25": MathSet("yentinglin/aime_2025", "train", 16, "problem", "answer", "id"),
+    "amc23": MathSet("knoveleng/AMC-23", "train", 16, "problem", "answer", "id"),   # answers are floats
+    "math500": MathSet("HuggingFaceH4/MATH-500", "test", 5, "problem", "answer", "unique_id"),
+    # Minerva has no answer column: {problem, solution, type, idx}; the answer is the solution's last box.
+    "minerva": MathSet("knoveleng/Minerva-Math", "train", 5, "problem", "solution", "idx", answer_in_box=True),
+    # OlympiadBench: `answer` is the final answer as text; `final_answer` is the same as a list.
+    "olympiadbench": MathSet("knoveleng/OlympiadBench", "train", 5, "question", "answer", "id"),
 }
 
 
@@ -35,21 +51,29 @@ def gold_text(value) -> str:
 
 
 def math_records(name: str, rows: list[dict], n: int, source: str) -> list[dict]:
+    spec = MATH_SETS[name]
     records = []
     for i, row in enumerate(rows[:n]):
-        problem = str(field_of(row, PROBLEM_FIELDS, source, i)).strip()
-        answer = gold_text(field_of(row, ANSWER_FIELDS, source, i))
-        ident = next((row[f] for f in ID_FIELDS if row.get(f) not in (None, "")), i)
+        problem = str(column(row, spec.problem, name, spec.dataset, source, i, "the problem")).strip()
+        gold = column(row, spec.answer, name, spec.dataset, source, i, "the gold answer")
+        if spec.answer_in_box:
+            boxed = extract_boxed(str(gold))
+            if boxed is None:
+                raise DataError(f"{source}: benchmark {name}: row {i}: column {spec.answer!r} has no \\boxed{{}} "
+                                f"answer")
+            gold = boxed
+        ident = row.get(spec.id) if spec.id else None
+        ident = i if ident in (None, "") else ident
         records.append({"id": f"{name}-{ident}", "family": name, "prompt": math_prompt(problem),
-                        "answer": answer, "meta": {"problem": problem, "row": i}})
+                        "answer": gold_text(gold), "meta": {"problem": problem, "row": i}})
     return records
 
 
 def load_math(name: str, eval_cfg, n: int, profile=None) -> list[dict]:
-    dataset, config, split, _ = MATH_SETS[name]
+    spec = MATH_SETS[name]
     local = (eval_cfg.data_files or {}).get(name) if eval_cfg is not None else None
-    rows = load_rows(dataset, config, split, local)
-    return math_records(name, rows, n, local or dataset)
+    rows = load_rows(spec.dataset, None, spec.split, local)
+    return math_records(name, rows, n, local or spec.dataset)
 
 
 def score_math(item: dict, response: str, mode: str = "math_verify") -> dict:
@@ -67,5 +91,6 @@ def score_math_many(items, responses, eval_cfg=None) -> list[dict]:
 
 def math_benchmarks() -> list[Benchmark]:
     return [Benchmark(name=name, group="in_domain", load=partial(load_math, name), score=score_math,
-                      score_many=score_math_many, k=k, dataset=dataset)
-            for name, (dataset, _, _, k) in MATH_SETS.items()]
+                      score_many=score_math_many, k=spec.k, dataset=spec.dataset,
+                      extra={"problem_column": spec.problem, "answer_column": spec.answer})
+            for name, spec in MATH_SETS.items()]

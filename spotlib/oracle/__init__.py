@@ -45,7 +45,7 @@ def open_oracle(profile, problems: Iterable[dict] = ()) -> Iterator[Oracle]:
         from .server import OracleServer
 
         with OracleServer(problems, faults=cfg.server_faults, seed=profile.seed,
-                          oracle=ProgrammaticOracle(profile.seed)) as server:
+                          oracle=ProgrammaticOracle(profile.seed), thinking=cfg.server_thinking) as server:
             yield OpenAIOracle(cfg, base_url=server.url, api_key="local")
     else:
         raise ConfigError(f"{profile.source}: key oracle.kind: unknown {cfg.kind!r}")

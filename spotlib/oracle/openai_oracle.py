@@ -8,8 +8,25 @@ Robustness, in layers:
   asked again `parse_retries` times;
 - what still fails becomes an `OracleResult` with its reason, never an exception.
 
-Cost estimate: prompt_tokens · p_in + completion_tokens · p_out, prices per million
-tokens from the profile (thinking tokens are billed as completion tokens).
+Thoughts: Gemini's OpenAI-compatible endpoint returns its thought summaries only when
+asked (`oracle.extra_body: {extra_body: {google: {thinking_config: {include_thoughts:
+true}}}}` in the paper profile); they arrive in `<thought>` tags in the content, other
+servers use `<think>` tags or a `reasoning_content` field: all end in `thoughts`.
+
+Cost estimate: prompt_tokens · p_in + output tokens · p_out, prices per million tokens
+from the profile. Thinking tokens are billed as output. Providers report them two ways:
+inside `completion_tokens` (OpenAI, vLLM: `completion_tokens_details.reasoning_tokens` is a
+breakdown) or beside it (Gemini: `total_tokens` = prompt + completion + thoughts). The
+output counted is therefore max(completion, total − prompt), plus the reported reasoning
+tokens when there is no total to tell. A result's `completion_tokens` is that billed
+output; `info["reasoning_tokens"]` its thinking part.
+
+Cost cap: once the estimated spend of this Oracle (every request it sent in this run of
+the stage, rectify and direct alike) reaches `oracle.max_cost_usd`, it sends nothing more: each further request
+ends as a transient `budget_exhausted` failure (asked again on a re-run). Requests
+already in flight finish, so the spend can pass the cap by at most `concurrency`
+requests.
+
 The API key is read from the environment variable named in the profile and is held
 only by the client object.
 """
@@ -34,8 +51,22 @@ _FINAL_4XX = {400, 401, 403, 404, 422}   # the request itself is wrong: asking a
 class _Reply:
     def __init__(self, content: str, reasoning: str | None, finish: str | None, usage: Any):
         self.content, self.reasoning, self.finish = content, reasoning, finish
-        self.prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-        self.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        self.prompt_tokens, self.output_tokens, self.reasoning_tokens = billed_tokens(usage)
+
+
+def billed_tokens(usage: Any) -> tuple[int, int, int]:
+    """(prompt, billed output, thinking part of it) from an OpenAI-style `usage` object."""
+    prompt = getattr(usage, "prompt_tokens", 0) or 0
+    completion = getattr(usage, "completion_tokens", 0) or 0
+    total = getattr(usage, "total_tokens", 0) or 0
+    details = getattr(usage, "completion_tokens_details", None)
+    reported = (getattr(details, "reasoning_tokens", 0) or 0) if details is not None else 0
+    if total:
+        output = max(completion, total - prompt)      # thoughts beside the completion show in the total
+        thinking = reported if reported else output - completion
+    else:
+        output, thinking = completion + reported, reported   # nothing to tell: count them (cap errs high)
+    return prompt, output, thinking
 
 
 def _reasoning_of(obj) -> str | None:
@@ -58,6 +89,7 @@ class OpenAIOracle(Oracle):
         # A local server needs no key; a real endpoint's key comes from the named variable only.
         self._api_key = api_key or secret_from_env(cfg.api_key_env) or "no-key"
         self._clients: dict[int, openai.AsyncOpenAI] = {}
+        self.spent_usd = 0.0            # estimated spend of every request sent (the cap's measure)
 
     def settings(self) -> dict:
         c = self.cfg
@@ -95,11 +127,21 @@ class OpenAIOracle(Oracle):
     async def asolve_direct(self, problem: dict, attempt: int = 0) -> OracleResult:
         return await self._ask(prompts.direct_prompt(problem["prompt"]), SOLUTION)
 
+    def over_budget(self) -> bool:
+        cap = self.cfg.max_cost_usd
+        return cap is not None and self.spent_usd >= cap
+
     async def _ask(self, user_text: str, markers: tuple[str, str]) -> OracleResult:
         started = time.perf_counter()
-        tokens_in = tokens_out = attempts = 0
+        tokens_in = tokens_out = thinking = attempts = 0
         transport_left, parse_left = self.cfg.request_retries, self.cfg.parse_retries
         while True:
+            if self.over_budget():
+                return OracleResult(None, failure="budget_exhausted", transient=True, attempts=attempts,
+                                    prompt_tokens=tokens_in, completion_tokens=tokens_out,
+                                    cost_usd=self.cost(tokens_in, tokens_out),
+                                    latency_s=time.perf_counter() - started,
+                                    info={"reasoning_tokens": thinking, "spent_usd": round(self.spent_usd, 4)})
             attempts += 1
             try:
                 reply = await self._request(user_text)
@@ -114,12 +156,14 @@ class OpenAIOracle(Oracle):
                                     cost_usd=self.cost(tokens_in, tokens_out),
                                     latency_s=time.perf_counter() - started, info={"error": str(exc)[:300]})
             tokens_in += reply.prompt_tokens
-            tokens_out += reply.completion_tokens
+            tokens_out += reply.output_tokens
+            thinking += reply.reasoning_tokens
+            self.spent_usd += self.cost(reply.prompt_tokens, reply.output_tokens)
             parsed = parse_reply(reply.content, markers, reasoning=reply.reasoning, finish_reason=reply.finish)
             if parsed.failure and parse_left > 0:
                 parse_left -= 1
                 continue
-            info = {"finish_reason": reply.finish}
+            info = {"finish_reason": reply.finish, "reasoning_tokens": thinking}
             if parsed.failure:
                 info["reply_head"] = (reply.content or "")[:300]
             return OracleResult(parsed.text, thoughts=parsed.thoughts, failure=parsed.failure,

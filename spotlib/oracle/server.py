@@ -9,6 +9,16 @@ or by a script (one fault name per request, in order):
     no_markers    a reply without the markers bad_json   a body that is not JSON
 
 `latency_s` in the fault table delays every answer. Binds 127.0.0.1 only.
+
+How the Oracle's thoughts come back (`thinking`), as the servers it stands in for do:
+
+    inline     `<think>` tags in the content, counted in completion_tokens (default)
+    gemini     Gemini's OpenAI-compatible endpoint: thoughts are always spent and billed
+               beside the answer (usage.completion_tokens_details.reasoning_tokens, and in
+               total_tokens but not completion_tokens); shown, in `<thought>` tags, only when
+               the request asks with extra_body.google.thinking_config.include_thoughts
+    field      vLLM's reasoning parser: a `reasoning_content` field, reasoning tokens a
+               breakdown of completion_tokens
 """
 from __future__ import annotations
 
@@ -28,12 +38,16 @@ from .parsing import CORRECTED, SOLUTION, wrap
 from .programmatic import ProgrammaticOracle
 
 FAULTS = ("http_500", "http_429", "timeout", "drop_stream", "no_markers", "bad_json")
+THINKING = ("inline", "gemini", "field")
 
 
 class OracleServer:
     def __init__(self, problems: Iterable[dict] = (), faults: dict[str, float] | None = None,
                  script: Iterable[str | None] = (), seed: int = 0, retry_after_s: float = 1.0,
-                 hang_s: float = 30.0, oracle: ProgrammaticOracle | None = None):
+                 hang_s: float = 30.0, oracle: ProgrammaticOracle | None = None, thinking: str = "inline"):
+        if thinking not in THINKING:
+            raise ValueError(f"unknown thinking mode {thinking!r} (expected one of {', '.join(THINKING)})")
+        self.thinking = thinking
         self.problems = {p["prompt"]: p for p in problems}
         faults = dict(faults or {})
         self.latency_s = float(faults.pop("latency_s", 0.0))
@@ -121,16 +135,36 @@ class OracleServer:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "programmatic", "object": "model"}]})
 
-    def _answer(self, user_text: str) -> str:
+    def _answer(self, user_text: str) -> tuple[str, str]:
+        """(the marked answer, the thoughts behind it)."""
         req = prompts.read_request(user_text)
         problem = self.problems.get(req["problem"])
         if problem is None:
-            return "I do not recognise this problem, so I cannot check the solution."
+            return "I do not recognise this problem, so I cannot check the solution.", ""
         if req["kind"] == "rectify":
             result = self.oracle.fix(problem, req["student_answer"])
-            return wrap(result.text, CORRECTED, thoughts=result.thoughts)
-        return wrap(self.oracle.direct(problem, attempt=len(self.log)).text, SOLUTION,
-                    thoughts="Solving the problem from scratch, left to right.")
+            return wrap(result.text, CORRECTED), result.thoughts
+        return (wrap(self.oracle.direct(problem, attempt=len(self.log)).text, SOLUTION),
+                "Solving the problem from scratch, left to right.")
+
+    def _present(self, body: dict, answer: str, thoughts: str, prompt_tokens: int) -> tuple[str, str | None, dict]:
+        """(content, reasoning field, usage) of a reply in this server's thinking mode."""
+        answer_tokens, thought_tokens = len(answer) // 4, len(thoughts) // 4
+        if self.thinking == "inline":
+            content = f"<think>\n{thoughts}\n</think>\n\n{answer}" if thoughts else answer
+            return content, None, {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4,
+                                   "total_tokens": prompt_tokens + len(content) // 4}
+        details = {"reasoning_tokens": thought_tokens}
+        if self.thinking == "field":
+            completion = answer_tokens + thought_tokens
+            return answer, thoughts, {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                                      "total_tokens": prompt_tokens + completion,
+                                      "completion_tokens_details": details}
+        google = ((body.get("extra_body") or {}).get("google") or {}).get("thinking_config") or {}
+        content = f"<thought>{thoughts}</thought>{answer}" if google.get("include_thoughts") else answer
+        return content, None, {"prompt_tokens": prompt_tokens, "completion_tokens": answer_tokens,
+                               "total_tokens": prompt_tokens + answer_tokens + thought_tokens,
+                               "completion_tokens_details": details}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
@@ -160,13 +194,12 @@ class OracleServer:
                          "retry-after-ms": str(int(self.retry_after_s * 1000))})
         if fault == "timeout":
             await asyncio.sleep(self.hang_s)
-        content = self._answer(user_text)
+        answer, thoughts = self._answer(user_text)
         if fault == "no_markers":
             for marker in (*CORRECTED, *SOLUTION):
-                content = content.replace(marker, "")
-            content = "Here is the corrected solution:\n" + content.strip()
-        usage = {"prompt_tokens": len(user_text) // 4, "completion_tokens": len(content) // 4,
-                 "total_tokens": len(user_text) // 4 + len(content) // 4}
+                answer = answer.replace(marker, "")
+            answer = "Here is the corrected solution:\n" + answer.strip()
+        content, reasoning, usage = self._present(body, answer, thoughts, len(user_text) // 4)
         model = body.get("model", "programmatic")
         if not stream:
             if fault == "drop_stream":   # cut the connection before any answer
@@ -174,14 +207,16 @@ class OracleServer:
                 return web.Response(status=500)
             if fault == "bad_json":
                 return web.Response(text='{"id": "x", "choices": [{"message": ', content_type="application/json")
+            message = {"role": "assistant", "content": content}
+            if reasoning:
+                message["reasoning_content"] = reasoning
             return web.json_response({
                 "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
                 "model": model, "usage": usage,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}]})
-        return await self._stream(request, body, content, usage, model, fault)
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}]})
+        return await self._stream(request, body, content, usage, model, fault, reasoning)
 
-    async def _stream(self, request, body, content, usage, model, fault) -> web.StreamResponse:
+    async def _stream(self, request, body, content, usage, model, fault, reasoning=None) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
@@ -194,6 +229,8 @@ class OracleServer:
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
         await resp.write(event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
+        if reasoning:
+            await resp.write(event([{"index": 0, "delta": {"reasoning_content": reasoning}, "finish_reason": None}]))
         pieces = [content[i:i + 64] for i in range(0, len(content), 64)] or [""]
         for k, piece in enumerate(pieces):
             if fault == "drop_stream" and k >= len(pieces) // 2:

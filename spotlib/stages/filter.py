@@ -208,7 +208,7 @@ def student_nll_report(profile, scored: list[dict], direct_ok: list[dict], progr
 
     def nll(prompts, texts):
         return proximity.mean_token_nll(model, tokenizer, prompts, texts, profile.model.max_len,
-                                        cfg.nll_batch_size, progress)
+                                        cfg.nll_batch_tokens, progress, max_rows=cfg.nll_batch_size)
 
     prompts = [s["prompt"] for s in items]
     minus, plus = nll(prompts, [s["rejected"] for s in items]), nll(prompts, [s["chosen"] for s in items])
