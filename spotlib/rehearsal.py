@@ -69,9 +69,9 @@ def write_public_files(folder: Path, world_cfg, n_train: int, seed: int = 0, n_e
     from spotlib import world
 
     train = world.make_items("arith", n_train, split="train", seed=seed, world_cfg=world_cfg)
-    test = world.make_items("arith", n_eval * 6, split="test", seed=seed, world_cfg=world_cfg)
-    ood = world.make_items("arith_ood", n_eval, split="test", seed=seed, world_cfg=world_cfg)
-    fmt = world.make_items("format", n_eval, split="test", seed=seed, world_cfg=world_cfg)
+    test = world.make_items("arith", n_eval * 6, split="eval", seed=seed, world_cfg=world_cfg)
+    ood = world.make_items("arith_ood", n_eval, split="eval", seed=seed, world_cfg=world_cfg)
+    fmt = world.make_items("format", n_eval, split="eval", seed=seed, world_cfg=world_cfg)
     paths = {name: folder / fname for name, fname in FILES.items()}
     write_dapo(paths["dapo"], train)
     math_sets = ("math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench")
@@ -132,11 +132,13 @@ def _amc23(i, item):
 
 
 def _minerva(i, item):
-    return {"problem": problem_text(item), "solution": "", "type": "arith", "idx": i, "answer": item["answer"]}
+    """knoveleng/Minerva-Math has no answer column: the gold answer is the solution's last box."""
+    return {"problem": problem_text(item), "solution": f"The total is $\\boxed{{{item['answer']}}}$.",
+            "type": "Arithmetic", "idx": i}
 
 
 def _olympiadbench(i, item):
-    return {"id": 1600 + i, "problem": problem_text(item), "solution": [""], "final_answer": [item["answer"]],
+    return {"id": 1600 + i, "question": problem_text(item), "solution": [""], "final_answer": [item["answer"]],
             "context": None, "image_1": None, "modality": "Text-only", "difficulty": "Competition",
             "is_multiple_answer": False, "unit": None, "answer_type": "Numerical", "error": None,
             "question_type": "Open-ended", "subfield": "Algebra", "subject": "Math", "language": "English",
