@@ -20,11 +20,17 @@ to change. The terms and where they come from:
       bytes/token/layer = 2·(4h + 3hq + 3hkv + 4I) + 4·(2h + hq + hkv)
   With gradient checkpointing only each layer's input stays (2h B per token per layer),
   plus one layer's full set while that layer is recomputed in backward.
+  The final norm keeps 8h B per token once (fp32 input, bf16 normalised, its output).
 * Logits: only completion positions go through the LM head (spotlib.train.logps), once
-  per forward, so the chunk is one forward's tokens: chunk × vocab × (bf16 head output 2 B
-  + fp32 copy kept for log-softmax 4 B + its fp32 gradient 4 B) when training, and
-  chunk × vocab × (fp32 copy 4 B + log-sum-exp's fp32 temporary 4 B) without gradients.
-  kl_sft also keeps the reference's logits and the token KL's fp32 temporaries (5 × 4 B).
+  per forward, so the chunk is one forward's tokens: chunk × vocab × 16 B when training
+  (fp32 copy kept for log-sum-exp 4 B; in backward the softmax 4 B, gather's scattered
+  gradient 4 B and their sum 4 B) and chunk × vocab × 8 B without gradients (fp32 copy,
+  log-sum-exp's temporary). kl_sft also keeps the reference's logits and the token KL's
+  fp32 temporaries (5 × 4 B, counted, not measured).
+* Measured on an H200 (bf16, SDPA attention, a Qwen3-0.6B-shaped model with 8 layers, slopes
+  between 2,048 and 4,096 tokens): 73,961 B per token per layer against 71,680 planned
+  (+3%); 2,114 B checkpointed against 2,048; no-grad logits 8.02 B and training logits
+  15.9 B per token per vocabulary entry.
 * vLLM: the engine takes gpu_memory_utilization × card (SPOT_VLLM_MEM, 0.85; RL engine
   SPOT_RL_VLLM_MEM, 0.3); what its bf16 weights and a start-up reserve leave is KV cache at
   2 (K, V) × kv_heads × head_dim × layers × 2 B per token; vLLM refuses to start when one
@@ -45,7 +51,7 @@ from spotlib.config import PARAMS_DIR, ConfigError, Profile
 
 GIB = 1024 ** 3
 BF16, FP32 = 2, 4
-LOGIT_BYTES_TRAIN = BF16 + FP32 + FP32      # head output, fp32 copy kept, its gradient
+LOGIT_BYTES_TRAIN = 4 * FP32                # fp32 copy kept; backward: softmax, gather's gradient, their sum
 LOGIT_BYTES_NO_GRAD = FP32 + FP32           # fp32 copy, log-sum-exp temporary
 KL_EXTRA_LOGIT_BYTES = 5 * FP32             # reference logits, log q, exp(log p), difference, product
 VLLM_STARTUP_RESERVE_GIB = 2.0              # vLLM's profiled activations, CUDA graphs, sampler
@@ -86,6 +92,9 @@ class ModelShape:
     def activation_bytes_per_token_layer(self) -> int:
         h, hq, hkv, i = self.hidden, self.q_width, self.kv_width, self.intermediate
         return BF16 * (4 * h + 3 * hq + 3 * hkv + 4 * i) + FP32 * (2 * h + hq + hkv)
+
+    def final_norm_bytes_per_token(self) -> int:
+        return (FP32 + BF16 + BF16) * self.hidden
 
     def checkpointed_bytes_per_token_layer(self) -> int:
         return BF16 * self.hidden
@@ -213,12 +222,13 @@ def zero2_terms(profile: Profile, shape: ModelShape, gpus: int) -> tuple[list[tu
 
 def activation_terms(shape: ModelShape, tokens: int, checkpointing: bool) -> tuple[list[tuple[str, float]], str]:
     full = shape.activation_bytes_per_token_layer()
+    final = ("activations: final norm", shape.final_norm_bytes_per_token() * tokens)
     if checkpointing:
         kept = shape.checkpointed_bytes_per_token_layer() * shape.layers * tokens
         return ([("activations: layer inputs (checkpointed)", kept),
-                 ("activations: one layer recomputed", full * tokens)],
+                 ("activations: one layer recomputed", full * tokens), final],
                 f"without checkpointing {gib(full * shape.layers * tokens)} GiB")
-    return ([("activations (no checkpointing)", full * shape.layers * tokens)],
+    return ([("activations (no checkpointing)", full * shape.layers * tokens), final],
             f"with gradient checkpointing {gib((shape.checkpointed_bytes_per_token_layer() * shape.layers + full) * tokens)} GiB")
 
 
@@ -239,19 +249,27 @@ def vllm_stage(stage: str, what: str, shape: ModelShape, card: float, fraction: 
                generated_tokens: float, hw) -> StagePlan:
     share = fraction * card
     weights = BF16 * shape.params
-    kv = share - weights - VLLM_STARTUP_RESERVE_GIB * GIB
-    kv_tokens = max(0, int(kv // shape.kv_bytes_per_token()))
     plan = StagePlan(stage, what, [(f"vLLM share {fraction:g} x card ({variable})", share)], budget_bytes=card,
                      hours=generation_hours(generated_tokens, hw),
                      time_note=f"{generated_tokens / 1e6:.0f}M generated tokens at most")
-    plan.notes.append(f"inside it: bf16 weights {gib(weights)} GiB, start-up reserve {VLLM_STARTUP_RESERVE_GIB:g} GiB, "
-                      f"KV cache {gib(max(kv, 0))} GiB = {kv_tokens:,} tokens at {shape.kv_bytes_per_token():,} B/token "
-                      f"({kv_tokens // max(shape.max_position, 1)} sequences of {shape.max_position:,})")
+    check_kv_cache(plan, shape, share, variable)
+    if plan.problems:
+        plan.suggestion = f"raise {variable} or use GPUs with more memory"
+    return plan
+
+
+def check_kv_cache(plan: StagePlan, shape: ModelShape, share: float, variable: str) -> None:
+    """What vLLM's share leaves for the KV cache; a problem when one longest sequence does not fit."""
+    weights = BF16 * shape.params
+    kv = share - weights - VLLM_STARTUP_RESERVE_GIB * GIB
+    kv_tokens = max(0, int(kv // shape.kv_bytes_per_token()))
+    plan.notes.append(f"vLLM ({variable}): bf16 weights {gib(weights)} GiB, start-up reserve "
+                      f"{VLLM_STARTUP_RESERVE_GIB:g} GiB, KV cache {gib(max(kv, 0))} GiB = {kv_tokens:,} tokens at "
+                      f"{shape.kv_bytes_per_token():,} B/token ({kv_tokens // max(shape.max_position, 1)} sequences "
+                      f"of {shape.max_position:,})")
     if kv_tokens < shape.max_position:
         plan.problems.append(f"vLLM's KV cache holds {kv_tokens:,} tokens, less than one sequence of max_model_len "
                              f"{shape.max_position:,} (weights {gib(weights)} GiB in a share of {gib(share)} GiB)")
-        plan.suggestion = f"raise {variable} or use GPUs with more memory"
-    return plan
 
 
 def build_plan(profile: Profile, gpus: int | None = None, gpu_memory_gib: float | None = None) -> MemoryPlan:
@@ -303,14 +321,17 @@ def training_stage(profile: Profile, shape: ModelShape, hw, usable: float) -> St
     acts, other = activation_terms(shape, tokens, t.gradient_checkpointing)
     forward = acts + [(f"logits: {tokens:,} tokens x {shape.vocab:,} x {LOGIT_BYTES_TRAIN} B",
                        tokens * shape.vocab * LOGIT_BYTES_TRAIN)]
+    largest = "pairs (chosen and rejected in one forward)" if pair_runs else "one forward"
     if kl_runs:  # kl_sft: unpaired forwards, but a reference model and its logits too
         kl_tokens = t.per_device_batch * t.max_len
         kl_forward = activation_terms(shape, kl_tokens, t.gradient_checkpointing)[0] + [
             ("kl_sft reference model 2P", BF16 * shape.params),
             (f"kl_sft logits: {kl_tokens:,} tokens x {shape.vocab:,} x {LOGIT_BYTES_TRAIN + KL_EXTRA_LOGIT_BYTES} B",
              kl_tokens * shape.vocab * (LOGIT_BYTES_TRAIN + KL_EXTRA_LOGIT_BYTES))]
+        plan.notes.append(f"kl_sft's forward needs {gib(sum(b for _, b in kl_forward))} GiB, the others' "
+                          f"{gib(sum(b for _, b in forward))} GiB")
         if sum(b for _, b in kl_forward) > sum(b for _, b in forward):
-            forward = kl_forward
+            forward, largest = kl_forward, "kl_sft (reference model and full-vocabulary token KL)"
     ref_chunk = t.ref_batch_tokens
     ref_pass = [(f"reference log-probs: logits {ref_chunk:,} tokens x {LOGIT_BYTES_NO_GRAD} B",
                  ref_chunk * shape.vocab * LOGIT_BYTES_NO_GRAD)]
@@ -318,7 +339,7 @@ def training_stage(profile: Profile, shape: ModelShape, hw, usable: float) -> St
                     key=lambda ts: sum(b for _, b in ts))
     plan.terms = states + transient
     plan.notes.append(f"micro-batch {seqs} sequence(s) x train.max_len {t.max_len:,} = {tokens:,} tokens; "
-                      f"activations {other}")
+                      f"activations {other}; the peak is set by {largest}")
     if not t.gradient_checkpointing:
         plan.suggestion = "set train.gradient_checkpointing: true, or lower train.per_device_batch"
     elif t.per_device_batch > 1:
@@ -361,6 +382,7 @@ def rl_stage(profile: Profile, shape: ModelShape, hw, card: float, usable: float
                        tokens * shape.vocab * LOGIT_BYTES_TRAIN)]
     plan.terms = states + [("bf16 reference model 2P", BF16 * shape.params),
                            (f"vLLM share {fraction:g} x card (SPOT_RL_VLLM_MEM)", fraction * card)]
+    check_kv_cache(plan, shape, fraction * card, "SPOT_RL_VLLM_MEM")
     plan.terms += max([forward, [("optimizer step: fp32 gradient partition 4P/N", step_grads)]],
                       key=lambda ts: sum(b for _, b in ts))
     plan.notes.append(f"micro-batch rl.micro_batch {r.micro_batch} x ({hw.prompt_tokens:,} prompt + "

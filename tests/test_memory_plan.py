@@ -65,7 +65,8 @@ def test_training_stage_by_hand(tmp_path):
     assert terms["DeepSpeed gradient buckets"] == 5e8 * 2 * 2 + 5e8 * 2   # params/deepspeed_zero2.json
     # sft: 2 sequences x 1000 tokens, no checkpointing: 3008 B x 2 layers x 2000 tokens; logits 2000 x 100 x 10 B
     assert terms["activations (no checkpointing)"] == 3008 * 2 * 2000
-    assert terms["logits: 2,000 tokens x 100 x 10 B"] == 2000 * 100 * 10
+    assert terms["activations: final norm"] == 8 * 64 * 2000          # fp32 4h + bf16 2h + output 2h
+    assert terms["logits: 2,000 tokens x 100 x 16 B"] == 2000 * 100 * 16
     checkpointed = dict(build_plan(small_profile(tmp_path, **{"train.gradient_checkpointing": True})).stages[3].terms)
     assert checkpointed["activations: layer inputs (checkpointed)"] == 128 * 2 * 2000
     assert checkpointed["activations: one layer recomputed"] == 3008 * 2000
@@ -73,7 +74,7 @@ def test_training_stage_by_hand(tmp_path):
 
 def test_pairs_double_the_forward(tmp_path):
     stage = build_plan(small_profile(tmp_path, **{"train.methods": ["spot_bco"]})).stages[3]
-    assert dict(stage.terms)["logits: 4,000 tokens x 100 x 10 B"] == 4000 * 100 * 10
+    assert dict(stage.terms)["logits: 4,000 tokens x 100 x 16 B"] == 4000 * 100 * 16
 
 
 def test_paper_fits_on_80gb_and_is_refused_on_24gb():
@@ -145,3 +146,84 @@ def test_measured_cpu_training_step_matches_the_plan():
     assert measured["params"] == shape.params
     predicted = 16 * shape.params    # fp32 weights 4 + gradients 4 + Adam m 4 + v 4
     assert measured["rss_delta"] == pytest.approx(predicted, rel=0.05), (measured, predicted / GIB)
+
+
+def _saved_bytes_per_token(run, tokens_a: int, tokens_b: int) -> float:
+    """Growth of CUDA memory held after `run(tokens)` per extra token (slope: constants cancel)."""
+    import torch
+
+    held = []
+    for tokens in (tokens_a, tokens_b):
+        torch.cuda.synchronize()
+        start = torch.cuda.memory_allocated()
+        keep = run(tokens)
+        torch.cuda.synchronize()
+        held.append(torch.cuda.memory_allocated() - start)
+        del keep
+    return (held[1] - held[0]) / (tokens_b - tokens_a)
+
+
+@pytest.mark.gpu
+def test_activation_and_logit_bytes_on_cuda():
+    """A Qwen3-0.6B-shaped model (8 of its 28 layers) in bf16 on CUDA: the activations kept for
+    backward, with and without gradient checkpointing, and the logits of the log-prob path, per
+    token, against the plan's formulas."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from spotlib.memory_plan import LOGIT_BYTES_NO_GRAD, LOGIT_BYTES_TRAIN
+    from spotlib.train.logps import completion_logps
+
+    shape = KNOWN_SHAPES["Qwen/Qwen3-0.6B"]
+    layers = 8
+    config = Qwen3Config(hidden_size=shape.hidden, num_hidden_layers=layers, num_attention_heads=shape.heads,
+                         num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim,
+                         intermediate_size=shape.intermediate, vocab_size=shape.vocab, tie_word_embeddings=True)
+    model = Qwen3ForCausalLM(config).to("cuda", torch.bfloat16).train()
+    ids = lambda t: torch.randint(0, shape.vocab, (1, t), device="cuda")  # noqa: E731
+
+    def decoder(tokens):
+        return model.model(input_ids=ids(tokens)).last_hidden_state
+
+    final = shape.final_norm_bytes_per_token()   # held once, not per layer
+    full = (_saved_bytes_per_token(decoder, 2048, 4096) - final) / layers
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed = (_saved_bytes_per_token(decoder, 2048, 4096) - final) / layers
+    model.gradient_checkpointing_disable()
+
+    def head(tokens):
+        batch = {"input_ids": ids(tokens), "attention_mask": torch.ones(1, tokens, dtype=torch.long, device="cuda"),
+                 "completion_mask": torch.ones(1, tokens, dtype=torch.long, device="cuda")}
+        with torch.no_grad():
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            completion_logps(model, batch)
+            return torch.cuda.max_memory_allocated() - base
+
+    def train_peak(tokens):
+        batch = {"input_ids": ids(tokens), "attention_mask": torch.ones(1, tokens, dtype=torch.long, device="cuda"),
+                 "completion_mask": torch.ones(1, tokens, dtype=torch.long, device="cuda")}
+        model.zero_grad(set_to_none=False)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        completion_logps(model, batch).sums.sum().backward()
+        return torch.cuda.max_memory_allocated() - base
+
+    train_peak(512)   # gradients allocated once, outside the slope
+    peaks = [train_peak(t) for t in (1024, 2048)]
+    train_slope = (peaks[1] - peaks[0]) / 1024
+    planned_train = (layers * shape.activation_bytes_per_token_layer() + final
+                     + shape.vocab * LOGIT_BYTES_TRAIN)
+    no_grad_peak = [head(t) for t in (1024, 2048)]
+    logits_no_grad = (no_grad_peak[1] - no_grad_peak[0]) / 1024 / shape.vocab
+    print(f"\nactivations per token per layer: measured {full:,.0f} B, planned "
+          f"{shape.activation_bytes_per_token_layer():,} B; checkpointed measured {checkpointed:,.0f} B, planned "
+          f"{shape.checkpointed_bytes_per_token_layer():,} B; no-grad logits {logits_no_grad:.2f} B x vocab per token, "
+          f"planned {LOGIT_BYTES_NO_GRAD}; training step peak {train_slope:,.0f} B per token, planned "
+          f"{planned_train:,} B")
+    # an H200 gave 73,961 / 71,680, 2,114 / 2,048, 8.02 / 8 and (15.9 / 16 for the logits part)
+    assert full == pytest.approx(shape.activation_bytes_per_token_layer(), rel=0.1)
+    assert checkpointed == pytest.approx(shape.checkpointed_bytes_per_token_layer(), rel=0.1)
+    assert logits_no_grad == pytest.approx(LOGIT_BYTES_NO_GRAD, rel=0.1)
+    assert train_slope == pytest.approx(planned_train, rel=0.1)

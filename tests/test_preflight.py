@@ -11,7 +11,7 @@ from spotlib.memory_plan import GIB
 
 # An 8 x H200 machine (140 GiB), where every stage of the paper plan fits; these tests are
 # about the checks (test_memory_plan covers what fits on which card).
-FITTING = {"hardware.gpu_memory_gib": 140.0, "train.per_device_batch": 1, "train.grad_accum": 4,
+FITTING = {"hardware.gpu_memory_gib": 140.0, "rl.micro_batch": 1, "train.per_device_batch": 1, "train.grad_accum": 4,
            "train.methods": ["sft", "sft_plus", "rft", "dpo", "spot_bco"],
            "train.accelerate_config": "params/accelerate_zero2.yaml", "oracle.max_cost_usd": 500.0}
 
