@@ -417,4 +417,8 @@ def format_plan(plan: MemoryPlan) -> str:
         for note in st.notes:
             lines.append(f"      {note}")
     lines.append(f"  projected GPU time about {total_hours:.1f} h (upper bound)")
+    where = f"{plan.gpus} x {plan.gpu_memory_gib:g} GiB"
+    refused = [st.stage for st in plan.stages if not st.fits]
+    lines.append(f"  plan refused on {where}: {', '.join(refused)} cannot run (see the preflight)" if refused
+                 else f"  plan fits on {where}: every stage")
     return "\n".join(lines)

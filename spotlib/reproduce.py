@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print(f"preflight: {len(failures)} problem(s)" + (" (ignored: --skip-preflight)" if args.skip_preflight else ""))
         print("\n".join(f"  - {line}" for line in failures))
-    if args.dry_run:
-        return 0 if fits else 1
+    if args.dry_run:  # the plan is printed, whether or not it fits: the run itself refuses
+        return 0
     if failures and not args.skip_preflight:
         print(f"error: profile {profile.name} cannot start: fix the preflight problems above "
               f"(or pass --skip-preflight)", file=sys.stderr)

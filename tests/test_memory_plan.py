@@ -98,12 +98,14 @@ def test_suggestions_name_the_setting(tmp_path):
     assert "train.gradient_checkpointing: true" in line
 
 
-def test_dry_run_exit_code_follows_the_plan(capsys):
+def test_dry_run_refuses_24gb_naming_the_stages(capsys):
     from spotlib.reproduce import main
 
-    assert main(["--profile", "paper", "--dry-run", "--gpu-memory-gib", "24"]) == 1
+    assert main(["--profile", "paper", "--dry-run", "--gpu-memory-gib", "24"]) == 0
     out = capsys.readouterr().out
-    assert "memory plan  paper: 8.19B parameters" in out and "stage 04_train_spot does not fit" in out
+    assert "memory plan  paper: 8.19B parameters" in out and "on 8 x 24 GiB" in out
+    assert "plan refused on 8 x 24 GiB: 01_sample, 03_filter, 04_train_spot, 05_eval_forgetting, 06_rl_init" in out
+    assert "  - stage 04_train_spot does not fit: needs" in out
 
 
 MEASURE = textwrap.dedent("""
