@@ -126,8 +126,21 @@ def shape_from_config(config: dict, source: str) -> ModelShape:
         raise ConfigError(f"{source}: missing {exc.args[0]!r}, needed for the memory plan") from None
 
 
+def cached_hub_file(repo_id: str, filename: str) -> str | None:
+    """A file of a Hub model already in the local cache (no network), else None."""
+    if repo_id.count("/") != 1 or Path(repo_id).exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, filename)
+    except Exception:  # noqa: BLE001 - an unreadable cache is an empty one
+        return None
+    return found if isinstance(found, str) else None
+
+
 def model_shape(profile: Profile) -> ModelShape:
-    """The student's shape: its local config.json, the tiny world's settings, or a known model."""
+    """The student's shape: the tiny world's settings, a local or cached config.json, or a known model."""
     name = profile.model.name_or_path
     if name == "world":
         w = profile.world
@@ -135,6 +148,8 @@ def model_shape(profile: Profile) -> ModelShape:
                           head_dim=w.hidden_size // w.num_heads, intermediate=w.intermediate_size,
                           vocab=w.vocab_size, tie_word_embeddings=True, max_position=w.max_position)
     config_file = Path(name) / "config.json"
+    if not config_file.is_file():
+        config_file = Path(cached_hub_file(name, "config.json") or config_file)
     if config_file.is_file():
         return shape_from_config(json.loads(config_file.read_text()), str(config_file))
     if name in KNOWN_SHAPES:
@@ -184,8 +199,9 @@ class MemoryPlan:
                 continue
             reasons = list(s.problems)
             if s.budget_bytes and s.peak > s.budget_bytes:
+                label, largest = max(s.terms, key=lambda term: term[1])
                 reasons.insert(0, f"needs {gib(s.peak)} GiB per GPU, the card has {gib(s.budget_bytes)} GiB usable "
-                                  f"({self.gpus} x {self.gpu_memory_gib:g} GiB)")
+                                  f"({self.gpus} x {self.gpu_memory_gib:g} GiB); largest: {label} {gib(largest)} GiB")
             lines.append(f"stage {s.stage} does not fit: {'; '.join(reasons)}"
                          + (f" -> {s.suggestion}" if s.suggestion else ""))
         return lines

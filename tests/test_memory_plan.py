@@ -229,3 +229,19 @@ def test_activation_and_logit_bytes_on_cuda():
     assert checkpointed == pytest.approx(shape.checkpointed_bytes_per_token_layer(), rel=0.1)
     assert logits_no_grad == pytest.approx(LOGIT_BYTES_NO_GRAD, rel=0.1)
     assert train_slope == pytest.approx(planned_train, rel=0.1)
+
+
+def test_shape_from_the_hub_cache(tmp_path, monkeypatch):
+    """A Hub id whose config.json is in the local cache is read from there, without the network."""
+    snapshot = tmp_path / "hub" / "models--acme--tiny-qwen3" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(SMALL_CONFIG))
+    (tmp_path / "hub" / "models--acme--tiny-qwen3" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-qwen3" / "refs" / "main").write_text("abc")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hc
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    profile = load_profile("paper", overrides={"model.name_or_path": "acme/tiny-qwen3"})
+    assert model_shape(profile) == SMALL
+    with pytest.raises(Exception, match="acme/unknown.*known shapes"):
+        model_shape(load_profile("paper", overrides={"model.name_or_path": "acme/unknown"}))
