@@ -26,11 +26,13 @@ to change. The terms and where they come from:
   (fp32 copy kept for log-sum-exp 4 B; in backward the softmax 4 B, gather's scattered
   gradient 4 B and their sum 4 B) and chunk × vocab × 8 B without gradients (fp32 copy,
   log-sum-exp's temporary). kl_sft also keeps the reference's logits and the token KL's
-  fp32 temporaries (5 × 4 B, counted, not measured).
+  fp32 temporaries (5 × 4 B).
 * Measured on an H200 (bf16, SDPA attention, a Qwen3-0.6B-shaped model with 8 layers, slopes
   between 2,048 and 4,096 tokens): 73,961 B per token per layer against 71,680 planned
   (+3%); 2,114 B checkpointed against 2,048; no-grad logits 8.02 B and training logits
-  15.9 B per token per vocabulary entry.
+  15.9 B per token per vocabulary entry; kl_sft's policy + reference logits and token KL
+  36.0 B (planned 16 + 20); a no-grad forward's peak 0.84 of one layer's training set
+  (planned: one layer's worth).
 * vLLM: the engine takes gpu_memory_utilization × card (SPOT_VLLM_MEM, 0.85; RL engine
   SPOT_RL_VLLM_MEM, 0.3); what its bf16 weights and a start-up reserve leave is KV cache at
   2 (K, V) × kv_heads × head_dim × layers × 2 B per token; vLLM refuses to start when one
@@ -310,7 +312,7 @@ def build_plan(profile: Profile, gpus: int | None = None, gpu_memory_gib: float 
     nll = StagePlan("03_filter", "NLL report, no-grad forwards", budget_bytes=usable,
                     suggestion="lower filter.nll_batch_tokens")
     nll.terms = [("bf16 weights 2P", BF16 * shape.params),
-                 (f"activations: two layers' worth, {chunk:,} tokens", 2 * shape.activation_bytes_per_token_layer() * chunk),
+                 (f"activations: one layer's worth, {chunk:,} tokens", shape.activation_bytes_per_token_layer() * chunk),
                  (f"logits: {chunk:,} tokens x {shape.vocab:,} x {LOGIT_BYTES_NO_GRAD} B", chunk * shape.vocab * LOGIT_BYTES_NO_GRAD)]
     nll_tokens = min(f.nll_max_items, f.max_examples) * 2 * t.max_len
     nll.hours, nll.time_note = forward_hours(shape, nll_tokens, hw) * max(hw.gpus, 1), f"{nll_tokens / 1e6:.0f}M tokens on one GPU"
