@@ -43,6 +43,7 @@ to change. The terms and where they come from:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -292,9 +293,8 @@ def check_kv_cache(plan: StagePlan, shape: ModelShape, share: float, variable: s
 
 def build_plan(profile: Profile, gpus: int | None = None, gpu_memory_gib: float | None = None) -> MemoryPlan:
     """The per-stage plan; `gpus` and `gpu_memory_gib` override the profile's hardware (what-if)."""
-    hw = profile.hardware
-    hw = type(hw)(**{**hw.__dict__, **({"gpus": gpus} if gpus is not None else {}),
-                     **({"gpu_memory_gib": gpu_memory_gib} if gpu_memory_gib is not None else {})})
+    changes = {k: v for k, v in (("gpus", gpus), ("gpu_memory_gib", gpu_memory_gib)) if v is not None}
+    hw = dataclasses.replace(profile.hardware, **changes)
     shape = model_shape(profile)
     card = hw.gpu_memory_gib * GIB
     usable = card - hw.reserve_gib * GIB
@@ -405,7 +405,8 @@ def rl_stage(profile: Profile, shape: ModelShape, hw, card: float, usable: float
                       key=lambda ts: sum(b for _, b in ts))
     plan.notes.append(f"micro-batch rl.micro_batch {r.micro_batch} x ({hw.prompt_tokens:,} prompt + "
                       f"{r.max_new_tokens:,} new) = {tokens:,} tokens, gradient checkpointing; activations {other}")
-    plan.suggestion = "lower rl.micro_batch or SPOT_RL_VLLM_MEM"
+    plan.suggestion = ("lower rl.micro_batch; SPOT_RL_VLLM_MEM trades the trainer's room for vLLM's KV cache; "
+                       "or free the reference model / vLLM's share while training")
     steps = math.ceil(r.num_prompts / r.prompts_per_step) * r.epochs if r.max_steps is None else r.max_steps
     rollouts = steps * r.prompts_per_step * r.rollouts_per_prompt * len(r.init_methods)
     plan.hours = (generation_hours(rollouts * r.max_new_tokens, hw)
