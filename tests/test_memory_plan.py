@@ -173,7 +173,7 @@ def test_activation_and_logit_bytes_on_cuda():
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from spotlib.memory_plan import LOGIT_BYTES_NO_GRAD, LOGIT_BYTES_TRAIN
+    from spotlib.memory_plan import KL_EXTRA_LOGIT_BYTES, LOGIT_BYTES_NO_GRAD, LOGIT_BYTES_TRAIN
     from spotlib.train.logps import completion_logps
 
     shape = KNOWN_SHAPES["Qwen/Qwen3-0.6B"]
@@ -217,6 +217,33 @@ def test_activation_and_logit_bytes_on_cuda():
     train_slope = (peaks[1] - peaks[0]) / 1024
     planned_train = (layers * shape.activation_bytes_per_token_layer() + final
                      + shape.vocab * LOGIT_BYTES_TRAIN)
+    def kl_peak(tokens):   # kl_sft's path: policy logits with gradients, reference logits, token KL
+        x = ids(tokens)
+        hidden = model.model.norm(torch.randn(tokens, shape.hidden, device="cuda", dtype=torch.bfloat16,
+                                              requires_grad=True))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        policy = model.lm_head(hidden).float()
+        with torch.no_grad():
+            log_q = torch.log_softmax(model.lm_head(hidden.detach()).float(), -1)
+        log_p = torch.log_softmax(policy, -1)
+        token_kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+        logps = policy.gather(-1, x.reshape(-1, 1)) - torch.logsumexp(policy, -1, keepdim=True)
+        (logps.sum() + token_kl.sum()).backward()
+        return torch.cuda.max_memory_allocated() - base
+
+    def body_peak(tokens):
+        with torch.no_grad():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            model.model(input_ids=ids(tokens))
+            return torch.cuda.max_memory_allocated() - base
+
+    kl_peak(256)
+    kl_bytes = (kl_peak(2048) - kl_peak(1024)) / 1024 / shape.vocab
+    body = (body_peak(4096) - body_peak(2048)) / 2048
     no_grad_peak = [head(t) for t in (1024, 2048)]
     logits_no_grad = (no_grad_peak[1] - no_grad_peak[0]) / 1024 / shape.vocab
     print(f"\nactivations per token per layer: measured {full:,.0f} B, planned "
@@ -229,6 +256,9 @@ def test_activation_and_logit_bytes_on_cuda():
     assert checkpointed == pytest.approx(shape.checkpointed_bytes_per_token_layer(), rel=0.1)
     assert logits_no_grad == pytest.approx(LOGIT_BYTES_NO_GRAD, rel=0.1)
     assert train_slope == pytest.approx(planned_train, rel=0.1)
+    # 36.0 B planned and measured; a no-grad forward peaked at 0.84 of one layer's training set
+    assert kl_bytes == pytest.approx(LOGIT_BYTES_TRAIN + KL_EXTRA_LOGIT_BYTES, rel=0.1)
+    assert 0.5 * shape.activation_bytes_per_token_layer() < body <= shape.activation_bytes_per_token_layer()
 
 
 def test_shape_from_the_hub_cache(tmp_path, monkeypatch):
