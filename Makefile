@@ -32,8 +32,8 @@ setup: $(STAMP)  ## create .venv and install spotlib (CPU torch pinned when no G
 reproduce: setup  ## run the whole study for PROFILE (auto|tiny|paper|file.yaml) into outputs/<profile>/
 	$(BIN)/python -m spotlib.reproduce --profile $(PROFILE) $(if $(STAGES),--stages $(STAGES))
 
-dry-run: setup  ## validate PROFILE and print the plan without running anything
-	$(BIN)/python -m spotlib.reproduce --profile $(PROFILE) --dry-run
+dry-run: setup  ## validate PROFILE, print its memory/time plan and preflight (what-if: GPUS=8 GPU_MEM=24)
+	$(BIN)/python -m spotlib.reproduce --profile $(PROFILE) --dry-run $(if $(GPUS),--gpus $(GPUS)) $(if $(GPU_MEM),--gpu-memory-gib $(GPU_MEM))
 
 base-model: setup  ## pre-train (or load from cache) the tiny base model and print its scores
 	$(BIN)/python -m spotlib.world --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))

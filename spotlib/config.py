@@ -124,7 +124,7 @@ class FilterConfig:
     seed: int = 0
     nll_max_items: int = 512        # pairs scored by the student for the NLL report (0: skip)
     nll_batch_size: int = 16        # at most this many sequences per NLL batch
-    nll_batch_tokens: int = 16384   # and at most this many padded tokens (≥ model.max_len)
+    nll_batch_tokens: int = 16384   # and at most this many padded tokens (≥ model.max_len; the memory plan)
     report_gammas: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
 
 
@@ -160,6 +160,7 @@ class TrainConfig:
     edit_diag_pairs: int = 32       # fixed training pairs for rewards and the first-edit diagnostic
     save_every: int = 0             # checkpoint every N steps (0 = only the final model)
     accelerate_config: str | None = None
+    ref_batch_tokens: int = 16384   # tokens per no-grad forward of the reference log-probs (memory plan)
     cpu_workers: int = 1            # CPU only: stage 04's seeds / the sweep's methods in parallel single-thread processes
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
     # Which tokens a completion is trained on (docs/training-format.md): `conversational` is what the
@@ -219,6 +220,18 @@ class RLConfig:
 
 
 @dataclass
+class HardwareConfig:
+    """What the memory and time plan (spotlib.memory_plan) and the preflight assume and check."""
+    gpus: int = 0                   # CUDA GPUs the profile runs on (0: a CPU profile, not planned)
+    gpu_memory_gib: float = 80.0    # memory per GPU
+    gpu_tflops: float = 989.0       # dense bf16 peak per GPU (H100/H800 SXM)
+    mfu: float = 0.35               # model FLOPs utilisation expected of training
+    generation_tokens_per_s: float = 2500.0  # vLLM decode throughput per GPU, batched
+    reserve_gib: float = 3.0        # CUDA context, NCCL and allocator fragmentation per GPU
+    prompt_tokens: int = 1024       # longest prompt assumed for RL rollouts
+
+
+@dataclass
 class Profile:
     name: str
     seed: int = 0
@@ -233,6 +246,7 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
     assets: str = ""                # "rehearsal": stage 01 first builds a small model and public-format files
     source: str = ""                # the YAML file this profile came from
 

@@ -7,6 +7,7 @@ run resumes. A failing stage stops the run and names its executed notebook.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -98,6 +99,21 @@ def plan(profile, stages: list[Stage]) -> str:
     return "\n".join(lines)
 
 
+def memory_plan_and_preflight(profile, args) -> tuple[str, list[str], bool]:
+    """The memory/time plan's text, the preflight's failures, and whether the plan fits.
+    CPU profiles (hardware.gpus 0) have neither."""
+    from spotlib.memory_plan import build_plan, format_plan
+    from spotlib.preflight import preflight
+
+    if args.gpus is not None or args.gpu_memory_gib is not None:
+        changes = {k: v for k, v in (("gpus", args.gpus), ("gpu_memory_gib", args.gpu_memory_gib)) if v is not None}
+        profile = profile.replace(hardware=dataclasses.replace(profile.hardware, **changes))
+    if profile.hardware.gpus <= 0:
+        return "", [], True
+    memory = build_plan(profile)
+    return format_plan(memory), preflight(profile, memory), memory.fits
+
+
 def run_stage(profile_arg: str, profile, stage: Stage, kernel: str) -> float:
     import papermill
 
@@ -124,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="*", help="subset to run, e.g. 01 02 or 01_sample")
     parser.add_argument("--dry-run", action="store_true", help="validate the profile and print the plan")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel for papermill")
+    parser.add_argument("--skip-preflight", action="store_true",
+                        help="start a GPU profile even when its preflight checks fail (experts)")
+    parser.add_argument("--gpus", type=int, help="plan for this many GPUs instead of hardware.gpus (with --dry-run)")
+    parser.add_argument("--gpu-memory-gib", type=float,
+                        help="plan for this much memory per GPU instead of hardware.gpu_memory_gib (with --dry-run)")
     args = parser.parse_args(argv)
     try:
         name = pick_profile(args.profile)
@@ -134,8 +155,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(plan(profile, stages))
-    if args.dry_run:
+    try:
+        memory_text, failures, fits = memory_plan_and_preflight(profile, args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if memory_text:
+        print(memory_text)
+    if failures:
+        print(f"preflight: {len(failures)} problem(s)" + (" (ignored: --skip-preflight)" if args.skip_preflight else ""))
+        print("\n".join(f"  - {line}" for line in failures))
+    if args.dry_run:  # the plan is printed, whether or not it fits: the run itself refuses
         return 0
+    if failures and not args.skip_preflight:
+        print(f"error: profile {profile.name} cannot start: fix the preflight problems above "
+              f"(or pass --skip-preflight)", file=sys.stderr)
+        return 1
     timings = {}
     for stage in stages:
         print(f"\n== {stage.name} ==", flush=True)

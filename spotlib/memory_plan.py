@@ -1,0 +1,443 @@
+"""Memory and time plan of a profile, per stage, computed before any GPU hour is spent.
+
+`python -m spotlib.reproduce --profile paper --dry-run` prints it. Every figure is bytes
+on one GPU at that stage's peak, for the profile's model shape, `hardware.gpus` and
+`hardware.gpu_memory_gib`; a stage that does not fit names its numbers and the setting
+to change. The terms and where they come from:
+
+* ZeRO-2 in bf16 with N data-parallel ranks (Rajbhandari et al. 2020, "ZeRO", §5.1-5.2):
+  bf16 weights replicated 2P, bf16 gradients partitioned 2P/N, fp32 master weights and
+  Adam m, v partitioned 12P/N; at the optimiser step the rank's gradient partition is
+  also held in fp32 (4P/N); DeepSpeed's gradient buckets add reduce_bucket_size × 2 B,
+  twice with overlap_comm, plus allgather_bucket_size × 2 B (params/deepspeed_zero2.json).
+* Activations kept for backward, per token and layer (Korthikanti et al. 2022, "Reducing
+  Activation Recomputation in Large Transformer Models", §4.1, redone for Qwen3: RMSNorm,
+  grouped-query attention with q/k norms, SwiGLU, fused attention so no s² score term and
+  no dropout). In bf16 (2 B) elements: attention norm input h, q/k/v projection input h,
+  q/k norm inputs hq + hkv, attention inputs q, k, v hq + 2·hkv, o_proj input hq, MLP norm
+  input h, gate/up input h, gate and up outputs, SiLU output, down_proj input 4·I; plus
+  the fp32 copies HF's RMSNorm makes of its input, 4 B × (2h + hq + hkv):
+      bytes/token/layer = 2·(4h + 3hq + 3hkv + 4I) + 4·(2h + hq + hkv)
+  With gradient checkpointing only each layer's input stays (2h B per token per layer),
+  plus one layer's full set while that layer is recomputed in backward.
+  The final norm keeps 8h B per token once (fp32 input, bf16 normalised, its output).
+* Logits: only completion positions go through the LM head (spotlib.train.logps), once
+  per forward, so the chunk is one forward's tokens: chunk × vocab × 16 B when training
+  (fp32 copy kept for log-sum-exp 4 B; in backward the softmax 4 B, gather's scattered
+  gradient 4 B and their sum 4 B) and chunk × vocab × 8 B without gradients (fp32 copy,
+  log-sum-exp's temporary). kl_sft also keeps the reference's logits and the token KL's
+  fp32 temporaries (5 × 4 B).
+* Measured on an H200 (bf16, SDPA attention, a Qwen3-0.6B-shaped model with 8 layers, slopes
+  between 2,048 and 4,096 tokens): 73,961 B per token per layer against 71,680 planned
+  (+3%); 2,114 B checkpointed against 2,048; no-grad logits 8.02 B and training logits
+  15.9 B per token per vocabulary entry; kl_sft's policy + reference logits and token KL
+  36.0 B (planned 16 + 20); a no-grad forward's peak 0.84 of one layer's training set
+  (planned: one layer's worth).
+* vLLM: the engine takes gpu_memory_utilization × card (SPOT_VLLM_MEM, 0.85; RL engine
+  SPOT_RL_VLLM_MEM, 0.3); what its bf16 weights and a start-up reserve leave is KV cache at
+  2 (K, V) × kv_heads × head_dim × layers × 2 B per token; vLLM refuses to start when one
+  sequence of max_model_len (the model's max_position_embeddings) does not fit.
+* Time: training FLOPs 6·P per token (8·P with recomputation), no-grad forwards 2·P, over
+  GPUs × gpu_tflops × mfu; generation tokens over GPUs × generation_tokens_per_s. Token
+  counts are upper bounds: every sequence at its length cap.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spotlib.config import PARAMS_DIR, ConfigError, Profile
+
+GIB = 1024 ** 3
+BF16, FP32 = 2, 4
+LOGIT_BYTES_TRAIN = 4 * FP32                # fp32 copy kept; backward: softmax, gather's gradient, their sum
+LOGIT_BYTES_NO_GRAD = FP32 + FP32           # fp32 copy, log-sum-exp temporary
+KL_EXTRA_LOGIT_BYTES = 5 * FP32             # reference logits, log q, exp(log p), difference, product
+VLLM_STARTUP_RESERVE_GIB = 2.0              # vLLM's profiled activations, CUDA graphs, sampler
+DEFAULT_BUCKET_ELEMENTS = 5e8               # DeepSpeed's default bucket sizes
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tie_word_embeddings: bool
+    max_position: int = 40960
+
+    @property
+    def q_width(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def params(self) -> int:
+        """Qwen3 parameters: embeddings, per layer q/k/v/o + q/k norms + SwiGLU + 2 norms, final norm, head."""
+        h, hq, hkv = self.hidden, self.q_width, self.kv_width
+        attention = h * hq + 2 * h * hkv + hq * h + 2 * self.head_dim
+        mlp = 3 * h * self.intermediate
+        per_layer = attention + mlp + 2 * h
+        embed = self.vocab * h
+        head = 0 if self.tie_word_embeddings else self.vocab * h
+        return embed + self.layers * per_layer + h + head
+
+    def activation_bytes_per_token_layer(self) -> int:
+        h, hq, hkv, i = self.hidden, self.q_width, self.kv_width, self.intermediate
+        return BF16 * (4 * h + 3 * hq + 3 * hkv + 4 * i) + FP32 * (2 * h + hq + hkv)
+
+    def final_norm_bytes_per_token(self) -> int:
+        return (FP32 + BF16 + BF16) * self.hidden
+
+    def checkpointed_bytes_per_token_layer(self) -> int:
+        return BF16 * self.hidden
+
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.kv_heads * self.head_dim * self.layers * BF16
+
+
+KNOWN_SHAPES = {
+    # Hugging Face config.json of each model (architectures Qwen3ForCausalLM).
+    "Qwen/Qwen3-8B": ModelShape(hidden=4096, layers=36, heads=32, kv_heads=8, head_dim=128,
+                                intermediate=12288, vocab=151936, tie_word_embeddings=False),
+    "Qwen/Qwen3-0.6B": ModelShape(hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128,
+                                  intermediate=3072, vocab=151936, tie_word_embeddings=True),
+}
+
+
+def shape_from_config(config: dict, source: str) -> ModelShape:
+    try:
+        heads = int(config["num_attention_heads"])
+        hidden = int(config["hidden_size"])
+        return ModelShape(hidden=hidden, layers=int(config["num_hidden_layers"]), heads=heads,
+                          kv_heads=int(config.get("num_key_value_heads") or heads),
+                          head_dim=int(config.get("head_dim") or hidden // heads),
+                          intermediate=int(config["intermediate_size"]), vocab=int(config["vocab_size"]),
+                          tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+                          max_position=int(config.get("max_position_embeddings", 40960)))
+    except KeyError as exc:
+        raise ConfigError(f"{source}: missing {exc.args[0]!r}, needed for the memory plan") from None
+
+
+def cached_hub_file(repo_id: str, filename: str) -> str | None:
+    """A file of a Hub model already in the local cache (no network), else None."""
+    if repo_id.count("/") != 1 or Path(repo_id).exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, filename)
+    except Exception:  # noqa: BLE001 - an unreadable cache is an empty one
+        return None
+    return found if isinstance(found, str) else None
+
+
+def model_shape(profile: Profile) -> ModelShape:
+    """The student's shape: the tiny world's settings, a local or cached config.json, or a known model."""
+    name = profile.model.name_or_path
+    if name == "world":
+        w = profile.world
+        return ModelShape(hidden=w.hidden_size, layers=w.num_layers, heads=w.num_heads, kv_heads=w.num_kv_heads,
+                          head_dim=w.hidden_size // w.num_heads, intermediate=w.intermediate_size,
+                          vocab=w.vocab_size, tie_word_embeddings=True, max_position=w.max_position)
+    config_file = Path(name) / "config.json"
+    if not config_file.is_file():
+        config_file = Path(cached_hub_file(name, "config.json") or config_file)
+    if config_file.is_file():
+        return shape_from_config(json.loads(config_file.read_text()), str(config_file))
+    if name in KNOWN_SHAPES:
+        return KNOWN_SHAPES[name]
+    raise ConfigError(f"{profile.source}: key model.name_or_path: {name!r} has no local config.json and is not "
+                      f"one of the known shapes ({', '.join(KNOWN_SHAPES)}): cannot plan its memory")
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    what: str
+    terms: list[tuple[str, float]] = field(default_factory=list)   # (label, bytes per GPU)
+    hours: float = 0.0
+    time_note: str = ""
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)              # reasons it cannot run, besides memory
+    suggestion: str = ""
+    budget_bytes: float = 0.0                                       # 0: uses no GPU
+
+    @property
+    def peak(self) -> float:
+        return sum(b for _, b in self.terms)
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems and (self.budget_bytes == 0 or self.peak <= self.budget_bytes)
+
+
+@dataclass
+class MemoryPlan:
+    profile: str
+    shape: ModelShape
+    gpus: int
+    gpu_memory_gib: float
+    stages: list[StagePlan]
+
+    @property
+    def fits(self) -> bool:
+        return all(s.fits for s in self.stages)
+
+    def failures(self) -> list[str]:
+        """One line per stage that cannot run, with its numbers and the setting to change."""
+        lines = []
+        for s in self.stages:
+            if s.fits:
+                continue
+            reasons = list(s.problems)
+            if s.budget_bytes and s.peak > s.budget_bytes:
+                label, largest = max(s.terms, key=lambda term: term[1])
+                reasons.insert(0, f"needs {gib(s.peak)} GiB per GPU, the card has {gib(s.budget_bytes)} GiB usable "
+                                  f"({self.gpus} x {self.gpu_memory_gib:g} GiB); largest: {label} {gib(largest)} GiB")
+            lines.append(f"stage {s.stage} does not fit: {'; '.join(reasons)}"
+                         + (f" -> {s.suggestion}" if s.suggestion else ""))
+        return lines
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.1f}"
+
+
+def vllm_fraction(variable: str, default: float) -> float:
+    """The engine's memory share, read the way spotlib.sampling reads it."""
+    return float(os.environ.get(variable, str(default)))
+
+
+def deepspeed_buckets(profile: Profile) -> tuple[float, bool, float]:
+    """reduce_bucket_size, overlap_comm, allgather_bucket_size from the DeepSpeed JSON the run uses."""
+    path = PARAMS_DIR / "deepspeed_zero2.json"
+    ds = json.loads(path.read_text()).get("zero_optimization", {}) if path.is_file() else {}
+    return (float(ds.get("reduce_bucket_size", DEFAULT_BUCKET_ELEMENTS)), bool(ds.get("overlap_comm", False)),
+            float(ds.get("allgather_bucket_size", DEFAULT_BUCKET_ELEMENTS)))
+
+
+def zero2_terms(profile: Profile, shape: ModelShape, gpus: int) -> tuple[list[tuple[str, float]], float]:
+    """Model states per GPU under ZeRO-2 in bf16, and the step-time fp32 gradient partition."""
+    p, n = shape.params, max(gpus, 1)
+    reduce_bucket, overlap, allgather_bucket = deepspeed_buckets(profile)
+    buckets = reduce_bucket * BF16 * (2 if overlap else 1) + allgather_bucket * BF16
+    terms = [("bf16 weights (replicated) 2P", BF16 * p),
+             (f"bf16 gradients (ZeRO-2) 2P/{n}", BF16 * p / n),
+             (f"fp32 master + Adam m, v 12P/{n}", 3 * FP32 * p / n),
+             ("DeepSpeed gradient buckets", buckets)]
+    return terms, FP32 * p / n
+
+
+def activation_terms(shape: ModelShape, tokens: int, checkpointing: bool) -> tuple[list[tuple[str, float]], str]:
+    full = shape.activation_bytes_per_token_layer()
+    final = ("activations: final norm", shape.final_norm_bytes_per_token() * tokens)
+    if checkpointing:
+        kept = shape.checkpointed_bytes_per_token_layer() * shape.layers * tokens
+        return ([("activations: layer inputs (checkpointed)", kept),
+                 ("activations: one layer recomputed", full * tokens), final],
+                f"without checkpointing {gib(full * shape.layers * tokens)} GiB")
+    return ([("activations (no checkpointing)", full * shape.layers * tokens), final],
+            f"with gradient checkpointing {gib((shape.checkpointed_bytes_per_token_layer() * shape.layers + full) * tokens)} GiB")
+
+
+def training_hours(shape: ModelShape, tokens: float, hw, checkpointing: bool) -> float:
+    flops = (8 if checkpointing else 6) * shape.params * tokens
+    return flops / (max(hw.gpus, 1) * hw.gpu_tflops * 1e12 * hw.mfu) / 3600
+
+
+def forward_hours(shape: ModelShape, tokens: float, hw) -> float:
+    return 2 * shape.params * tokens / (max(hw.gpus, 1) * hw.gpu_tflops * 1e12 * hw.mfu) / 3600
+
+
+def generation_hours(tokens: float, hw) -> float:
+    return tokens / (max(hw.gpus, 1) * hw.generation_tokens_per_s) / 3600
+
+
+def vllm_stage(stage: str, what: str, shape: ModelShape, card: float, fraction: float, variable: str,
+               generated_tokens: float, hw) -> StagePlan:
+    share = fraction * card
+    weights = BF16 * shape.params
+    plan = StagePlan(stage, what, [(f"vLLM share {fraction:g} x card ({variable})", share)], budget_bytes=card,
+                     hours=generation_hours(generated_tokens, hw),
+                     time_note=f"{generated_tokens / 1e6:.0f}M generated tokens at most")
+    check_kv_cache(plan, shape, share, variable)
+    if plan.problems:
+        plan.suggestion = f"raise {variable} or use GPUs with more memory"
+    return plan
+
+
+def check_kv_cache(plan: StagePlan, shape: ModelShape, share: float, variable: str) -> None:
+    """What vLLM's share leaves for the KV cache; a problem when one longest sequence does not fit."""
+    weights = BF16 * shape.params
+    kv = share - weights - VLLM_STARTUP_RESERVE_GIB * GIB
+    kv_tokens = max(0, int(kv // shape.kv_bytes_per_token()))
+    plan.notes.append(f"vLLM ({variable}): bf16 weights {gib(weights)} GiB, start-up reserve "
+                      f"{VLLM_STARTUP_RESERVE_GIB:g} GiB, KV cache {gib(max(kv, 0))} GiB = {kv_tokens:,} tokens at "
+                      f"{shape.kv_bytes_per_token():,} B/token ({kv_tokens // max(shape.max_position, 1)} sequences "
+                      f"of {shape.max_position:,})")
+    if kv_tokens < shape.max_position:
+        plan.problems.append(f"vLLM's KV cache holds {kv_tokens:,} tokens, less than one sequence of max_model_len "
+                             f"{shape.max_position:,} (weights {gib(weights)} GiB in a share of {gib(share)} GiB)")
+
+
+def build_plan(profile: Profile, gpus: int | None = None, gpu_memory_gib: float | None = None) -> MemoryPlan:
+    """The per-stage plan; `gpus` and `gpu_memory_gib` override the profile's hardware (what-if)."""
+    changes = {k: v for k, v in (("gpus", gpus), ("gpu_memory_gib", gpu_memory_gib)) if v is not None}
+    hw = dataclasses.replace(profile.hardware, **changes)
+    shape = model_shape(profile)
+    card = hw.gpu_memory_gib * GIB
+    usable = card - hw.reserve_gib * GIB
+    t, s, f, e, r = profile.train, profile.sample, profile.filter, profile.eval, profile.rl
+    stages = []
+
+    # 01: vLLM data-parallel, one engine per GPU.
+    stages.append(vllm_stage("01_sample", "vLLM sampling, one engine per GPU", shape, card,
+                             vllm_fraction("SPOT_VLLM_MEM", 0.85), "SPOT_VLLM_MEM",
+                             s.num_problems * s.n * s.max_new_tokens, hw))
+    stages.append(StagePlan("02_rectify", "Oracle over its API (no GPU)", time_note="bounded by the API"))
+
+    # 03: the NLL report, no-grad forwards of filter.nll_batch_tokens tokens on one GPU.
+    chunk = f.nll_batch_tokens
+    nll = StagePlan("03_filter", "NLL report, no-grad forwards", budget_bytes=usable,
+                    suggestion="lower filter.nll_batch_tokens")
+    nll.terms = [("bf16 weights 2P", BF16 * shape.params),
+                 (f"activations: one layer's worth, {chunk:,} tokens", shape.activation_bytes_per_token_layer() * chunk),
+                 (f"logits: {chunk:,} tokens x {shape.vocab:,} x {LOGIT_BYTES_NO_GRAD} B", chunk * shape.vocab * LOGIT_BYTES_NO_GRAD)]
+    nll_tokens = min(f.nll_max_items, f.max_examples) * 2 * t.max_len
+    nll.hours, nll.time_note = forward_hours(shape, nll_tokens, hw) * max(hw.gpus, 1), f"{nll_tokens / 1e6:.0f}M tokens on one GPU"
+    stages.append(nll)
+
+    stages.append(training_stage(profile, shape, hw, usable))
+    stages.append(vllm_stage("05_eval_forgetting", "vLLM evaluation of every checkpoint", shape, card,
+                             vllm_fraction("SPOT_VLLM_MEM", 0.85), "SPOT_VLLM_MEM", eval_tokens(profile), hw))
+    stages.append(rl_stage(profile, shape, hw, card, usable))
+    return MemoryPlan(profile.name, shape, hw.gpus, hw.gpu_memory_gib, stages)
+
+
+def training_stage(profile: Profile, shape: ModelShape, hw, usable: float) -> StagePlan:
+    from spotlib.train.runspec import plan_runs
+
+    t = profile.train
+    runs = plan_runs(t)
+    plan = StagePlan("04_train_spot", f"training under ZeRO-2 on {hw.gpus} GPU(s)", budget_bytes=usable)
+    states, step_grads = zero2_terms(profile, shape, hw.gpus)
+    pair_runs = any(r.info.pairs for r in runs)
+    kl_runs = any(r.objective == "kl_sft" for r in runs)
+    seqs = t.per_device_batch * (2 if pair_runs else 1)   # chosen and rejected share one forward
+    tokens = seqs * t.max_len
+    acts, other = activation_terms(shape, tokens, t.gradient_checkpointing)
+    forward = acts + [(f"logits: {tokens:,} tokens x {shape.vocab:,} x {LOGIT_BYTES_TRAIN} B",
+                       tokens * shape.vocab * LOGIT_BYTES_TRAIN)]
+    largest = "pairs (chosen and rejected in one forward)" if pair_runs else "one forward"
+    if kl_runs:  # kl_sft: unpaired forwards, but a reference model and its logits too
+        kl_tokens = t.per_device_batch * t.max_len
+        kl_forward = activation_terms(shape, kl_tokens, t.gradient_checkpointing)[0] + [
+            ("kl_sft reference model 2P", BF16 * shape.params),
+            (f"kl_sft logits: {kl_tokens:,} tokens x {shape.vocab:,} x {LOGIT_BYTES_TRAIN + KL_EXTRA_LOGIT_BYTES} B",
+             kl_tokens * shape.vocab * (LOGIT_BYTES_TRAIN + KL_EXTRA_LOGIT_BYTES))]
+        plan.notes.append(f"kl_sft's forward needs {gib(sum(b for _, b in kl_forward))} GiB, the others' "
+                          f"{gib(sum(b for _, b in forward))} GiB")
+        if sum(b for _, b in kl_forward) > sum(b for _, b in forward):
+            forward, largest = kl_forward, "kl_sft (reference model and full-vocabulary token KL)"
+    ref_chunk = t.ref_batch_tokens
+    ref_pass = [(f"reference log-probs: logits {ref_chunk:,} tokens x {LOGIT_BYTES_NO_GRAD} B",
+                 ref_chunk * shape.vocab * LOGIT_BYTES_NO_GRAD)]
+    transient = max([forward, [("optimizer step: fp32 gradient partition 4P/N", step_grads)], ref_pass],
+                    key=lambda ts: sum(b for _, b in ts))
+    plan.terms = states + transient
+    plan.notes.append(f"micro-batch {seqs} sequence(s) x train.max_len {t.max_len:,} = {tokens:,} tokens; "
+                      f"activations {other}; the peak is set by {largest}")
+    if not t.gradient_checkpointing:
+        plan.suggestion = "set train.gradient_checkpointing: true, or lower train.per_device_batch"
+    elif t.per_device_batch > 1:
+        plan.suggestion = "lower train.per_device_batch (raise train.grad_accum to keep the batch)"
+    else:
+        plan.suggestion = f"lower train.max_len or use more GPUs than {hw.gpus}"
+    examples = t.n_examples or profile.filter.max_examples
+    train_tokens = sum(examples * (2 if r.info.pairs else 1) * t.max_len * t.epochs for r in runs) * len(profile.seeds)
+    ref_tokens = sum(examples * (2 if r.info.pairs else 1) * t.max_len for r in runs if r.info.needs_reference)
+    plan.hours = training_hours(shape, train_tokens, hw, t.gradient_checkpointing) + forward_hours(shape, ref_tokens, hw)
+    plan.time_note = (f"{len(runs)} run(s) x {len(profile.seeds)} seed(s), {train_tokens / 1e6:.0f}M training tokens "
+                      f"at most, MFU {hw.mfu:g}")
+    return plan
+
+
+BENCHMARK_ITEMS = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva": 272,
+                   "olympiadbench": 675, "gpqa_diamond": 198, "ifeval": 541, "connect4": 1000}
+
+
+def eval_tokens(profile: Profile) -> float:
+    from spotlib.evals.base import setting
+
+    e, t = profile.eval, profile.train
+    models = (1 if e.include_base else 0) + len(t.methods) * len(profile.seeds)
+    per_model = sum(min(setting(e.n_items, b, 10 ** 9), BENCHMARK_ITEMS.get(b, 500)) * setting(e.k, b, 1)
+                    for b in e.benchmarks)
+    return models * per_model * e.max_new_tokens
+
+
+def rl_stage(profile: Profile, shape: ModelShape, hw, card: float, usable: float) -> StagePlan:
+    r = profile.rl
+    fraction = vllm_fraction("SPOT_RL_VLLM_MEM", 0.3)
+    plan = StagePlan("06_rl_init", f"GRPO: policy under ZeRO-2 on {hw.gpus} GPU(s), reference, vLLM rollouts",
+                     budget_bytes=usable)
+    states, step_grads = zero2_terms(profile, shape, hw.gpus)
+    seq = hw.prompt_tokens + r.max_new_tokens
+    tokens = r.micro_batch * seq
+    acts, other = activation_terms(shape, tokens, True)
+    forward = acts + [(f"logits: {tokens:,} tokens x {shape.vocab:,} x {LOGIT_BYTES_TRAIN} B",
+                       tokens * shape.vocab * LOGIT_BYTES_TRAIN)]
+    plan.terms = states + [("bf16 reference model 2P", BF16 * shape.params),
+                           (f"vLLM share {fraction:g} x card (SPOT_RL_VLLM_MEM)", fraction * card)]
+    check_kv_cache(plan, shape, fraction * card, "SPOT_RL_VLLM_MEM")
+    plan.terms += max([forward, [("optimizer step: fp32 gradient partition 4P/N", step_grads)]],
+                      key=lambda ts: sum(b for _, b in ts))
+    plan.notes.append(f"micro-batch rl.micro_batch {r.micro_batch} x ({hw.prompt_tokens:,} prompt + "
+                      f"{r.max_new_tokens:,} new) = {tokens:,} tokens, gradient checkpointing; activations {other}")
+    plan.suggestion = ("lower rl.micro_batch; SPOT_RL_VLLM_MEM trades the trainer's room for vLLM's KV cache; "
+                       "or free the reference model / vLLM's share while training")
+    steps = math.ceil(r.num_prompts / r.prompts_per_step) * r.epochs if r.max_steps is None else r.max_steps
+    rollouts = steps * r.prompts_per_step * r.rollouts_per_prompt * len(r.init_methods)
+    plan.hours = (generation_hours(rollouts * r.max_new_tokens, hw)
+                  + training_hours(shape, rollouts * seq * r.ppo_epochs, hw, True)
+                  + forward_hours(shape, 2 * rollouts * seq, hw))   # old-policy and reference log-probs
+    plan.time_note = f"{len(r.init_methods)} start(s) x {steps} steps, {rollouts:,} rollouts at most"
+    return plan
+
+
+def format_plan(plan: MemoryPlan) -> str:
+    s = plan.shape
+    total_hours = sum(st.hours for st in plan.stages)
+    lines = [f"memory plan  {plan.profile}: {s.params / 1e9:.2f}B parameters (hidden {s.hidden}, {s.layers} layers, "
+             f"{s.heads} heads / {s.kv_heads} KV heads x {s.head_dim}, intermediate {s.intermediate}, vocab {s.vocab:,}) "
+             f"on {plan.gpus} x {plan.gpu_memory_gib:g} GiB",
+             f"  activations {s.activation_bytes_per_token_layer():,} B per token per layer "
+             f"({s.checkpointed_bytes_per_token_layer():,} B checkpointed); formulas in spotlib/memory_plan.py"]
+    for st in plan.stages:
+        if not st.budget_bytes:
+            lines.append(f"  {st.stage:<20} {st.what}: no GPU memory; {st.time_note}")
+            continue
+        verdict = "fits" if st.fits else "DOES NOT FIT"
+        lines.append(f"  {st.stage:<20} {st.what}: peak {gib(st.peak)} of {gib(st.budget_bytes)} GiB per GPU, "
+                     f"{verdict}; about {st.hours:.1f} h ({st.time_note})")
+        for label, value in st.terms:
+            lines.append(f"      {gib(value):>7} GiB  {label}")
+        for note in st.notes:
+            lines.append(f"      {note}")
+    lines.append(f"  projected GPU time about {total_hours:.1f} h (upper bound)")
+    where = f"{plan.gpus} x {plan.gpu_memory_gib:g} GiB"
+    refused = [st.stage for st in plan.stages if not st.fits]
+    lines.append(f"  plan refused on {where}: {', '.join(refused)} cannot run (see the preflight)" if refused
+                 else f"  plan fits on {where}: every stage")
+    return "\n".join(lines)
