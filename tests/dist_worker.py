@@ -1,11 +1,11 @@
 """One training configuration of the distributed equivalence tests, in this process or as
 one rank under `torchrun` (gloo): a random micro Qwen3, a handful of synthetic pairs.
 
-    python tests/dist_worker.py --out DIR --batch B --grad-accum G          # 1 process
-    torchrun --nproc_per_node 2 tests/dist_worker.py --out DIR --batch B     # 2 processes
+    python tests/dist_worker.py --base BASE --out DIR --runs one=4,1 accum=2,2          # 1 process
+    torchrun --nproc_per_node 2 tests/dist_worker.py --base BASE --out DIR --runs two=2,1
 
-For each method in --methods, trains `--steps` steps into DIR/<method>/ (final weights,
-metrics.jsonl); writes DIR/info.json (process count, reference log-prob sums and counts,
+For each run NAME=B,G (per-device batch B, accumulation G) and each method in --methods,
+trains `--steps` steps into DIR/NAME/<method>/ (final weights, metrics.jsonl); writes DIR/info.json (process count, reference log-prob sums and counts,
 scored in batches of --ref-tokens padded tokens, shared across the processes).
 """
 from __future__ import annotations
@@ -49,11 +49,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--batch", type=int, required=True)
-    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--runs", nargs="+", required=True, help="NAME=B,G: per-device batch B, accumulation G")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=["sft", "dpo", "spot_bco"])
     parser.add_argument("--ref-tokens", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (under accelerate launch + DeepSpeed)")
+    parser.add_argument("--bf16", action="store_true", help="GPU: bf16 (DeepSpeed keeps fp32 master weights)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -66,12 +67,21 @@ def main() -> None:
     from spotlib.train.trainer import RunInputs, make_accelerator, train_run
 
     out = Path(args.out)
-    profile = load_profile("test", overrides={
-        "output_dir": str(out), "model.name_or_path": args.base, "train.per_device_batch": args.batch,
-        "train.grad_accum": args.grad_accum, "train.max_steps": args.steps, "train.lr": {"default": 3e-3},
-        "train.warmup_ratio": 0.0, "train.kl_probe_every": 0, "train.bf16_autocast": False,
-        "train.max_grad_norm": 1e6})  # clipping is a global-norm op: keep it out of the comparison
-    accelerator = make_accelerator(profile)
+
+    def profile_for(batch: int, grad_accum: int):
+        return load_profile("test", overrides={
+            "output_dir": str(out), "device": args.device, "train.bf16": args.bf16, "model.name_or_path": args.base,
+            "train.per_device_batch": batch, "train.grad_accum": grad_accum, "train.max_steps": args.steps,
+            "train.lr": {"default": 3e-3}, "train.warmup_ratio": 0.0, "train.kl_probe_every": 0,
+            "train.bf16_autocast": False,
+            "train.max_grad_norm": 1e6})  # clipping is a global-norm op: keep it out of the comparison
+
+    runs = []
+    for spec in args.runs:
+        name, _, sizes = spec.partition("=")
+        batch, grad_accum = (int(x) for x in sizes.split(","))
+        runs.append((name, profile_for(batch, grad_accum)))
+    accelerator = make_accelerator(runs[0][1])
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     reference = AutoModelForCausalLM.from_pretrained(args.base).eval()
     data = D.prepare(tokenizer, synthetic_examples(N_PAIRS), 256, 128, with_rejected=True)
@@ -84,10 +94,13 @@ def main() -> None:
         (out / "info.json").write_text(json.dumps({
             "processes": accelerator.num_processes, "ref_chosen": ref_c.tolist(), "ref_rejected": ref_r.tolist(),
             "counts_chosen": counts_c.tolist()}))
-    for method in args.methods:
-        run = parse_run(method)
-        inputs = RunInputs(data, ref_c, ref_r if run.info.pairs else None, args.base)
-        train_run(profile, run, 0, inputs, out / method, steps=args.steps, progress=False, accelerator=accelerator)
+    for name, profile in runs:
+        accelerator = make_accelerator(profile)
+        for method in args.methods:
+            run = parse_run(method)
+            inputs = RunInputs(data, ref_c, ref_r if run.info.pairs else None, args.base)
+            train_run(profile, run, 0, inputs, out / name / method, steps=args.steps, progress=False,
+                      accelerator=accelerator)
 
 
 if __name__ == "__main__":

@@ -26,18 +26,28 @@ def _run(args: list[str], log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Every method trained 3 steps as 1 × batch 4, 1 × batch 2 with accumulation 2, and 2 × batch 2."""
+def base(tmp_path_factory):
+    """A random micro Qwen3 from config with the micro world's tokenizer."""
     sys.path.insert(0, str(WORKER.parent))
     from dist_worker import build_base
+    path = tmp_path_factory.mktemp("dist_base")
+    build_base(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, base):
+    """Every method trained 3 steps as 1 × batch 4 (one/), 1 × batch 2 with accumulation 2
+    (accum/, in the same process) and 2 processes × batch 2 (two/)."""
     root = tmp_path_factory.mktemp("dist")
-    build_base(root / "base")
-    common = [str(WORKER), "--base", str(root / "base"), "--steps", "3"]
-    _run([sys.executable, *common, "--out", str(root / "one"), "--batch", "4"], root / "one.log")
-    _run([sys.executable, *common, "--out", str(root / "accum"), "--batch", "2", "--grad-accum", "2",
-          "--methods", "sft", "dpo"], root / "accum.log")
+    common = [str(WORKER), "--base", str(base), "--steps", "3"]
+    _run([sys.executable, *common, "--out", str(root / "single"), "--runs", "one=4,1", "accum=2,2"],
+         root / "single.log")
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *common,
-          "--out", str(root / "two"), "--batch", "2"], root / "two.log")
+          "--out", str(root / "pair"), "--runs", "two=2,1"], root / "pair.log")
+    for name, folder in (("one", "single"), ("accum", "single"), ("two", "pair")):
+        (root / name).symlink_to(root / folder / name)
+    (root / "base").symlink_to(base)
     return root
 
 
@@ -61,7 +71,7 @@ def _records(folder: Path) -> list[dict]:
 
 
 def _info(folder: Path) -> dict:
-    return json.loads((folder / "info.json").read_text())
+    return json.loads((folder.resolve().parent / "info.json").read_text())
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -104,6 +114,25 @@ def test_token_budget_batches_cover_every_row_once():
     for rows in batches:
         assert len(rows) == 1 or len(rows) * max(len(tok.ids[i]) for i in rows) <= 32
     assert [5] in batches  # longer than the budget: alone
+
+
+@pytest.mark.slow
+def test_stage_relaunches_itself_in_two_processes(base, tmp_path):
+    """Stage 04 with `launcher: torchrun, num_processes: 2` trains in 2 gloo processes."""
+    from dist_worker import synthetic_examples
+    from spotlib.io import write_jsonl
+    from spotlib.stages import train_methods as T
+    out = tmp_path / "out"
+    write_jsonl(out / "03_filter" / "pairs.jsonl", [dict(e, answer="", source="rectified")
+                                                     for e in synthetic_examples(7)])
+    profile = load_profile("test", overrides={
+        "output_dir": str(out), "model.name_or_path": str(base), "train.methods": ["spot_bco"],
+        "train.launcher": "torchrun", "train.num_processes": 2, "train.max_steps": 2, "train.per_device_batch": 2,
+        "train.grad_accum": 1, "train.kl_probe_every": 0})
+    manifest = T.run(profile, progress=False)
+    assert manifest["counts"]["effective_batch"] == 4  # 2 processes × 2
+    records = _records(out / T.STAGE / "spot_bco" / "seed0")
+    assert [r["step"] for r in records] == [1, 2]
 
 
 def _paper_like(tmp_path, **train):
