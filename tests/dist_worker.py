@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["sft", "dpo", "spot_bco"])
     parser.add_argument("--ref-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu | cuda (under accelerate launch + DeepSpeed)")
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--bf16", action="store_true", help="GPU: bf16 (DeepSpeed keeps fp32 master weights)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -72,7 +73,7 @@ def main() -> None:
         return load_profile("test", overrides={
             "output_dir": str(out), "device": args.device, "train.bf16": args.bf16, "model.name_or_path": args.base,
             "train.per_device_batch": batch, "train.grad_accum": grad_accum, "train.max_steps": args.steps,
-            "train.lr": {"default": 3e-3}, "train.warmup_ratio": 0.0, "train.kl_probe_every": 0,
+            "train.lr": {"default": args.lr}, "train.warmup_ratio": 0.0, "train.kl_probe_every": 0,
             "train.bf16_autocast": False,
             "train.max_grad_norm": 1e6})  # clipping is a global-norm op: keep it out of the comparison
 

@@ -5,6 +5,12 @@ examples in a seeded order; chosen and rejected sequences go through the model i
 forward pass; reference log-probs come precomputed (`RunInputs.ref_*`). AdamW
 (β = 0.9, 0.95), linear warmup then cosine decay, gradient clipping, accumulation.
 
+Across processes (DDP, DeepSpeed ZeRO-2 or gloo on CPU) the loss comes from the wrapped
+model's own forward (`CompletionLogpsModel`), so gradients are all-reduced and ZeRO's hooks
+run; `accelerator.accumulate()` makes one optimizer step per logged step (DeepSpeed steps
+its engine there); δ is updated from means all-reduced over processes. So P processes ×
+batch b train as 1 process × batch P·b (tests/test_distributed.py).
+
 Precision: on CPU fp32 weights with bf16 autocast (about 2x faster there); on GPU bf16
 (with DeepSpeed ZeRO-2 when `accelerate launch` brings its config) and, if asked,
 gradient checkpointing. Log-prob sums and losses are always fp32.
