@@ -10,8 +10,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 export PYTHONPATH=$REPO
-if [ -n "${1:-}" ]; then
-  python -m pip install -q --no-deps --no-index "$1"/*.whl 2>&1 | tail -2 || true
+if [ -n "${1:-}" ]; then  # deepspeed and its dependencies (hjson, einops, msgpack, pydantic...) for this Python
+  for wheel in "$1"/*.whl; do python -m pip install -q --no-deps --no-index "$wheel" 2>&1 | tail -1 || true; done
 fi
 python -c "import torch, accelerate, transformers, deepspeed; print('torch', torch.__version__, 'accelerate', accelerate.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__, torch.cuda.get_device_name())"
 WORK=${OUT:-/tmp}/zero2_check
