@@ -105,6 +105,23 @@ def test_reference_logps_by_shards_equal_one_process(runs):
         assert torch.allclose(torch.tensor(two[key]), torch.tensor(one[key]), rtol=1e-5, atol=1e-4), key
 
 
+def test_reference_logps_do_not_depend_on_the_batching(base):
+    """Token-budget batches and a chunked LM head give what one row at a time gives."""
+    from dist_worker import synthetic_examples
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from spotlib.train import data as D
+    from spotlib.train.logps import reference_sums
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    data = D.prepare(tok, synthetic_examples(7), 256, 128, with_rejected=False)
+    alone = reference_sums(model, data.chosen, tok.pad_token_id, torch.device("cpu"), max_tokens=1)
+    batched = reference_sums(model, data.chosen, tok.pad_token_id, torch.device("cpu"), max_tokens=10_000,
+                             head_chunk=16)
+    assert torch.allclose(alone[0], batched[0], rtol=1e-5, atol=1e-4) and torch.equal(alone[1], batched[1])
+    with pytest.raises(ValueError, match="positive"):
+        reference_sums(model, data.chosen, tok.pad_token_id, torch.device("cpu"), max_tokens=0)
+
+
 def test_token_budget_batches_cover_every_row_once():
     from spotlib.train.data import Tokenized
     from spotlib.train.logps import token_budget_batches
@@ -174,6 +191,8 @@ def test_launch_command_errors_and_cpu_choices(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     assert T.launch_command(_paper_like(tmp_path)) is None  # no config: train in this process
     assert T.launch_command(_paper_like(tmp_path, launcher="torchrun", num_processes=1)) is None
+    with pytest.raises(ValueError, match="train.num_processes"):
+        T.launch_command(_paper_like(tmp_path, launcher="torchrun", num_processes=0))
     command = T.launch_command(_paper_like(tmp_path, launcher="torchrun", num_processes=2))
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     with pytest.raises(RuntimeError, match="launcher: torchrun"):

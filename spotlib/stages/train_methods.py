@@ -272,7 +272,10 @@ def _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, p
 
 def launch_processes(profile) -> int:
     """Training processes: `train.num_processes`, else one per visible GPU (0 on CPU)."""
-    return profile.train.num_processes or torch.cuda.device_count()
+    asked = profile.train.num_processes
+    if asked is not None and asked < 1:
+        raise ValueError(f"{profile.source}: key train.num_processes: expected a positive count, got {asked}")
+    return asked or torch.cuda.device_count()
 
 
 def launch_command(profile) -> list[str] | None:

@@ -160,6 +160,8 @@ def reference_sums(model, tok: Tokenized, pad_id: int, device: torch.device, *, 
     """
     import torch.distributed as dist
 
+    if max_tokens < 1 or head_chunk < 1:
+        raise ValueError(f"reference_sums: max_tokens and head_chunk must be positive, got {max_tokens}, {head_chunk}")
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     batches = token_budget_batches(tok, list(range(len(tok))), max_tokens)
