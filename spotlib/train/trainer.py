@@ -176,11 +176,11 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
     if run.objective == "kl_sft":  # the KL term needs π_ref's whole distribution at each token
         ref_model = _load_model(inputs.base_path, profile.model.dtype).to(device).eval().requires_grad_(False)
 
-    # The forward that makes the loss must be the wrapper's (see CompletionLogpsModel).
-    model = CompletionLogpsModel(model)
     lr = lr_for(cfg, run.method)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(cfg.adam_betas),
                                   weight_decay=cfg.weight_decay)
+    # Same parameters; the forward that makes the loss must be the wrapper's (see CompletionLogpsModel).
+    model = CompletionLogpsModel(model)
     warmup = math.ceil(cfg.warmup_ratio * steps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
