@@ -159,8 +159,10 @@ class TrainConfig:
     kl_probe_file: str | None = None  # jsonl of {prompt, family}; None = the tiny world's probe split
     edit_diag_pairs: int = 32       # fixed training pairs for rewards and the first-edit diagnostic
     save_every: int = 0             # checkpoint every N steps (0 = only the final model)
-    accelerate_config: str | None = None
-    ref_batch_tokens: int = 16384   # tokens per no-grad forward of the reference log-probs (memory plan)
+    accelerate_config: str | None = None  # accelerate launch config (DeepSpeed ZeRO-2 on GPUs)
+    launcher: str = "accelerate"    # how stage 04 relaunches itself: accelerate (with accelerate_config) | torchrun
+    num_processes: int | None = None  # training processes; None = the visible GPUs (CPU: set it, with torchrun)
+    ref_batch_tokens: int = 16384   # padded tokens per reference log-prob batch (rows × longest row; memory plan)
     cpu_workers: int = 1            # CPU only: stage 04's seeds / the sweep's methods in parallel single-thread processes
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
     # Which tokens a completion is trained on (docs/training-format.md): `conversational` is what the
@@ -421,6 +423,7 @@ _CHOICES = {
     "filter.unit": ("tokens", "chars"),
     "train.delta_mode": ("running_mean", "ema", "none"),
     "train.completion_format": ("conversational", "clean"),
+    "train.launcher": ("accelerate", "torchrun"),
 }
 
 

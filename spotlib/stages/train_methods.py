@@ -10,8 +10,10 @@ reference log-probs and probes), `runs.jsonl` (one summary per run and seed) and
 Every run sees the same number of examples (the smallest run's data, or
 `train.n_examples`), the same steps and batch; only objective and data differ.
 Reference log-probs are computed once (no grad) and cached by (data hash, reference
-model hash); the reference model is then freed. On several GPUs with
-`train.accelerate_config`, the stage re-launches itself under `accelerate launch`.
+model hash), shared across processes (each scores a share, all receive all); the
+reference model is then freed. With `train.accelerate_config` (GPUs: DeepSpeed ZeRO-2) or
+`train.launcher: torchrun` (CPU, gloo), the stage relaunches itself in
+`train.num_processes` processes (default: the visible GPUs); see `launch_command`.
 
     python -m spotlib.stages.train_methods --profile tiny
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +33,7 @@ import torch
 
 from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
 from spotlib.train import data as D
-from spotlib.train.logps import cache_key, cached, reference_sums, use_autocast
+from spotlib.train.logps import cache_key, cached, reference_sums, save_cache, use_autocast
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
 from spotlib.train.trainer import EXECUTION_ONLY, RunInputs, make_accelerator, num_steps, train_run
@@ -118,19 +121,22 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
             ref_model = _load_model(base_path, profile.model.dtype).to(device).eval()
         return ref_model
 
+    def score(tok):
+        return reference_sums(reference(), tok, pad_id, device, max_tokens=cfg.ref_batch_tokens,
+                              autocast=autocast)[0]
+
     shared = {}
-    with accelerator.main_process_first():  # one process computes, the others read the cache
-        for run_spec in runs if runs is not None else plan.runs:
-            rows = plan.examples[run_spec.name]
-            data = D.prepare(tokenizer, rows, cfg.max_len, cfg.max_prompt_len, with_rejected=run_spec.info.pairs,
-                             completion_format=cfg.completion_format)
-            key = cache_key(D.examples_hash(rows), ref_hash, cfg.max_len, cfg.max_prompt_len, run_spec.info.pairs,
-                            cfg.completion_format)
-            ref = cached(stage_dir / "reference" / f"logps-{key}.pt", lambda: {
-                "chosen": reference_sums(reference(), data.chosen, pad_id, device, autocast=autocast)[0],
-                "rejected": reference_sums(reference(), data.rejected, pad_id, device, autocast=autocast)[0]
-                if data.rejected is not None else None})
-            shared[run_spec.name] = (data, ref, key)
+    for run_spec in runs if runs is not None else plan.runs:
+        rows = plan.examples[run_spec.name]
+        data = D.prepare(tokenizer, rows, cfg.max_len, cfg.max_prompt_len, with_rejected=run_spec.info.pairs,
+                         completion_format=cfg.completion_format)
+        key = cache_key(D.examples_hash(rows), ref_hash, cfg.max_len, cfg.max_prompt_len, run_spec.info.pairs,
+                        cfg.completion_format)
+        ref = cached_across_processes(accelerator, stage_dir / "reference" / f"logps-{key}.pt", lambda: {
+            "chosen": score(data.chosen), "rejected": score(data.rejected) if data.rejected is not None else None})
+        shared[run_spec.name] = (data, ref, key)
+    # Probes and the edit diagnostic are small (tens of sequences): one process computes them.
+    with accelerator.main_process_first():
         probe = _probe_set(profile, tokenizer, reference, ref_hash, stage_dir, device, autocast)
         diag = _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, pad_id, device, autocast)
     del ref_model
@@ -141,16 +147,35 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
             for name, (data, ref, key) in shared.items()}
 
 
-def run(profile, progress: bool = True, seeds: list[int] | None = None) -> dict:
+def cached_across_processes(accelerator, path: Path, compute):
+    """Like `cached`, for a `compute` every process must join (reference scoring is shared):
+    the main process's view of the cache decides for all; it alone writes."""
+    from accelerate.utils import broadcast_object_list
+
+    present = broadcast_object_list([path.is_file()])[0]
+    if present:
+        return torch.load(path, weights_only=False)
+    value = compute()
+    if accelerator.is_main_process:
+        save_cache(path, value)
+    accelerator.wait_for_everyone()
+    return value
+
+
+def run(profile, progress: bool = True, seeds: list[int] | None = None, processes: int | None = None) -> dict:
     """Train every run for every seed. `seeds` trains only those (a worker among several
     processes sharing the work); the stage manifest is then left to the full run, which
-    skips the runs already complete."""
-    cfg = profile.train
-    if cfg.accelerate_config and torch.cuda.device_count() > 1 and not _launched():
-        return _relaunch(profile)
+    skips the runs already complete. `processes`: how many the launcher was asked for
+    (checked: a launcher that starts fewer would silently change the batch)."""
+    command = launch_command(profile)
+    if command is not None:
+        return _relaunch(profile, command)
     stage_dir = profile.stage_dir(STAGE)
     plan = plan_stage(profile)
     accelerator = plan.accelerator
+    if processes is not None and accelerator.num_processes != processes:
+        raise RuntimeError(f"stage {STAGE}: launched for {processes} processes, running in "
+                           f"{accelerator.num_processes} (check train.launcher / train.num_processes)")
     train_params = {k: v for k, v in profile.to_dict()["train"].items() if k not in EXECUTION_ONLY}
     manifest = Manifest(stage_dir, params={"train": train_params, "seeds": profile.seeds,
                                            "model": profile.to_dict()["model"]}, inputs=plan.inputs_hash)
@@ -250,16 +275,78 @@ def _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, p
         reference(), chosen, rejected, pad_id, device, autocast=autocast))
 
 
-def _relaunch(profile) -> dict:
-    """Run this stage under `accelerate launch` with the profile's config (DeepSpeed ZeRO-2)."""
-    config = Path(profile.train.accelerate_config)
-    if not config.is_absolute():
-        from spotlib.config import REPO_ROOT
-        config = REPO_ROOT / config
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-           "--num_processes", str(torch.cuda.device_count()),
-           "-m", "spotlib.stages.train_methods", "--profile", profile.source or profile.name]
-    subprocess.run(cmd, check=True)
+def launch_processes(profile) -> int:
+    """Training processes: `train.num_processes`, else one per visible GPU (0 on CPU)."""
+    asked = profile.train.num_processes
+    if asked is not None and asked < 1:
+        raise ValueError(f"{profile.source}: key train.num_processes: expected a positive count, got {asked}")
+    return asked or torch.cuda.device_count()
+
+
+def launch_command(profile) -> list[str] | None:
+    """The command that relaunches this stage across processes, or None to train here.
+
+    `torchrun` (CPU rehearsal, gloo): when more than one process is asked for.
+    `accelerate` with `train.accelerate_config` (GPUs, DeepSpeed ZeRO-2): whenever there is a
+    process to launch (one GPU too: ZeRO-2 keeps the fp32 master weights). Inside a launched
+    process: None.
+    """
+    cfg = profile.train
+    if _launched():
+        return None
+    processes = launch_processes(profile)
+    stage_dir = profile.stage_dir(STAGE)
+    if cfg.launcher == "torchrun":
+        if processes < 2:
+            return None
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    else:
+        if not cfg.accelerate_config or processes < 1:
+            return None
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"train.accelerate_config: accelerate launch needs GPUs here; on CPU set "
+                               f"train.launcher: torchrun (it starts {processes} processes on gloo)")
+        config = resolved_accelerate_config(cfg.accelerate_config, stage_dir / "accelerate_config.yaml")
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                    "--num_processes", str(processes)]
+    spec = worker_profile(profile, stage_dir)
+    return launcher + ["-m", "spotlib.stages.train_methods", "--profile", str(spec), "--processes", str(processes)]
+
+
+def resolved_accelerate_config(path: str, out: Path) -> Path:
+    """A copy of the accelerate config at `path` whose DeepSpeed JSON path is absolute.
+
+    A relative `deepspeed_config_file` is read against the config's own folder, so the
+    launch works from any working directory (papermill runs in `notebooks/`)."""
+    import yaml
+
+    from spotlib.config import REPO_ROOT
+
+    source = Path(path)
+    if not source.is_absolute():
+        source = REPO_ROOT / source
+    if not source.is_file():
+        raise FileNotFoundError(f"train.accelerate_config: no file {source}")
+    config = yaml.safe_load(source.read_text()) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: expected a mapping of accelerate settings")
+    deepspeed = config.get("deepspeed_config") or {}
+    if deepspeed.get("deepspeed_config_file"):
+        json_path = Path(deepspeed["deepspeed_config_file"])
+        if not json_path.is_absolute():
+            json_path = (source.parent / json_path).resolve()
+        if not json_path.is_file():
+            raise FileNotFoundError(f"{source}: deepspeed_config.deepspeed_config_file: no file {json_path}")
+        json.loads(json_path.read_text())  # a broken JSON fails here, with its path, not in 8 launched processes
+        deepspeed["deepspeed_config_file"] = str(json_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(config, sort_keys=False))
+    return out
+
+
+def _relaunch(profile, command: list[str]) -> dict:
+    """Run this stage in the launched processes; their manifest is the result."""
+    subprocess.run(command, check=True)
     return Manifest(profile.stage_dir(STAGE), params=None).load()
 
 
@@ -270,8 +357,9 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--seeds", nargs="+", type=int,
                         help="train only these seeds (run several workers side by side)")
+    parser.add_argument("--processes", type=int, help="processes the launcher was asked for (checked)")
     args = parser.parse_args(argv)
-    run(load_profile(args.profile), seeds=args.seeds)
+    run(load_profile(args.profile), seeds=args.seeds, processes=args.processes)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Summed completion log-probs, fast: the LM head runs on completion positions only.
 
-log π(y|x) = Σ_{t ∈ completion} log p(y_t | x, y_<t)   (PAPER.md §2), in fp32.
+log π(y|x) = Σ_{t ∈ completion} log p(y_t | x, y_<t)   (docs/method.md), in fp32.
 
 The decoder runs on the whole sequence, but the vocabulary projection and the
 log-softmax only where a completion token is predicted: the prompt's logits (often
@@ -70,22 +70,57 @@ class CompletionLogps:
     logits: torch.Tensor | None = None  # [N, V] when asked for
 
 
-def _parts(model):
-    inner = getattr(model, "module", model)  # DDP / DeepSpeed wrappers keep the model in .module
-    return inner.get_decoder(), inner.get_output_embeddings()
+class CompletionLogpsModel(torch.nn.Module):
+    """The causal LM (`.lm`) whose forward returns completion log-probs.
+
+    The trainer hands this module to `accelerator.prepare`, so the forward that produces
+    the loss goes through the DDP / DeepSpeed wrapper (`model(...)`): DDP prepares its
+    gradient all-reduce and ZeRO-2's hooks run, while the LM head still runs on completion
+    positions only. Returns a tuple (wrappers pass tuples of tensors through as they are).
+    """
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask, completion_mask, autocast: bool = False,
+                keep_logits: bool = False):
+        out = _completion_logps(self.lm, input_ids, attention_mask, completion_mask, autocast=autocast,
+                                keep_logits=keep_logits)
+        return out.sums, out.counts, out.token_logps, out.rows, out.logits
 
 
 def completion_logps(model, batch: dict[str, torch.Tensor], *, autocast: bool = False,
-                     keep_logits: bool = False) -> CompletionLogps:
-    input_ids, attention = batch["input_ids"], batch["attention_mask"]
-    target_mask = batch["completion_mask"][:, 1:].bool()
-    decoder, head = _parts(model)
-    with autocast_for(input_ids.device, autocast):
-        hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
-        logits = head(hidden[:, :-1][target_mask])
-    logits = logits.float()
+                     keep_logits: bool = False, head_chunk: int | None = None) -> CompletionLogps:
+    """Summed completion log-probs of `batch` under `model`: a plain causal LM, or a
+    `CompletionLogpsModel`, bare or inside a DDP / DeepSpeed wrapper (then called through it).
+    `head_chunk` (no-grad use): the LM head and log-softmax run on that many tokens at a time,
+    so at most [head_chunk, V] logits exist at once."""
+    if isinstance(getattr(model, "module", model), CompletionLogpsModel):
+        if head_chunk is not None:
+            raise ValueError("head_chunk is for no-grad scoring of a plain causal LM")
+        return CompletionLogps(*model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                                      autocast=autocast, keep_logits=keep_logits))
+    return _completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                             autocast=autocast, keep_logits=keep_logits, head_chunk=head_chunk)
+
+
+def _completion_logps(lm, input_ids, attention, completion_mask, *, autocast: bool, keep_logits: bool,
+                      head_chunk: int | None = None) -> CompletionLogps:
+    if keep_logits and head_chunk is not None:
+        raise ValueError("keep_logits and head_chunk exclude each other")
+    target_mask = completion_mask[:, 1:].bool()
+    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
     targets = input_ids[:, 1:][target_mask]
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    logits = None
+    with autocast_for(input_ids.device, autocast):
+        hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state[:, :-1][target_mask]
+        if head_chunk is None:
+            logits = head(hidden).float()
+            token_logps = _token_logps(logits, targets)
+        else:
+            token_logps = torch.cat([_token_logps(head(hidden[i:i + head_chunk]).float(), targets[i:i + head_chunk])
+                                     for i in range(0, hidden.shape[0], head_chunk)])
     rows = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(target_mask)[target_mask]
     sums = torch.zeros(input_ids.shape[0], device=input_ids.device, dtype=torch.float32)
     sums = sums.index_add(0, rows, token_logps)
@@ -93,22 +128,62 @@ def completion_logps(model, batch: dict[str, torch.Tensor], *, autocast: bool = 
                            logits if keep_logits else None)
 
 
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def token_budget_batches(tok: Tokenized, rows: list[int], max_tokens: int) -> list[list[int]]:
+    """`rows` sorted by length, cut into batches of at most `max_tokens` padded tokens
+    (rows × longest row); a row longer than the budget goes alone."""
+    batches, current, longest = [], [], 0
+    for i in sorted(rows, key=lambda i: (len(tok.ids[i]), i)):
+        width = max(longest, len(tok.ids[i]))
+        if current and width * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, width = [], len(tok.ids[i])
+        current.append(i)
+        longest = width
+    if current:
+        batches.append(current)
+    return batches
+
+
 @torch.no_grad()
-def reference_sums(model, tok: Tokenized, pad_id: int, device: torch.device, *, batch_size: int = 32,
-                   autocast: bool = False, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed completion log-probs and token counts of every sequence, once (no grad)."""
-    order = sorted(range(len(tok)), key=lambda i: len(tok.ids[i]))  # similar lengths pad little
-    sums = torch.zeros(len(tok))
-    counts = torch.zeros(len(tok))
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(tok, rows, pad_id).items()}
-        out = completion_logps(model, batch, autocast=autocast)
-        sums[rows] = out.sums.cpu()
-        counts[rows] = out.counts.cpu()
+def reference_sums(model, tok: Tokenized, pad_id: int, device: torch.device, *, max_tokens: int = 16384,
+                   autocast: bool = False, progress=None, head_chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs and token counts of every sequence, once (no grad).
+
+    Batches hold at most `max_tokens` padded tokens; the LM head runs `head_chunk` tokens at
+    a time, so no batch's full logits exist. Under torch.distributed each process scores
+    every P-th batch and a sum over processes gives every process all N results; each row is
+    scored by exactly one process (checked), however N divides.
+    """
+    import torch.distributed as dist
+
+    if max_tokens < 1 or head_chunk < 1:
+        raise ValueError(f"reference_sums: max_tokens and head_chunk must be positive, got {max_tokens}, {head_chunk}")
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    batches = token_budget_batches(tok, list(range(len(tok))), max_tokens)
+    # sums, counts, times scored: one row of three per sequence, summed over processes
+    table = torch.zeros(len(tok), 3, dtype=torch.float64)
+    for b, rows in enumerate(batches):
+        if b % world == rank:
+            batch = {k: v.to(device) for k, v in collate(tok, rows, pad_id).items()}
+            out = completion_logps(model, batch, autocast=autocast, head_chunk=head_chunk)
+            table[rows, 0] = out.sums.double().cpu()
+            table[rows, 1] = out.counts.double().cpu()
+            table[rows, 2] = 1.0
         if progress is not None:
             progress.update(len(rows))
-    return sums, counts
+    if distributed:
+        backend_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
+        gathered = table.to(backend_device)
+        dist.all_reduce(gathered, op=dist.ReduceOp.SUM)
+        table = gathered.cpu()
+    if not torch.all(table[:, 2] == 1):
+        raise RuntimeError(f"reference log-probs: rows scored {sorted(set(table[:, 2].tolist()))} times, expected once")
+    return table[:, 0].float(), table[:, 1].float()
 
 
 def cache_key(*parts) -> str:
@@ -120,8 +195,13 @@ def cached(path: Path, compute):
     if path.is_file():
         return torch.load(path, weights_only=False)
     value = compute()
+    save_cache(path, value)
+    return value
+
+
+def save_cache(path: Path, value) -> None:
+    """torch.save atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel workers never share a temp file
     torch.save(value, tmp)
     tmp.replace(path)
-    return value

@@ -5,6 +5,12 @@ examples in a seeded order; chosen and rejected sequences go through the model i
 forward pass; reference log-probs come precomputed (`RunInputs.ref_*`). AdamW
 (β = 0.9, 0.95), linear warmup then cosine decay, gradient clipping, accumulation.
 
+Across processes (DDP, DeepSpeed ZeRO-2 or gloo on CPU) the loss comes from the wrapped
+model's own forward (`CompletionLogpsModel`), so gradients are all-reduced and ZeRO's hooks
+run; `accelerator.accumulate()` makes one optimizer step per logged step (DeepSpeed steps
+its engine there); δ is updated from means all-reduced over processes. So P processes ×
+batch b train as 1 process × batch P·b (tests/test_distributed.py).
+
 Precision: on CPU fp32 weights with bf16 autocast (about 2x faster there); on GPU bf16
 (with DeepSpeed ZeRO-2 when `accelerate launch` brings its config) and, if asked,
 gradient checkpointing. Log-prob sums and losses are always fp32.
@@ -15,7 +21,6 @@ step). A run whose `summary.json` says complete is skipped.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -30,7 +35,7 @@ from spotlib import losses as L
 from spotlib.io import JsonlAppender, params_hash, write_json_atomic
 
 from .data import TrainData, collate, step_rows
-from .logps import completion_logps, use_autocast
+from .logps import CompletionLogpsModel, completion_logps, use_autocast
 from .optim import param_groups
 from .probes import EditDiagSet, ProbeSet, edit_diagnostic, probe_kl
 from .runspec import RunSpec
@@ -105,7 +110,7 @@ class _Registered:
 
 
 # Train settings that say how runs are scheduled, not what they compute.
-EXECUTION_ONLY = ("cpu_workers",)
+EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens")
 # ... and, for one run, also which other runs exist and their LRs (its own LR is keyed apart).
 NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid") + EXECUTION_ONLY
 
@@ -174,6 +179,8 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
 
     lr = lr_for(cfg, run.method)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.adam_betas))
+    # Same parameters; the forward that makes the loss must be the wrapper's (see CompletionLogpsModel).
+    model = CompletionLogpsModel(model)
     warmup = math.ceil(cfg.warmup_ratio * steps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -198,7 +205,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
         if not accelerator.is_main_process or (inputs.probe is None and inputs.diag is None):
             return None
         record = {"kind": "probe", "step": step}
-        inner = accelerator.unwrap_model(model)
+        inner = accelerator.unwrap_model(model).lm
         if inputs.probe is not None:
             record.update(probe_kl(inner, inputs.probe, pad_id, device, autocast=autocast))
         if inputs.diag is not None:
@@ -221,8 +228,9 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
         for m in range(cfg.grad_accum):
             first = (m * world + accelerator.process_index) * micro
             mrows = rows[first: first + micro]
-            # Gradients are all-reduced on the last micro-batch only; backward divides by grad_accum.
-            with accelerator.no_sync(model) if m < cfg.grad_accum - 1 else contextlib.nullcontext():
+            # accumulate(): DDP all-reduces on the last micro-batch only, DeepSpeed steps its
+            # engine there; backward divides by grad_accum (DeepSpeed scales by itself).
+            with accelerator.accumulate(model):
                 out = _micro_step(model, ref_model, run, cfg, inputs, mrows, pad_id, device, autocast, delta)
                 accelerator.backward(out["loss"])
             for key in ("rc", "rr", "acc", "wc", "wr", "lc", "lr_"):
@@ -230,6 +238,8 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
             sums["loss"] += float(out["loss"].detach()) * len(mrows)
             sums["n"] += len(mrows)
             sums["tokens"] += out["tokens"]
+        if not accelerator.sync_gradients:  # one logged step is one optimizer step, always
+            raise RuntimeError(f"step {step + 1}: gradients not synchronised after {cfg.grad_accum} micro-batches")
         lr_now = scheduler.get_last_lr()[0]
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -350,10 +360,11 @@ def _save_checkpoint(accelerator, run_dir: Path, step: int) -> None:
 def _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, train_seconds, last_probe,
             lr, device) -> dict:
     accelerator.wait_for_everyone()
-    state = accelerator.get_state_dict(model)
+    prefix = "lm."  # the causal LM inside CompletionLogpsModel
+    state = {k[len(prefix):]: v for k, v in accelerator.get_state_dict(model).items()}
     summary = {}
     if accelerator.is_main_process:
-        inner = accelerator.unwrap_model(model)
+        inner = accelerator.unwrap_model(model).lm
         if device.type == "cuda":  # bf16 on GPU: what vLLM and transformers load as-is
             state = {k: v.to(torch.bfloat16) for k, v in state.items()}
             inner.config.dtype = "bfloat16"
