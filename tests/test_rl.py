@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from rl_helpers import micro_model as _micro_model
 from spotlib.config import RLConfig
 from spotlib.rl import clipped_pg_loss, group_advantages, k3_kl, prompt_schedule, train_grpo
 
@@ -72,31 +73,6 @@ def test_prompt_schedule_is_seeded_and_covers_epochs():
 
 
 # ----------------------------------------------------------------------------- a micro run
-
-def _micro_model(path):
-    """A 1-layer, character-level Qwen3 with a chat template: random, so rewards start low."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    chars = sorted(set("userassistant\nabcde xyz0123456789"))
-    vocab = {t: i for i, t in enumerate(specials + chars)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    core.add_special_tokens(specials)
-    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                  chat_template=template)
-    torch.manual_seed(0)
-    cfg = Qwen3Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=16, intermediate_size=64, max_position_embeddings=64,
-                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    Qwen3ForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
 
 def _says_a(records, responses):
     """Toy grader: the response contains the letter 'a' (about 1 in 5 random 6-char responses)."""
