@@ -252,8 +252,7 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     weights = (dtype or "bfloat16") if deepspeed else "float32"
     lm, tokenizer = load_model(init_path, dtype=weights, device=str(dev))
     if cfg.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        lm.config.use_cache = False
+        _checkpoint_activations(lm)
     ref_lm, _ = load_model(init_path, dtype=dtype if dev.type == "cuda" else "float32", device="cpu")
     reference = _Reference(PolicyLogps(ref_lm, cfg.logp_chunk_tokens), dev, cfg.offload_reference)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
@@ -300,6 +299,16 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return _result(run_dir)
+
+
+def _checkpoint_activations(lm) -> None:
+    """Activation (gradient) checkpointing of every decoder layer, non-reentrant."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(lm, "activation_checkpointing_enable"):  # transformers ≥ 5 (the old name warns)
+        lm.activation_checkpointing_enable(kwargs)
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    lm.config.use_cache = False
 
 
 @dataclass

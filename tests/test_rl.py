@@ -133,3 +133,53 @@ def test_changed_settings_start_a_clean_run(tmp_path):
     out = train_grpo(init, tmp_path / "run", _toy_items(2), _says_a, dataclasses.replace(cfg, max_steps=2),
                      device="cpu", max_len=64, progress=False)
     assert out["steps"] == 2
+
+
+# ----------------------------------------------------------------------------- log-probs and sharding
+
+def test_chunked_logps_equal_full_logits_and_their_gradients(tmp_path):
+    """The LM head by chunks (checkpointed) gives the full log-softmax's values and gradients,
+    with and without activation checkpointing of the decoder."""
+    from transformers import AutoModelForCausalLM
+
+    from spotlib.grpo_math import PolicyLogps
+    from spotlib.rl import _checkpoint_activations
+
+    path = _micro_model(tmp_path / "m")
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 20, (3, 14), generator=gen)
+    attention = torch.ones_like(ids)
+    completion = torch.zeros_like(ids)
+    completion[0, 4:] = completion[1, 9:] = completion[2, 6:12] = 1
+    target = completion[:, 1:].bool()
+    results = []
+    for chunk, checkpointing in ((3, False), (3, True), (10_000, False)):
+        lm = AutoModelForCausalLM.from_pretrained(path)
+        if checkpointing:
+            _checkpoint_activations(lm)
+        logps, entropy = PolicyLogps(lm, chunk_tokens=chunk).train()(ids, attention, completion, with_entropy=True)
+        logps.sum().backward()
+        results.append((logps.detach(), torch.cat([p.grad.flatten() for p in lm.parameters()])))
+        full = torch.log_softmax(lm(input_ids=ids, attention_mask=attention).logits[:, :-1].float(), -1)
+        expected = full.gather(-1, ids[:, 1:, None])[..., 0] * target
+        assert torch.allclose(logps, expected, atol=1e-5)
+        assert (logps[~target] == 0).all() and (entropy[target] > 0).all()
+    for logps, grads in results[1:]:
+        assert torch.allclose(logps, results[0][0], atol=1e-6)
+        assert torch.allclose(grads, results[0][1], atol=1e-6)
+
+
+def test_every_prompt_group_has_exactly_one_owner():
+    from spotlib.rl import layout, rank_share, split_even
+
+    cfg = RLConfig(prompts_per_step=12, mini_batch=4, rollouts_per_prompt=8, micro_batch=5)
+    assert layout(cfg, 2) == (2, 4)                       # 2 groups = 16 sequences per rank, 4 micro-batches
+    shares = [rank_share(list(range(12)), 4, 2, r) for r in (0, 1)]
+    assert shares == [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]]
+    assert sorted(shares[0] + shares[1]) == list(range(12))
+    assert [len(p) for p in split_even(range(16), 4)] == [4, 4, 4, 4]
+    assert [len(p) for p in split_even(range(7), 3)] == [3, 2, 2]
+    with pytest.raises(ValueError, match="rl.mini_batch=4: expected a multiple of the 3"):
+        layout(cfg, 3)
+    with pytest.raises(ValueError, match="rl.prompts_per_step=12: expected a multiple of rl.mini_batch=5"):
+        layout(dataclasses.replace(cfg, mini_batch=5), 1)
