@@ -238,7 +238,8 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
         raise RuntimeError(f"WORLD_SIZE={world} but accelerate sees {accelerator.num_processes} processes")
     if accelerator.is_main_process:
         _claim(run_dir, {"config": _key_config(cfg), "seed": seed, "init": str(init_path), "max_len": max_len,
-                         "items": [it["id"] for it in items], "heldout": [it["id"] for it in heldout or []]})
+                         "items": [it["id"] for it in items], "heldout": [it["id"] for it in heldout or []],
+                         "processes": world})  # a checkpoint resumes only on as many processes
     accelerator.wait_for_everyone()
     if (final_dir / "done.json").is_file():
         if engine is not None:
@@ -531,6 +532,14 @@ def _resume(path: Path, accelerator) -> int:
         return 0
     accelerator.load_state(str(path))
     return int(torch.load(state_file, map_location="cpu", weights_only=False)["step"])
+
+
+def finished_result(run_dir: str | os.PathLike) -> dict:
+    """The result of a run trained elsewhere (launched processes); fails if it did not finish."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "final" / "done.json").is_file():
+        raise FileNotFoundError(f"{run_dir / 'final' / 'done.json'}: the GRPO run did not finish")
+    return _result(run_dir)
 
 
 def _result(run_dir: Path) -> dict:

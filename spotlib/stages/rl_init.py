@@ -184,14 +184,16 @@ def run(profile, progress: bool = True) -> dict:
         return manifest.load()["summary"]
     manifest.write(complete=False)
 
-    timings = {}
     processes = num_processes(profile)
-    if processes > 1:
+    if processes > 1:  # trained by launched processes, read back from disk
+        from spotlib.rl import finished_result
+
         t0 = time.perf_counter()
         relaunch(profile, processes)
-        timings["grpo_launched_s"] = round(time.perf_counter() - t0, 1)
-    runs, run_timings = train_runs(profile, starts, train_items, heldout, progress)
-    timings.update(run_timings)
+        timings = {"grpo_launched_s": round(time.perf_counter() - t0, 1), "grpo_processes": processes}
+        runs = {m: finished_result(stage_dir / m / f"seed{seed}") for m in starts}
+    else:
+        runs, timings = train_runs(profile, starts, train_items, heldout, progress)
     release_engines()  # nothing of the RL runs may hold a GPU while the models are evaluated
     curve_rows = curves(runs)
     pd.DataFrame(curve_rows).to_csv(stage_dir / "curves.csv", index=False)
