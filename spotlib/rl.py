@@ -62,7 +62,7 @@ RewardFn = Callable[[list[dict], list[str]], Sequence[bool]]  # a grader: record
 
 # RL settings that say how a run executes, not what it computes (kept out of its run key).
 EXECUTION_ONLY = ("num_processes", "gradient_checkpointing", "logp_chunk_tokens", "vllm_gpu_memory",
-                  "offload_reference", "backend")
+                  "offload_reference")
 
 
 # ----------------------------------------------------------------------------- helpers
