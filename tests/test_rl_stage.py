@@ -152,3 +152,14 @@ def test_stage_on_two_processes_matches_the_in_process_layout(tmp_path):
         assert [s["processes"] for s in steps] == [2]
         assert json.loads((stage / init / "seed0" / "final" / "done.json").read_text())["processes"] == 2
     assert [r["model"] for r in summary["table4"]] == ["base", "GRPO", "SPoT", "SPoT + GRPO"]
+
+
+def test_paper_profile_runs_grpo_on_every_gpu_with_its_memory_settings():
+    from spotlib.rl import layout
+
+    rl = load_profile("paper").rl
+    assert rl.num_processes == 0 and rl.gradient_checkpointing and rl.offload_reference
+    assert 0 < rl.vllm_gpu_memory < 0.5
+    per_rank_prompts, micro_batches = layout(rl, 8)      # 8 GPUs: whole groups on every rank
+    assert per_rank_prompts * 8 == rl.mini_batch
+    assert micro_batches * rl.micro_batch == per_rank_prompts * rl.rollouts_per_prompt
