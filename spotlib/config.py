@@ -218,6 +218,11 @@ class RLConfig:
     bf16_autocast: bool = True      # bf16 autocast over fp32 weights (CPU: only with native bf16)
     save_every: int = 10            # checkpoint every k steps (0: only the final model)
     heldout_items: int = 64         # held-out problems for the accuracy curve
+    num_processes: int = 1          # GRPO training processes (0: one per visible GPU); >1 relaunches stage 06
+    gradient_checkpointing: bool = False
+    logp_chunk_tokens: int = 1024   # completion tokens per LM-head chunk (fp32 logits of one chunk at a time)
+    vllm_gpu_memory: float = 0.3    # vLLM's share of each GPU, colocated with the policy being trained
+    offload_reference: bool = True  # GPU: keep the KL reference on the CPU between steps
     backend: str = "auto"           # auto | transformers | vllm (rollouts)
 
 

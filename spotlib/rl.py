@@ -1,10 +1,10 @@
-"""GRPO: group-relative policy optimisation with a clipped ratio and a k3 KL loss (PAPER.md §6).
+"""GRPO: group-relative policy optimisation with a clipped ratio and a k3 KL loss (docs/method.md).
 
 One step of the loop, for a batch of P prompts:
 
 1. **Rollouts.** n responses per prompt from the current policy π_old (T = 1.0),
-   through `spotlib.sampling.generate` (transformers on CPU; vLLM on GPUs, with the
-   policy's weights pushed into the engine before each rollout).
+   through `spotlib.rl_engine.RolloutEngine` (transformers on CPU; on GPUs one vLLM
+   engine per training process, colocated, the policy's weights pushed in before each rollout).
 2. **Rewards.** r = +1 if the grader accepts the response, else −1.
 3. **Advantages**, normalised inside each prompt's group of n (verl's GRPO):
        A_i = (r_i − mean(r_group)) / (std(r_group) + ε),   std with Bessel's correction;
@@ -20,20 +20,31 @@ One step of the loop, for a batch of P prompts:
    from samples of π_θ (Schulman, "Approximating KL divergence"); π_ref is the run's
    start model. Policy entropy and the KL are logged, not optimised otherwise.
 
-Checkpoints (weights with `save_pretrained`, optimiser, step) let a killed run resume;
-per-step metrics go to `metrics.jsonl`, held-out accuracy to `heldout.jsonl`.
+Several processes (torchrun on CPU with gloo, `accelerate launch` with DeepSpeed ZeRO-2 on
+GPUs): every rank owns whole prompt groups — an equal block of each mini-batch — and
+samples, grades and normalises them itself; the loss is the token-mean over the whole
+mini-batch on all ranks (token counts all-reduced), gradients are averaged by the wrapper,
+so W processes give the weights of one process on the same rollouts. Memory: log-probs
+by chunks of the LM head (never the batch's full-vocabulary fp32 logits), gradient
+checkpointing if asked, the reference scored without gradients and kept on the CPU
+between steps on GPUs, fp32 master weights (fp32 weights with bf16 autocast in a plain
+process; DeepSpeed's bf16 mode keeps fp32 masters).
+
+Checkpoints (`accelerator.save_state`: weights, optimiser, RNG; and the step) let a killed
+run resume; per-step metrics go to `metrics.jsonl`, held-out accuracy to `heldout.jsonl`.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import math
 import os
 import random
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -41,53 +52,17 @@ import torch
 from tqdm.auto import tqdm
 
 from spotlib.config import RLConfig
+from spotlib.grpo_math import (KL_CLAMP, PolicyLogps, clipped_pg_loss, group_advantages, k3_kl,  # noqa: F401
+                               masked_mean, token_entropy)
 from spotlib.io import JsonlAppender, params_hash, read_jsonl, write_json_atomic
-from spotlib.tokens import build_completion_batch, gather_logps
+from spotlib.rl_engine import RolloutEngine
+from spotlib.tokens import build_completion_batch
 
 RewardFn = Callable[[list[dict], list[str]], Sequence[bool]]  # a grader: records, responses -> correct?
 
-KL_CLAMP = 10.0  # verl's `low_var_kl` clamps k3 to [−10, 10] against rare huge ratios
-
-
-# ----------------------------------------------------------------------------- the maths
-
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """A = (r − mean_g) / (std_g + ε) per row; `rewards` is [groups, n]. n = 1 gives A = r − r = 0."""
-    rewards = rewards.float()
-    if rewards.shape[1] < 2:
-        return torch.zeros_like(rewards)
-    centered = rewards - rewards.mean(dim=1, keepdim=True)
-    std = rewards.std(dim=1, keepdim=True)  # unbiased, as verl's compute_grpo_outcome_advantage
-    return torch.where(std > 0, centered / (std + eps), torch.zeros_like(centered))
-
-
-def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, clamp: float | None = KL_CLAMP) -> torch.Tensor:
-    """Per-token k3 estimate of KL(π ‖ π_ref) at tokens sampled from π: e^{Δ} − Δ − 1, Δ = log π_ref − log π."""
-    delta = ref_logp - logp
-    kl = torch.exp(delta) - delta - 1.0
-    return kl.clamp(-clamp, clamp) if clamp is not None else kl
-
-
-def clipped_pg_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                    clip_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token PPO loss max(−Aρ, −A·clip(ρ, 1−ε, 1+ε)) and where the clip was active (bool).
-
-    `advantages` broadcasts against the token dimension ([B, 1] for one advantage per sequence).
-    """
-    ratio = torch.exp(logp - old_logp)
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
-    return torch.maximum(unclipped, clipped), clipped > unclipped
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """H(π(·|context)) per position, fp32."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+# RL settings that say how a run executes, not what it computes (kept out of its run key).
+EXECUTION_ONLY = ("num_processes", "gradient_checkpointing", "logp_chunk_tokens", "vllm_gpu_memory",
+                  "offload_reference")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -103,7 +78,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def autocast_for(device: torch.device, enabled: bool):
     """bf16 autocast over fp32 weights where it pays: on GPUs, and on CPUs with native bf16
-    (2× faster there, NOTES-CPU.md; on an AVX2-only CPU it is ~10× slower, so it is skipped)."""
+    (about 2× faster there; on an AVX2-only CPU it is ~10× slower, so it is skipped)."""
     if not enabled or (device.type == "cpu" and not _FAST_BF16()):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -133,17 +108,6 @@ def total_steps(cfg: RLConfig, n_items: int) -> int:
     return math.ceil(n_items * cfg.epochs / cfg.prompts_per_step)
 
 
-def _sequence_forward(model, batch: dict[str, torch.Tensor], with_entropy: bool):
-    """(token log-probs [B, T−1] fp32, entropies [B, T−1] or None) for a completion batch."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    logps = gather_logps(logits, batch["input_ids"][:, 1:])
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = token_entropy(logits)
-    return logps, entropy
-
-
 def _batch(tokenizer, items, responses, truncated, max_len, max_prompt_len, device):
     """Completion batch; a truncated response gets no eos target (the model never wrote one)."""
     batch = build_completion_batch(tokenizer, [it["prompt"] for it in items], list(responses),
@@ -156,79 +120,90 @@ def _batch(tokenizer, items, responses, truncated, max_len, max_prompt_len, devi
     return {k: v.to(device) for k, v in batch.items()}
 
 
-# ----------------------------------------------------------------------------- rollouts
+def _forward(model, batch, with_entropy: bool = False):
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 completion_mask=batch["completion_mask"], with_entropy=with_entropy)
 
-class RolloutEngine:
-    """Samples n responses per prompt from the current policy.
 
-    transformers: generates with the policy module itself. vLLM: one engine per process
-    built from the start model's folder; before each rollout the policy's current weights
-    are loaded into it in place (`model.load_weights(named tensors)` on the engine's
-    model, found in-process; vLLM's prefix cache is reset because cached prompt KV came
-    from the old weights).
+# ----------------------------------------------------------------------------- sharding
+
+def layout(cfg: RLConfig, world: int) -> tuple[int, int]:
+    """(prompts per mini-batch on each rank, micro-batches per mini-batch on each rank).
+
+    A mini-batch (one optimiser step) holds `min(mini_batch, prompts_per_step)` prompt
+    groups in all; every rank owns an equal share of whole groups, and splits its share
+    into the same number of micro-batches (gradient accumulation steps).
     """
-
-    def __init__(self, backend: str, init_path: str | os.PathLike, seed: int):
-        from spotlib.sampling import choose_backend
-
-        self.backend = choose_backend(backend)
-        self.init_path = str(init_path)
-        self.seed = seed
-        if self.backend == "vllm":
-            # The model must live in this process for in-place weight loading (vLLM V1).
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-    def sample(self, policy, tokenizer, prompts: Sequence[str], *, n: int, temperature: float,
-               top_p: float, top_k: int, max_new_tokens: int, seed: int, batch_size: int,
-               autocast) -> list[list[str]]:
-        from spotlib.sampling import generate
-
-        if self.backend == "vllm":
-            llm = self.push_weights(policy)
-            return generate(llm, tokenizer, prompts, n=n, temperature=temperature,
-                            top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed,
-                            backend="vllm", progress=False)
-        with autocast:
-            return generate(policy, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p,
-                            top_k=top_k, max_new_tokens=max_new_tokens, seed=seed,
-                            batch_size=batch_size, backend="transformers", progress=False)
-
-    def push_weights(self, policy):
-        from spotlib.sampling import vllm_engine
-
-        # The policy trains on the same GPU: leave it most of the memory.
-        llm = vllm_engine(self.init_path, self.seed, memory_fraction=float(os.environ.get("SPOT_RL_VLLM_MEM", "0.3")))
-        weights = ((name, tensor.detach()) for name, tensor in policy.state_dict().items())
-        model = _vllm_model_handle(llm)
-        if model is not None:
-            model.load_weights(weights)
-        else:  # engine core in another process: ship the tensors through vLLM's RPC
-            state = [(name, tensor.detach().cpu()) for name, tensor in policy.state_dict().items()]
-            llm.collective_rpc(_load_weights_on_worker, args=(state,))
-        if hasattr(llm, "reset_prefix_cache"):
-            llm.reset_prefix_cache()
-        return llm
+    per_mini = min(cfg.mini_batch, cfg.prompts_per_step)
+    if cfg.prompts_per_step % per_mini:
+        raise ValueError(f"rl.prompts_per_step={cfg.prompts_per_step}: expected a multiple of "
+                         f"rl.mini_batch={per_mini} (every optimiser step sees the same number of groups)")
+    if per_mini % world:
+        raise ValueError(f"rl.mini_batch={per_mini}: expected a multiple of the {world} training processes "
+                         f"(each process owns whole prompt groups)")
+    local = per_mini // world
+    return local, math.ceil(local * cfg.rollouts_per_prompt / cfg.micro_batch)
 
 
-def _vllm_model_handle(llm):
-    """The engine's torch module when it runs in this process (V1 in-process, or V0), else None."""
-    paths = (("llm_engine", "model_executor", "driver_worker", "worker", "model_runner", "model"),
-             ("llm_engine", "engine_core", "engine_core", "model_executor", "driver_worker", "worker",
-              "model_runner", "model"),
-             ("llm_engine", "model_executor", "driver_worker", "model_runner", "model"))
-    for path in paths:
-        node = llm
+def rank_share(step_positions: Sequence[int], per_mini: int, world: int, rank: int) -> list[int]:
+    """The prompts of one step that `rank` samples and trains on: a contiguous block of
+    `per_mini / world` prompts out of each mini-batch of `per_mini`."""
+    local = per_mini // world
+    out: list[int] = []
+    for start in range(0, len(step_positions), per_mini):
+        out.extend(step_positions[start + rank * local:start + (rank + 1) * local])
+    return out
+
+
+def split_even(indices: Sequence[int], parts: int) -> list[list[int]]:
+    """`parts` consecutive slices whose sizes differ by at most one."""
+    size, extra = divmod(len(indices), parts)
+    out, start = [], 0
+    for k in range(parts):
+        stop = start + size + (1 if k < extra else 0)
+        out.append(list(indices[start:stop]))
+        start = stop
+    return out
+
+
+def _using_deepspeed() -> bool:
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def make_accelerator(device: torch.device, cfg: RLConfig, grad_accum: int):
+    """The run's Accelerator: plain, DDP (torchrun; gloo on CPU) or DeepSpeed (`accelerate launch`)."""
+    from accelerate import Accelerator
+
+    deepspeed = _using_deepspeed()
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if deepspeed else "no",
+                              gradient_accumulation_steps=grad_accum)
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:  # no prepared dataloader tells DeepSpeed the batch: say it here
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch
+        plugin.deepspeed_config["gradient_accumulation_steps"] = grad_accum
+        plugin.deepspeed_config["gradient_clipping"] = cfg.max_grad_norm
+    return accelerator
+
+
+class _Reference:
+    """The KL reference (no grad): on the GPU only while scoring when `offload` is set."""
+
+    def __init__(self, model: PolicyLogps, device: torch.device, offload: bool):
+        self.model = model.requires_grad_(False).eval()
+        self.device = device
+        self.offload = offload and device.type == "cuda"
+        self.model.to("cpu" if self.offload else device)
+
+    @contextlib.contextmanager
+    def on_device(self):
+        if self.offload:
+            self.model.to(self.device)
         try:
-            for attr in path:
-                node = getattr(node, attr)
-            return node
-        except AttributeError:
-            continue
-    return None
-
-
-def _load_weights_on_worker(worker, state):
-    worker.model_runner.model.load_weights(iter(state))
+            yield self.model
+        finally:
+            if self.offload:
+                self.model.to("cpu")
+                torch.cuda.empty_cache()
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -237,10 +212,15 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
                reward_fn: RewardFn, cfg: RLConfig, *, heldout: list[dict] | None = None,
                seed: int = 0, device: str = "auto", max_len: int = 512,
                max_prompt_len: int | None = None, backend: str = "transformers",
-               dtype: str | None = None, progress: bool = True) -> dict:
+               dtype: str | None = None, progress: bool = True, engine=None) -> dict:
     """GRPO from the model saved at `init_path` (also the KL reference) on `items` (problem records).
 
-    `dtype` is the weights' dtype on GPUs (CPU: fp32 weights, bf16 autocast where it pays).
+    Runs in this process, or as one rank of several (torchrun / `accelerate launch`): each
+    rank samples, grades and scores its share of every step's prompt groups, gradients are
+    averaged by the DDP/DeepSpeed wrapper, and the loss is the token-mean over the whole
+    mini-batch on all ranks. Weights: fp32 with bf16 autocast in a plain process; under
+    DeepSpeed `dtype` (bf16) with DeepSpeed's fp32 master weights. `engine` replaces the
+    rollout engine (tests inject fixed rollouts); it is released when the run ends.
     Writes `run_dir/{metrics.jsonl, heldout.jsonl, checkpoint/, final/}`; a run whose
     `final/` exists returns at once, a killed run resumes from `checkpoint/`.
     Returns {"final": path, "steps": int, "metrics": [...], "heldout": [...]}.
@@ -248,152 +228,251 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     from spotlib.models import load_model, resolve_device
 
     run_dir = Path(run_dir)
-    _claim(run_dir, {"config": asdict(cfg), "seed": seed, "init": str(init_path), "max_len": max_len,
-                     "items": [it["id"] for it in items], "heldout": [it["id"] for it in heldout or []]})
     final_dir = run_dir / "final"
+    _check(cfg)
+    dev = resolve_device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_prompts, grad_accum = layout(cfg, world)
+    accelerator = make_accelerator(dev, cfg, grad_accum)
+    if accelerator.num_processes != world:
+        raise RuntimeError(f"WORLD_SIZE={world} but accelerate sees {accelerator.num_processes} processes")
+    if accelerator.is_main_process:
+        _claim(run_dir, {"config": _key_config(cfg), "seed": seed, "init": str(init_path), "max_len": max_len,
+                         "items": [it["id"] for it in items], "heldout": [it["id"] for it in heldout or []],
+                         "processes": world})  # a checkpoint resumes only on as many processes
+    accelerator.wait_for_everyone()
     if (final_dir / "done.json").is_file():
+        if engine is not None:
+            engine.release()
         return _result(run_dir)
     if not items:
         raise ValueError("train_grpo: no training prompts")
-    _check(cfg)
 
-    dev = resolve_device(device)
-    weights = "float32" if dev.type == "cpu" else (dtype or "bfloat16")
-    policy, tokenizer = load_model(init_path, dtype=weights, device=str(dev))
-    reference, _ = load_model(init_path, dtype=weights, device=str(dev))
-    reference.requires_grad_(False)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
-                                  weight_decay=cfg.weight_decay)
+    dev = accelerator.device
+    deepspeed = _using_deepspeed()
+    weights = (dtype or "bfloat16") if deepspeed else "float32"
+    lm, tokenizer = load_model(init_path, dtype=weights, device=str(dev))
+    if cfg.gradient_checkpointing:
+        _checkpoint_activations(lm)
+    ref_lm, _ = load_model(init_path, dtype=dtype if dev.type == "cuda" else "float32", device="cpu")
+    reference = _Reference(PolicyLogps(ref_lm, cfg.logp_chunk_tokens), dev, cfg.offload_reference)
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(PolicyLogps(lm, cfg.logp_chunk_tokens), optimizer)
+    policy = accelerator.unwrap_model(model).lm  # the HF model: rollouts, saving
     steps = total_steps(cfg, len(items))
     schedule = prompt_schedule(len(items), cfg.prompts_per_step, steps, seed)
-    start = _resume(run_dir / "checkpoint", policy, optimizer)
-    engine = RolloutEngine(backend, init_path, seed)
-    amp = lambda: autocast_for(dev, cfg.bf16_autocast)  # noqa: E731 - a fresh context each use
+    start = _resume(run_dir / "checkpoint", accelerator)
+    engine = engine or RolloutEngine(backend, init_path, seed, rank=accelerator.process_index, world=world,
+                                     gpu_memory=cfg.vllm_gpu_memory, max_len=max_len)
+    amp = lambda: autocast_for(dev, cfg.bf16_autocast and not deepspeed)  # noqa: E731 - a fresh context each use
+    run = _Run(accelerator, model, policy, reference, tokenizer, optimizer, engine, cfg, dev, amp, max_len,
+               max_prompt_len, local_prompts * world, grad_accum)
 
-    metrics = JsonlAppender(run_dir / "metrics.jsonl", key_fn=lambda r: r["step"])
-    held = JsonlAppender(run_dir / "heldout.jsonl", key_fn=lambda r: r["step"])
-    if heldout and start == 0 and 0 not in held:
-        held.append(_heldout_record(0, policy, tokenizer, heldout, reward_fn, cfg, engine, amp, seed))
-    bar = tqdm(range(start, steps), desc=f"grpo {run_dir.parent.name}/{run_dir.name}",
-               disable=not progress, initial=start, total=steps)
-    for step in bar:
-        record = grpo_step(policy, reference, tokenizer, optimizer, [items[i] for i in schedule[step]],
-                           reward_fn, cfg, engine=engine, step=step, seed=seed, device=dev,
-                           max_len=max_len, max_prompt_len=max_prompt_len, amp=amp)
-        metrics.append(record)
-        done = step + 1
-        if heldout and (done % cfg.eval_every == 0 or done == steps):
-            held.append(_heldout_record(done, policy, tokenizer, heldout, reward_fn, cfg, engine, amp, seed))
-        if cfg.save_every and done % cfg.save_every == 0 and done < steps:
-            _save_checkpoint(run_dir / "checkpoint", policy, tokenizer, optimizer, done)
-        bar.set_postfix(reward=f"{record['reward_mean']:+.2f}", kl=f"{record['kl']:.4f}")
-    metrics.close()
-    held.close()
-    _save_pretrained_atomic(final_dir, policy, tokenizer)
-    write_json_atomic(final_dir / "done.json", {"steps": steps, "config": asdict(cfg), "seed": seed})
-    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+    main = accelerator.is_main_process
+    metrics = JsonlAppender(run_dir / "metrics.jsonl", key_fn=lambda r: r["step"]) if main else None
+    held = JsonlAppender(run_dir / "heldout.jsonl", key_fn=lambda r: r["step"]) if main else None
+    try:
+        if heldout and start == 0 and not _logged(run_dir / "heldout.jsonl", 0, accelerator):
+            _append(held, _heldout_record(0, run, heldout, reward_fn, seed))
+        bar = tqdm(range(start, steps), desc=f"grpo {run_dir.parent.name}/{run_dir.name}",
+                   disable=not (progress and main), initial=start, total=steps)
+        for step in bar:
+            record = grpo_step(run, [items[i] for i in schedule[step]], reward_fn, step=step, seed=seed)
+            _append(metrics, record)
+            done = step + 1
+            if heldout and (done % cfg.eval_every == 0 or done == steps):
+                _append(held, _heldout_record(done, run, heldout, reward_fn, seed))
+            if cfg.save_every and done % cfg.save_every == 0 and done < steps:
+                _save_checkpoint(run_dir / "checkpoint", accelerator, done)
+            bar.set_postfix(reward=f"{record['reward_mean']:+.2f}", kl=f"{record['kl']:.4f}")
+    finally:
+        engine.release()  # before anything else (evaluation, the next run) needs the GPU
+    if main:
+        metrics.close()
+        held.close()
+        _save_pretrained_atomic(final_dir, policy, tokenizer)
+        write_json_atomic(final_dir / "done.json", {"steps": steps, "config": _key_config(cfg), "seed": seed,
+                                                    "processes": world})
+        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+    accelerator.wait_for_everyone()
+    del model, optimizer, policy, reference, run
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return _result(run_dir)
 
 
-def grpo_step(policy, reference, tokenizer, optimizer, step_items: list[dict], reward_fn: RewardFn,
-              cfg: RLConfig, *, engine: RolloutEngine, step: int, seed: int, device: torch.device,
-              max_len: int, max_prompt_len: int | None, amp) -> dict:
-    """One GRPO step (rollouts, rewards, advantages, mini-batch updates); returns its metrics."""
+def _checkpoint_activations(lm) -> None:
+    """Activation (gradient) checkpointing of every decoder layer, non-reentrant."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(lm, "activation_checkpointing_enable"):  # transformers ≥ 5 (the old name warns)
+        lm.activation_checkpointing_enable(kwargs)
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    lm.config.use_cache = False
+
+
+@dataclass
+class _Run:
+    """What every GRPO step of one run uses."""
+    accelerator: object
+    model: object          # PolicyLogps of the policy, as prepared (DDP / DeepSpeed / plain)
+    policy: object         # the unwrapped HF policy
+    reference: _Reference
+    tokenizer: object
+    optimizer: object
+    engine: object
+    cfg: RLConfig
+    device: torch.device
+    amp: Callable
+    max_len: int
+    max_prompt_len: int | None
+    per_mini: int          # prompt groups per optimiser step, all ranks together
+    grad_accum: int        # micro-batches per optimiser step on each rank
+
+
+def _all_sum(accelerator, values: list[float]) -> list[float]:
+    """Element-wise sum over ranks (identity in one process)."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _all_max(accelerator, value: float) -> float:
+    tensor = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return float(tensor)
+
+
+def grpo_step(run: _Run, step_items: list[dict], reward_fn: RewardFn, *, step: int, seed: int) -> dict:
+    """One GRPO step (rollouts, rewards, advantages, mini-batch updates) on this rank's share
+    of `step_items` (the step's prompts, the same list on every rank); returns the step's
+    metrics over all ranks."""
     t0 = time.perf_counter()
-    n = cfg.rollouts_per_prompt
-    responses = engine.sample(policy, tokenizer, [it["prompt"] for it in step_items], n=n,
-                              temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                              max_new_tokens=cfg.max_new_tokens, seed=seed * 100_003 + step,
-                              batch_size=cfg.rollout_batch, autocast=amp())
+    cfg, acc, dev, amp = run.cfg, run.accelerator, run.device, run.amp
+    world, rank, n = acc.num_processes, acc.process_index, cfg.rollouts_per_prompt
+    mine = [step_items[i] for i in rank_share(range(len(step_items)), run.per_mini, world, rank)]
+    responses = run.engine.sample(run.policy, run.tokenizer, [it["prompt"] for it in mine], n=n,
+                                  temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                                  max_new_tokens=cfg.max_new_tokens, seed=seed * 100_003 + step,
+                                  batch_size=cfg.rollout_batch, autocast=amp(), ids=[it["id"] for it in mine])
     t_rollout = time.perf_counter() - t0
-    flat_items = [it for it in step_items for _ in range(n)]
+    flat_items = [it for it in mine for _ in range(n)]
     flat_resp = [r for group in responses for r in group]
     rewards = torch.tensor([1.0 if ok else -1.0 for ok in reward_fn(flat_items, flat_resp)])
-    advantages = group_advantages(rewards.view(len(step_items), n)).view(-1)
-    lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in flat_resp]
+    advantages = group_advantages(rewards.view(len(mine), n)).view(-1)  # each group lives on one rank
+    lengths = [len(run.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in flat_resp]
     truncated = [length >= cfg.max_new_tokens for length in lengths]
 
-    # Mini-batches of whole prompt groups; π_old log-probs for all of them before any update.
-    per_mini = min(cfg.mini_batch, len(step_items)) * n
-    order = list(range(len(flat_items)))
-    minis = [order[i:i + per_mini] for i in range(0, len(order), per_mini)]
-    micro = lambda idx: [idx[i:i + cfg.micro_batch] for i in range(0, len(idx), cfg.micro_batch)]  # noqa: E731
+    # This rank's part of each mini-batch, in micro-batches; π_old and π_ref log-probs first.
+    per_rank = run.per_mini // world * n
+    minis = [split_even(range(s, s + per_rank), run.grad_accum) for s in range(0, len(flat_items), per_rank)]
     batches = {}
-    for mini in minis:
-        for chunk in micro(mini):
-            batch = _batch(tokenizer, [flat_items[i] for i in chunk], [flat_resp[i] for i in chunk],
-                           [truncated[i] for i in chunk], max_len, max_prompt_len, device)
-            with torch.no_grad(), amp():
-                batch["old_logps"] = _sequence_forward(policy, batch, False)[0]
-                batch["ref_logps"] = _sequence_forward(reference, batch, False)[0]
-            batch["advantages"] = advantages[chunk].to(device).unsqueeze(1)
-            batches[tuple(chunk)] = batch
+    with run.reference.on_device() as reference:
+        for chunks in minis:
+            for chunk in chunks:
+                batch = _batch(run.tokenizer, [flat_items[i] for i in chunk], [flat_resp[i] for i in chunk],
+                               [truncated[i] for i in chunk], run.max_len, run.max_prompt_len, dev)
+                with torch.no_grad(), amp():
+                    batch["old_logps"] = _forward(acc.unwrap_model(run.model), batch)[0]
+                    batch["ref_logps"] = _forward(reference, batch)[0]
+                batch["advantages"] = advantages[chunk].to(dev).unsqueeze(1)
+                batches[tuple(chunk)] = batch
 
-    policy.train()
-    sums = {"pg_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_frac": 0.0, "ratio_max": 1.0}
-    tokens_seen = 0
-    grad_norms = []
+    run.model.train()
+    sums = {"pg_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_frac": 0.0}
+    ratio_max, tokens_seen, grad_norms = 1.0, 0, []
     for _ in range(cfg.ppo_epochs):
-        for mini in minis:
-            chunks = micro(mini)
-            mini_tokens = sum(int(batches[tuple(c)]["completion_mask"][:, 1:].sum()) for c in chunks)
-            optimizer.zero_grad(set_to_none=True)
+        for chunks in minis:
+            local_tokens = sum(int(batches[tuple(c)]["completion_mask"][:, 1:].sum()) for c in chunks)
+            mini_tokens = max(_all_sum(acc, [local_tokens])[0], 1.0)
             for chunk in chunks:
                 batch = batches[tuple(chunk)]
                 mask = batch["completion_mask"][:, 1:].float()
-                with amp():
-                    logps, entropy = _sequence_forward(policy, batch, True)
-                pg, clipped = clipped_pg_loss(logps, batch["old_logps"], batch["advantages"], cfg.clip_eps)
-                kl = k3_kl(logps, batch["ref_logps"])
-                # Token-mean over the whole mini-batch: each micro-batch adds its share.
-                loss = ((pg + cfg.kl_coef * kl) * mask).sum() / max(mini_tokens, 1)
-                loss.backward()
+                with acc.accumulate(run.model):
+                    with amp():
+                        logps, entropy = _forward(run.model, batch, with_entropy=True)
+                    pg, clipped = clipped_pg_loss(logps, batch["old_logps"], batch["advantages"], cfg.clip_eps)
+                    kl = k3_kl(logps, batch["ref_logps"])
+                    # Token-mean over the mini-batch on all ranks: the wrapper averages gradients
+                    # over ranks (× world) and accelerate divides by the accumulation steps.
+                    scale = world * run.grad_accum / mini_tokens
+                    acc.backward(((pg + cfg.kl_coef * kl) * mask).sum() * scale)
+                    if acc.sync_gradients:
+                        norm = acc.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
+                        run.optimizer.step()
+                        run.optimizer.zero_grad(set_to_none=True)
+                        if norm is not None:
+                            grad_norms.append(float(norm))
                 with torch.no_grad():
                     sums["pg_loss"] += float((pg * mask).sum())
                     sums["kl"] += float((kl * mask).sum())
                     sums["entropy"] += float((entropy * mask).sum())
                     sums["clip_frac"] += float((clipped.float() * mask).sum())
                     ratio = torch.exp(logps - batch["old_logps"])
-                    sums["ratio_max"] = max(sums["ratio_max"], float((ratio * mask).max()))
+                    ratio_max = max(ratio_max, float((ratio * mask).max()))
                 tokens_seen += int(mask.sum())
-            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)))
-            optimizer.step()
-    policy.eval()
-    optimizer.zero_grad(set_to_none=True)
+    run.model.eval()
 
-    acc_groups = (rewards.view(len(step_items), n) > 0).float()
-    tokens = max(tokens_seen, 1)
+    acc_groups = (rewards.view(len(mine), n) > 0).float()
+    totals = _all_sum(acc, [float(rewards.sum()), float((rewards > 0).sum()), float(len(rewards)),
+                            float((acc_groups.mean(1) == 1).sum()), float((acc_groups.mean(1) == 0).sum()),
+                            float(len(mine)), sums["pg_loss"], sums["kl"], sums["entropy"], sums["clip_frac"],
+                            float(tokens_seen), float(sum(lengths)), float(sum(truncated))])
+    (reward_sum, correct, count, solve_all, solve_none, groups, pg_sum, kl_sum, ent_sum, clip_sum,
+     tokens, length_sum, cut_sum) = totals
+    tokens = max(tokens, 1.0)
     return {
         "step": step + 1,
-        "reward_mean": float(rewards.mean()),
-        "accuracy": float((rewards > 0).float().mean()),
-        "solve_all_frac": float((acc_groups.mean(1) == 1).float().mean()),
-        "solve_none_frac": float((acc_groups.mean(1) == 0).float().mean()),
-        "pg_loss": sums["pg_loss"] / tokens,
-        "kl": sums["kl"] / tokens,
-        "entropy": sums["entropy"] / tokens,
-        "clip_frac": sums["clip_frac"] / tokens,
-        "ratio_max": sums["ratio_max"],
-        "grad_norm": sum(grad_norms) / len(grad_norms),
-        "response_len": sum(lengths) / len(lengths),
-        "truncated_frac": sum(truncated) / len(truncated),
-        "updates": len(grad_norms),
+        "reward_mean": reward_sum / count,
+        "accuracy": correct / count,
+        "solve_all_frac": solve_all / groups,
+        "solve_none_frac": solve_none / groups,
+        "pg_loss": pg_sum / tokens,
+        "kl": kl_sum / tokens,
+        "entropy": ent_sum / tokens,
+        "clip_frac": clip_sum / tokens,
+        "ratio_max": _all_max(acc, ratio_max),
+        "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else None,
+        "response_len": length_sum / count,
+        "truncated_frac": cut_sum / count,
+        "updates": len(minis) * cfg.ppo_epochs,
         "lr": cfg.lr,
+        "processes": world,
         "rollout_s": round(t_rollout, 3),
         "step_s": round(time.perf_counter() - t0, 3),
     }
 
 
-def _heldout_record(step, policy, tokenizer, heldout, reward_fn, cfg, engine, amp, seed) -> dict:
-    """Greedy accuracy on held-out problems (not used for training)."""
+def _heldout_record(step: int, run: _Run, heldout: list[dict], reward_fn: RewardFn, seed: int) -> dict:
+    """Greedy accuracy on held-out problems (not used for training), each rank scoring a share."""
     t0 = time.perf_counter()
-    outs = engine.sample(policy, tokenizer, [it["prompt"] for it in heldout], n=1, temperature=0.0,
-                         top_p=1.0, top_k=-1, max_new_tokens=cfg.max_new_tokens, seed=seed,
-                         batch_size=cfg.rollout_batch, autocast=amp())
-    correct = [bool(ok) for ok in reward_fn(heldout, [o[0] for o in outs])]
-    return {"step": step, "heldout_accuracy": sum(correct) / len(correct), "n": len(correct),
+    acc = run.accelerator
+    mine = heldout[acc.process_index::acc.num_processes]
+    correct = 0
+    if mine:
+        outs = run.engine.sample(run.policy, run.tokenizer, [it["prompt"] for it in mine], n=1, temperature=0.0,
+                                 top_p=1.0, top_k=-1, max_new_tokens=run.cfg.max_new_tokens, seed=seed,
+                                 batch_size=run.cfg.rollout_batch, autocast=run.amp(), ids=[it["id"] for it in mine])
+        correct = sum(bool(ok) for ok in reward_fn(mine, [o[0] for o in outs]))
+    total_correct, total = _all_sum(acc, [float(correct), float(len(mine))])
+    return {"step": step, "heldout_accuracy": total_correct / total, "n": int(total),
             "eval_s": round(time.perf_counter() - t0, 3)}
 
+
+def _append(appender, record: dict) -> None:
+    if appender is not None:  # the main process writes the logs
+        appender.append(record)
+
+
+def _logged(path: Path, step: int, accelerator) -> bool:
+    """Whether `path` (a jsonl log) already holds `step` — decided by the main process for all."""
+    found = 0.0
+    if accelerator.is_main_process and path.is_file():
+        found = float(any(r.get("step") == step for r in read_jsonl(path)))
+    return _all_max(accelerator, found) > 0
 
 # ----------------------------------------------------------------------------- checkpoints
 
@@ -417,6 +496,11 @@ def _claim(run_dir: Path, key: dict) -> None:
         write_json_atomic(key_file, {"hash": digest, **key})
 
 
+def _key_config(cfg: RLConfig) -> dict:
+    """The settings a run's results depend on (not how it is executed)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_ONLY}
+
+
 def _save_pretrained_atomic(path: Path, model, tokenizer) -> None:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -426,28 +510,36 @@ def _save_pretrained_atomic(path: Path, model, tokenizer) -> None:
     os.replace(tmp, path)
 
 
-def _save_checkpoint(path: Path, model, tokenizer, optimizer, step: int) -> None:
+def _save_checkpoint(path: Path, accelerator, step: int) -> None:
+    """Weights, optimiser (sharded under ZeRO) and RNG states by `accelerator.save_state`, then the step."""
     tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "trainer_state.pt")
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=False)  # torch.save keeps tied weights tied
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        torch.save({"step": step}, tmp / "trainer_state.pt")
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    accelerator.wait_for_everyone()
 
 
-def _resume(path: Path, policy, optimizer) -> int:
-    """Load weights and optimiser state from a checkpoint; returns the step to start from."""
+def _resume(path: Path, accelerator) -> int:
+    """Load a checkpoint's states into the prepared model and optimiser; returns the step to start from."""
     state_file = path / "trainer_state.pt"
     if not state_file.is_file():
         return 0
-    from transformers import AutoModelForCausalLM
+    accelerator.load_state(str(path))
+    return int(torch.load(state_file, map_location="cpu", weights_only=False)["step"])
 
-    saved = AutoModelForCausalLM.from_pretrained(str(path), dtype=next(policy.parameters()).dtype)
-    policy.load_state_dict(saved.state_dict())
-    state = torch.load(state_file, map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"])
+
+def finished_result(run_dir: str | os.PathLike) -> dict:
+    """The result of a run trained elsewhere (launched processes); fails if it did not finish."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "final" / "done.json").is_file():
+        raise FileNotFoundError(f"{run_dir / 'final' / 'done.json'}: the GRPO run did not finish")
+    return _result(run_dir)
 
 
 def _result(run_dir: Path) -> dict:

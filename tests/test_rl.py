@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from rl_helpers import micro_model as _micro_model
 from spotlib.config import RLConfig
 from spotlib.rl import clipped_pg_loss, group_advantages, k3_kl, prompt_schedule, train_grpo
 
@@ -73,31 +74,6 @@ def test_prompt_schedule_is_seeded_and_covers_epochs():
 
 # ----------------------------------------------------------------------------- a micro run
 
-def _micro_model(path):
-    """A 1-layer, character-level Qwen3 with a chat template: random, so rewards start low."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    chars = sorted(set("userassistant\nabcde xyz0123456789"))
-    vocab = {t: i for i, t in enumerate(specials + chars)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    core.add_special_tokens(specials)
-    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                  chat_template=template)
-    torch.manual_seed(0)
-    cfg = Qwen3Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=16, intermediate_size=64, max_position_embeddings=64,
-                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    Qwen3ForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def _says_a(records, responses):
     """Toy grader: the response contains the letter 'a' (about 1 in 5 random 6-char responses)."""
     return ["a" in response for response in responses]
@@ -157,3 +133,53 @@ def test_changed_settings_start_a_clean_run(tmp_path):
     out = train_grpo(init, tmp_path / "run", _toy_items(2), _says_a, dataclasses.replace(cfg, max_steps=2),
                      device="cpu", max_len=64, progress=False)
     assert out["steps"] == 2
+
+
+# ----------------------------------------------------------------------------- log-probs and sharding
+
+def test_chunked_logps_equal_full_logits_and_their_gradients(tmp_path):
+    """The LM head by chunks (checkpointed) gives the full log-softmax's values and gradients,
+    with and without activation checkpointing of the decoder."""
+    from transformers import AutoModelForCausalLM
+
+    from spotlib.grpo_math import PolicyLogps
+    from spotlib.rl import _checkpoint_activations
+
+    path = _micro_model(tmp_path / "m")
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 20, (3, 14), generator=gen)
+    attention = torch.ones_like(ids)
+    completion = torch.zeros_like(ids)
+    completion[0, 4:] = completion[1, 9:] = completion[2, 6:12] = 1
+    target = completion[:, 1:].bool()
+    results = []
+    for chunk, checkpointing in ((3, False), (3, True), (10_000, False)):
+        lm = AutoModelForCausalLM.from_pretrained(path)
+        if checkpointing:
+            _checkpoint_activations(lm)
+        logps, entropy = PolicyLogps(lm, chunk_tokens=chunk).train()(ids, attention, completion, with_entropy=True)
+        logps.sum().backward()
+        results.append((logps.detach(), torch.cat([p.grad.flatten() for p in lm.parameters()])))
+        full = torch.log_softmax(lm(input_ids=ids, attention_mask=attention).logits[:, :-1].float(), -1)
+        expected = full.gather(-1, ids[:, 1:, None])[..., 0] * target
+        assert torch.allclose(logps, expected, atol=1e-5)
+        assert (logps[~target] == 0).all() and (entropy[target] > 0).all()
+    for logps, grads in results[1:]:
+        assert torch.allclose(logps, results[0][0], atol=1e-6)
+        assert torch.allclose(grads, results[0][1], atol=1e-6)
+
+
+def test_every_prompt_group_has_exactly_one_owner():
+    from spotlib.rl import layout, rank_share, split_even
+
+    cfg = RLConfig(prompts_per_step=12, mini_batch=4, rollouts_per_prompt=8, micro_batch=5)
+    assert layout(cfg, 2) == (2, 4)                       # 2 groups = 16 sequences per rank, 4 micro-batches
+    shares = [rank_share(list(range(12)), 4, 2, r) for r in (0, 1)]
+    assert shares == [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]]
+    assert sorted(shares[0] + shares[1]) == list(range(12))
+    assert [len(p) for p in split_even(range(16), 4)] == [4, 4, 4, 4]
+    assert [len(p) for p in split_even(range(7), 3)] == [3, 2, 2]
+    with pytest.raises(ValueError, match="rl.mini_batch=4: expected a multiple of the 3"):
+        layout(cfg, 3)
+    with pytest.raises(ValueError, match="rl.prompts_per_step=12: expected a multiple of rl.mini_batch=5"):
+        layout(dataclasses.replace(cfg, mini_batch=5), 1)

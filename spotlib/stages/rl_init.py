@@ -2,7 +2,7 @@
 
 Both runs see the same prompts in the same order, take the same number of steps with
 the same rollouts, learning rate and KL coefficient; each run's KL reference is its own
-start model (PAPER.md §6). Afterwards the two start models and the two RL results are
+start model (docs/method.md). Afterwards the two start models and the two RL results are
 evaluated with stage 05's benchmarks and settings into a table shaped like the paper's
 Table 4 (in-domain, OOD, general/retention).
 
@@ -13,11 +13,24 @@ Writes under outputs/<profile>/06_rl_init/:
   curves.csv                     both runs' curves in one long table
   table4.csv, table4.md          the final evaluation
   manifest.json                  params, input hashes, summary
+
+With `rl.num_processes` > 1 (0: one per visible GPU) the GRPO runs are relaunched in
+their own processes — `accelerate launch` with `train.accelerate_config` (DeepSpeed
+ZeRO-2) on GPUs, `torchrun` (gloo) on CPU — and this process evaluates once they have
+exited, so no training process or rollout engine holds a GPU during evaluation. In one
+process, each run releases its rollout engine before the next run or the evaluation.
+
+    python -m spotlib.stages.rl_init --profile tiny
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,21 +101,23 @@ def evaluate_model(profile, model_path: Path) -> dict[str, float]:
     import torch
 
     from spotlib import evals
-    from spotlib.models import load_model
+    from spotlib.models import load_model, load_tokenizer
     from spotlib.rl import autocast_for
     from spotlib.sampling import choose_backend, generate
 
     ecfg = profile.eval
     backend = choose_backend(profile.rl.backend)
-    model, tokenizer = load_model(model_path, dtype=profile.model.dtype, device=profile.device)
-    target = str(model_path) if backend == "vllm" else model
+    if backend == "vllm":  # vLLM loads the weights itself: only the tokenizer here
+        target, tokenizer, device = str(model_path), load_tokenizer(model_path), torch.device("cpu")
+    else:
+        target, tokenizer = load_model(model_path, dtype=profile.model.dtype, device=profile.device)
+        device = next(target.parameters()).device
     scores = {}
     for name in ecfg.benchmarks:
         bench = evals.get(name)
         items = evals.load_items(name, ecfg, profile)
         k = evals.k_for(ecfg, name)
-        device = next(model.parameters()).device
-        with torch.no_grad(), autocast_for(device, profile.rl.bf16_autocast):
+        with torch.no_grad(), autocast_for(device, profile.rl.bf16_autocast and backend != "vllm"):
             outs = generate(target, tokenizer, [it["prompt"] for it in items], n=k,
                             temperature=ecfg.temperature, top_p=ecfg.top_p, top_k=ecfg.top_k,
                             max_new_tokens=ecfg.max_new_tokens, seed=0, batch_size=ecfg.batch_size,
@@ -154,8 +169,6 @@ def run(profile, progress: bool = True) -> dict:
     """Both GRPO runs, their curves and the Table-4-shaped evaluation; returns the summary."""
     import pandas as pd
 
-    from spotlib.rl import train_grpo
-
     stage_dir = profile.stage_dir(STAGE)
     cfg = profile.rl
     seed = profile.seeds[0]
@@ -171,15 +184,17 @@ def run(profile, progress: bool = True) -> dict:
         return manifest.load()["summary"]
     manifest.write(complete=False)
 
-    grader = make_grader(profile)
-    runs, timings = {}, {}
-    for method, start in starts.items():
+    processes = num_processes(profile)
+    if processes > 1:  # trained by launched processes, read back from disk
+        from spotlib.rl import finished_result
+
         t0 = time.perf_counter()
-        runs[method] = train_grpo(start, stage_dir / method / f"seed{seed}", train_items, grader, cfg,
-                                  heldout=heldout, seed=seed, device=profile.device,
-                                  max_len=profile.model.max_len, backend=cfg.backend,
-                                  dtype=profile.model.dtype, progress=progress)
-        timings[f"grpo_{method}_s"] = round(time.perf_counter() - t0, 1)
+        relaunch(profile, processes)
+        timings = {"grpo_launched_s": round(time.perf_counter() - t0, 1), "grpo_processes": processes}
+        runs = {m: finished_result(stage_dir / m / f"seed{seed}") for m in starts}
+    else:
+        runs, timings = train_runs(profile, starts, train_items, heldout, progress)
+    release_engines()  # nothing of the RL runs may hold a GPU while the models are evaluated
     curve_rows = curves(runs)
     pd.DataFrame(curve_rows).to_csv(stage_dir / "curves.csv", index=False)
 
@@ -205,6 +220,113 @@ def run(profile, progress: bool = True) -> dict:
     return summary
 
 
+def train_runs(profile, starts: dict[str, Path], train_items, heldout, progress: bool = True):
+    """Both GRPO runs, in this process or as one rank of a launched group: ({method: result}, timings).
+
+    A run whose final model exists (trained by launched processes) returns at once."""
+    from spotlib.rl import train_grpo
+
+    cfg, seed = profile.rl, profile.seeds[0]
+    stage_dir = profile.stage_dir(STAGE)
+    grader = make_grader(profile)
+    runs, timings = {}, {}
+    for method, start in starts.items():
+        t0 = time.perf_counter()
+        runs[method] = train_grpo(start, stage_dir / method / f"seed{seed}", train_items, grader, cfg,
+                                  heldout=heldout, seed=seed, device=profile.device,
+                                  max_len=profile.model.max_len, backend=cfg.backend,
+                                  dtype=profile.model.dtype, progress=progress)
+        timings[f"grpo_{method}_s"] = round(time.perf_counter() - t0, 1)
+    return runs, timings
+
+
+def release_engines() -> None:
+    """Free rollout engines cached in this process (each run already released its own)."""
+    from spotlib.rl_engine import release_cached_engines
+
+    release_cached_engines()
+
+
+def _launched() -> bool:
+    return "LOCAL_RANK" in os.environ
+
+
+def num_processes(profile) -> int:
+    """GRPO training processes: `rl.num_processes`, 0 meaning one per visible GPU; 1 inside a launched rank."""
+    import torch
+
+    if _launched():
+        return 1
+    wanted = profile.rl.num_processes
+    if wanted < 0:
+        raise ValueError(f"rl.num_processes: expected 0 (one per GPU) or a positive count, got {wanted}")
+    return wanted or max(torch.cuda.device_count(), 1)
+
+
+def launch_command(profile, processes: int, profile_file: Path, port: int) -> list[str]:
+    """`accelerate launch` with the train accelerate config on GPUs, else torchrun (gloo on CPU)."""
+    import torch
+
+    from spotlib.config import REPO_ROOT
+
+    module = ["-m", "spotlib.stages.rl_init", "--profile", str(profile_file), "--train-only"]
+    config = profile.train.accelerate_config
+    if config and torch.cuda.is_available() and profile.device != "cpu":
+        path = Path(config) if Path(config).is_absolute() else REPO_ROOT / config
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path),
+                "--num_processes", str(processes), "--main_process_port", str(port), *module]
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(port), *module]
+
+
+def relaunch(profile, processes: int) -> None:
+    """Train both runs in `processes` launched processes; they have exited when this returns."""
+    from spotlib.config import REPO_ROOT
+    from spotlib.workers import worker_profile
+
+    stage_dir = profile.stage_dir(STAGE)
+    cmd = launch_command(profile, processes, worker_profile(profile, stage_dir), _free_port())
+    env = dict(os.environ)
+    if profile.device == "cpu" or not _has_cuda():
+        env.setdefault("OMP_NUM_THREADS", "1")  # the processes share the machine's cores
+    log = stage_dir / "launch.log"
+    with log.open("w") as out:
+        # From the repository root: the accelerate config names its DeepSpeed file relative to it.
+        done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+        raise RuntimeError(f"GRPO on {processes} processes failed (exit {done.returncode}); log: {log}\n{tail}")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv=None) -> None:
+    from spotlib.config import load_profile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--train-only", action="store_true",
+                        help="only the GRPO runs (what each launched process does)")
+    args = parser.parse_args(argv)
+    profile = load_profile(args.profile)
+    if args.train_only:
+        starts = {m: init_path(profile, m) for m in profile.rl.init_methods}
+        train_items, heldout = rl_problems(profile)
+        train_runs(profile, starts, train_items, heldout, progress=False)
+    else:
+        run(profile)
+
+
 def _run_summary(result: dict) -> dict:
     """Curve end points: first and last step's reward (mean of the 3 last), held-out accuracy."""
     metrics, held = result["metrics"], result["heldout"]
@@ -218,3 +340,7 @@ def _run_summary(result: dict) -> dict:
         "kl_last": metrics[-1]["kl"] if metrics else None,
         "final": result["final"],
     }
+
+
+if __name__ == "__main__":
+    main()
