@@ -258,6 +258,8 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
                       "lr": lr_now,
                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
                       "tokens": int(agg["tokens"]), "tokens_per_s": agg["tokens"] / elapsed}
+            if device.type == "cuda":  # what the memory plan predicts (spotlib.memory_plan)
+                record["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             if run.info.pairs:
                 record.update({"rewards/rejected": agg["rr"] / n, "rewards/margins": (agg["rc"] - agg["rr"]) / n,
                                "rewards/accuracies": agg["acc"] / n, "tether/rejected": agg["wr"] / n,
