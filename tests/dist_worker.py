@@ -84,7 +84,7 @@ def main() -> None:
         runs.append((name, profile_for(batch, grad_accum)))
     accelerator = make_accelerator(runs[0][1])
     tokenizer = AutoTokenizer.from_pretrained(args.base)
-    reference = AutoModelForCausalLM.from_pretrained(args.base).eval()
+    reference = AutoModelForCausalLM.from_pretrained(args.base).eval().to(accelerator.device)
     data = D.prepare(tokenizer, synthetic_examples(N_PAIRS), 256, 128, with_rejected=True)
     ref_c, counts_c = reference_sums(reference, data.chosen, tokenizer.pad_token_id, accelerator.device,
                                      max_tokens=args.ref_tokens)
