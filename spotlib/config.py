@@ -71,7 +71,7 @@ class ModelConfig:
 @dataclass
 class SampleConfig:
     """Stage 01: sample the student once per training problem."""
-    backend: str = "auto"           # auto | transformers | vllm
+    backend: str = "auto"           # auto | transformers | vllm | vllm_standin (CPU rehearsal)
     dataset: str = "world"          # world | open-r1/DAPO-Math-17k-Processed
     dataset_config: str = "en"
     dataset_split: str = "train"
@@ -373,10 +373,10 @@ def _type_error(path: Path, key: str, expected: str, value) -> ConfigError:
 
 _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
-    "sample.backend": ("auto", "transformers", "vllm"),
+    "sample.backend": ("auto", "transformers", "vllm", "vllm_standin"),
     "sample.grading": ("world", "math_verify", "paper_regex"),
     "eval.grading": ("math_verify", "paper_regex"),
-    "eval.backend": ("auto", "transformers", "vllm"),
+    "eval.backend": ("auto", "transformers", "vllm", "vllm_standin"),
     "oracle.kind": ("programmatic", "openai", "local_server"),
     "oracle.prompt_variant": ("with_ground_truth", "without_ground_truth", "simplified"),
     "filter.unit": ("tokens", "chars"),
