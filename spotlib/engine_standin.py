@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -61,6 +63,8 @@ class StandinLLM:
     """`LLM(model=path, seed=...)` on CPU: the model lives in a child process ("engine core")."""
 
     def __init__(self, model: str, seed: int | None = None, max_num_seqs: int = 64, **_ignored):
+        if not (Path(model) / "config.json").is_file():  # vLLM, too, reads the config before its engine starts
+            raise FileNotFoundError(f"{model}: no config.json here (expected a saved model folder)")
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         # Raises in a daemonic process, exactly where vLLM's engine core start does.
@@ -109,6 +113,7 @@ class StandinLLM:
 
 def _engine_core(conn, model_path: str, max_num_seqs: int) -> None:
     """The child: load once, then generate each batch of requests with per-request seeds."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the main process to handle
     try:
         import torch
 

@@ -107,7 +107,8 @@ class _RowSampler(LogitsProcessor):
     makes a sample a function of its own seed, whatever else is in the batch."""
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, top_k: int):
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.seeds = list(seeds)
+        self.generators = None  # made on the logits' device at the first step (no copy to the CPU per step)
         self.warpers = [TemperatureLogitsWarper(temperature)]
         if top_k and top_k > 0:
             self.warpers.append(TopKLogitsWarper(top_k))
@@ -118,9 +119,10 @@ class _RowSampler(LogitsProcessor):
         scores = scores.float()
         for warper in self.warpers:
             scores = warper(input_ids, scores)
-        probs = torch.softmax(scores, dim=-1).cpu()
-        picks = torch.stack([torch.multinomial(probs[r], 1, generator=g)[0]
-                             for r, g in enumerate(self.generators)]).to(scores.device)
+        if self.generators is None:
+            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
+        probs = torch.softmax(scores, dim=-1)
+        picks = torch.stack([torch.multinomial(probs[r], 1, generator=g)[0] for r, g in enumerate(self.generators)])
         chosen = torch.full_like(scores, float("-inf"))
         chosen[torch.arange(len(picks), device=scores.device), picks] = 0.0
         return chosen
