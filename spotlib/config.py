@@ -177,7 +177,7 @@ class EvalConfig:
     grading: str = "math_verify"   # math_verify | paper_regex (math benchmarks)
     grading_processes: int = 2
     grading_timeout_s: float = 5.0
-    backend: str = "auto"          # auto | transformers | vllm
+    backend: str = "auto"          # auto | transformers | vllm | vllm_standin (CPU rehearsal)
     include_base: bool = True       # evaluate the start model too (the deltas' reference)
     tie_sigmas: float = 2.0         # |difference| below this many standard errors is a tie
 
