@@ -172,8 +172,9 @@ class EnginePool:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *_) -> None:
+        # On an error or Ctrl-C a worker may be mid-chunk: do not wait for it to finish.
+        self.close(timeout=5.0 if exc_type is not None else STOP_TIMEOUT_S)
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -192,11 +193,12 @@ class EnginePool:
             for worker, (kind, info) in zip(self.workers, self._collect(self.workers, START_TIMEOUT_S)):
                 worker["info"] = info
         except BaseException:
-            self.close()
+            self.close(timeout=5.0)
             raise
 
-    def close(self) -> None:
-        """Stop every worker: ask, then wait, then terminate, then kill."""
+    def close(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop every worker: ask, wait up to `timeout`, then terminate (the worker exits through its
+        engine's shutdown), then kill."""
         for worker in self.workers:
             try:
                 worker["conn"].send(("stop",))
@@ -204,7 +206,7 @@ class EnginePool:
                 pass
         for worker in self.workers:
             proc = worker["proc"]
-            proc.join(STOP_TIMEOUT_S)
+            proc.join(timeout)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(10)
