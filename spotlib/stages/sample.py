@@ -16,6 +16,7 @@ from spotlib.io import JsonlAppender, Manifest, dir_sha256, params_hash, read_js
 
 STAGE = "01_sample"
 CHUNK = 256  # problems generated between two appends: the most a crash can lose
+SEEDING = "per-sample: sha256(profile seed | problem id | sample index)"  # spotlib.sampling.sample_seed
 
 
 def ensure_student(profile) -> str:
@@ -47,7 +48,9 @@ def run(profile, progress: bool = True) -> dict:
     student = ensure_student(profile)
     problems = load_train_problems(profile)
     model_hash = dir_sha256(student) if profile.model.name_or_path == "world" else student
-    manifest = Manifest(out_dir, params={"sample": profile.to_dict()["sample"], "seed": profile.seed},
+    # "seeding" names the scheme: samples drawn under another one are not this run's (no mixing on resume).
+    manifest = Manifest(out_dir, params={"sample": profile.to_dict()["sample"], "seed": profile.seed,
+                                         "seeding": SEEDING},
                         inputs={"student": model_hash, "problems": params_hash(problems)})
     if manifest.is_fresh():
         return manifest.load()["summary"]
