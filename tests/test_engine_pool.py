@@ -112,6 +112,7 @@ def test_an_engine_that_cannot_start_names_its_log(tmp_path):
             pass
 
 
+@pytest.mark.slow  # two more engine processes; the pool itself is covered by the fast tests above
 def test_stage_01_through_the_engine_pool_equals_the_transformers_backend(sampled_profile, tmp_path):
     """The paper's sampling path (engine workers) run by stage 01, on the stand-in engine."""
     import shutil

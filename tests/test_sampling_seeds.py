@@ -45,7 +45,7 @@ def test_samples_do_not_depend_on_order_batch_or_companions(micro):
     assert all(len(v) == 2 for v in full.values())
     assert any(v[0] != v[1] for v in full.values())  # two samples of one item are two draws
     shuffled = _by_key(model, tok, keys[::-1], batch_size=2)
-    remainder = _by_key(model, tok, keys[4:], batch_size=1)  # what a resume after 4 items would redo
+    remainder = _by_key(model, tok, keys[4:], batch_size=2)  # what a resume after 4 items would redo
     assert shuffled == full
     assert remainder == {k: full[k] for k in keys[4:]}
     other_seed = generate(model, tok, [PROMPTS[k] for k in keys], keys=keys, n=2, temperature=1.0, top_p=0.95,
