@@ -72,7 +72,7 @@ class ModelConfig:
 @dataclass
 class SampleConfig:
     """Stage 01: sample the student once per training problem."""
-    backend: str = "auto"           # auto | transformers | vllm
+    backend: str = "auto"           # auto | transformers | vllm | vllm_standin (CPU rehearsal)
     dataset: str = "world"          # world | open-r1/DAPO-Math-17k-Processed
     dataset_config: str = "en"
     dataset_split: str = "train"
@@ -186,7 +186,7 @@ class EvalConfig:
     grading: str = "math_verify"   # math_verify | paper_regex (math benchmarks)
     grading_processes: int = 2
     grading_timeout_s: float = 5.0
-    backend: str = "auto"          # auto | transformers | vllm
+    backend: str = "auto"          # auto | transformers | vllm | vllm_standin (CPU rehearsal)
     include_base: bool = True       # evaluate the start model too (the deltas' reference)
     tie_sigmas: float = 2.0         # |difference| below this many standard errors is a tie
 
@@ -418,10 +418,10 @@ _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "assets": ("", "rehearsal"),
     "world.prompt_template": ("plain", "paper"),
-    "sample.backend": ("auto", "transformers", "vllm"),
+    "sample.backend": ("auto", "transformers", "vllm", "vllm_standin"),
     "sample.grading": ("world", "math_verify", "paper_regex"),
     "eval.grading": ("math_verify", "paper_regex"),
-    "eval.backend": ("auto", "transformers", "vllm"),
+    "eval.backend": ("auto", "transformers", "vllm", "vllm_standin"),
     "oracle.kind": ("programmatic", "openai", "local_server"),
     "oracle.prompt_variant": ("with_ground_truth", "without_ground_truth", "simplified"),
     "oracle.server_thinking": ("inline", "gemini", "field"),

@@ -1,17 +1,25 @@
 """Generation behind one function: transformers `generate` on CPU, vLLM on GPUs.
 
-vLLM is imported only on the GPU path: it pins its own torch and is never part of the
-CPU environment.
+vLLM runs in engine worker processes (`spotlib.engine_pool`, one per GPU) and is imported
+only there: it pins its own torch and is never part of the CPU environment. Every sample
+has its own seed derived from its item (`sample_seed`), in both paths.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
+                          TopPLogitsWarper)
 
 from spotlib.models import chat_prompt
+
+
+ENGINE_BACKENDS = ("vllm", "vllm_standin")  # generation in engine worker processes (spotlib.engine_pool)
 
 
 def choose_backend(backend: str = "auto") -> str:
@@ -26,60 +34,129 @@ def choose_backend(backend: str = "auto") -> str:
     return "transformers"
 
 
+def sample_seed(seed: int, key, index: int) -> int:
+    """The seed of sample `index` of the item named `key`: a function of the item, never of its
+    position in a list, batch or resumed remainder (so a resumed stage repeats an uninterrupted one)."""
+    digest = hashlib.sha256(f"{seed}|{key}|{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF  # 31 bits: safe for every engine's seed type
+
+
+def request_seeds(seed: int, keys: Sequence, n: int) -> list[list[int]]:
+    return [[sample_seed(seed, key, j) for j in range(n)] for key in keys]
+
+
 def generate(model, tokenizer, prompts: Sequence[str], *, n: int = 1, temperature: float = 0.7,
              top_p: float = 1.0, top_k: int = -1, max_new_tokens: int = 256, seed: int = 0,
-             batch_size: int = 64, backend: str = "auto", progress: bool = True) -> list[list[str]]:
+             keys: Sequence | None = None, batch_size: int = 64, backend: str = "auto",
+             progress: bool = True) -> list[list[str]]:
     """`n` completions for each user prompt (chat template applied here), decoded text.
 
-    `model` is a loaded transformers model; for vLLM, a path (one engine per GPU) or an engine.
+    `model` is a loaded transformers model; for the engine backends (vllm, vllm_standin) an
+    `EnginePool` (see `open_generator`), an in-process vLLM engine, or a model path (a pool is
+    then started for this call only). Sample j of prompt i is drawn with its own seed,
+    `sample_seed(seed, keys[i], j)`: pass the items' ids as `keys` so that results do not depend
+    on the list's order, its batching or a resume point (default: the prompts' positions).
     temperature 0 means greedy decoding.
     """
     backend = choose_backend(backend)
-    if backend == "vllm":
-        return _generate_vllm(model, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p,
-                              top_k=top_k, max_new_tokens=max_new_tokens, seed=seed)
+    keys = list(range(len(prompts))) if keys is None else list(keys)
+    if len(keys) != len(prompts):
+        raise ValueError(f"generate: {len(keys)} keys for {len(prompts)} prompts (expected one key per prompt)")
+    seeds = request_seeds(seed, keys, n)
+    if backend in ENGINE_BACKENDS:
+        return _generate_engines(model, tokenizer, prompts, seeds, backend=backend, temperature=temperature,
+                                 top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed)
     if backend != "transformers":
-        raise ValueError(f"unknown generation backend {backend!r} (expected transformers or vllm)")
-    return _generate_hf(model, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p,
-                        top_k=top_k, max_new_tokens=max_new_tokens, seed=seed,
-                        batch_size=batch_size, progress=progress)
+        raise ValueError(f"unknown generation backend {backend!r} (expected transformers, vllm or vllm_standin)")
+    texts = [chat_prompt(tokenizer, p) for p in prompts]
+    jobs = [(i, j) for i in range(len(texts)) for j in range(n)]
+    flat = generate_rows(model, tokenizer, [texts[i] for i, _ in jobs], [seeds[i][j] for i, j in jobs],
+                         temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+                         batch_size=batch_size, progress=progress)
+    out: list[list[str]] = [[] for _ in texts]
+    for (i, _), text in zip(jobs, flat):
+        out[i].append(text)
+    return out
+
+
+@contextmanager
+def open_generator(backend: str, model_path, *, dtype=None, device: str = "auto", seed: int = 0,
+                   log_dir=None):
+    """(model, tokenizer) for `generate`, kept for a whole stage: a loaded transformers model, or
+    a pool of engine workers (one per GPU, each building its engine once) shut down on exit."""
+    from spotlib.models import load_model, load_tokenizer
+
+    backend = choose_backend(backend)
+    if backend not in ENGINE_BACKENDS:
+        model, tokenizer = load_model(model_path, dtype=dtype, device=device)
+        try:
+            yield model, tokenizer
+        finally:
+            del model
+        return
+    from spotlib.engine_pool import EnginePool
+
+    with EnginePool(backend, str(model_path), seed=seed, log_dir=log_dir) as pool:
+        yield pool, load_tokenizer(model_path)
+
+
+class _RowSampler(LogitsProcessor):
+    """Samples each row with its own generator, then leaves only that token for greedy search.
+
+    A batch shares one global RNG in `model.generate`; drawing row r from generator r instead
+    makes a sample a function of its own seed, whatever else is in the batch."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, top_k: int):
+        self.seeds = list(seeds)
+        self.generators = None  # made on the logits' device at the first step (no copy to the CPU per step)
+        self.warpers = [TemperatureLogitsWarper(temperature)]
+        if top_k and top_k > 0:
+            self.warpers.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids, scores):
+        scores = scores.float()
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        if self.generators is None:
+            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
+        probs = torch.softmax(scores, dim=-1)
+        picks = torch.stack([torch.multinomial(probs[r], 1, generator=g)[0] for r, g in enumerate(self.generators)])
+        chosen = torch.full_like(scores, float("-inf"))
+        chosen[torch.arange(len(picks), device=scores.device), picks] = 0.0
+        return chosen
 
 
 @torch.no_grad()
-def _generate_hf(model, tokenizer, prompts, *, n, temperature, top_p, top_k, max_new_tokens, seed,
-                 batch_size, progress) -> list[list[str]]:
-    texts = [chat_prompt(tokenizer, p) for p in prompts]
-    # Each prompt repeated n times; sort by length so a batch pads little.
-    jobs = [(i, j) for i in range(len(texts)) for j in range(n)]
-    lengths = {i: len(tokenizer(t, add_special_tokens=False)["input_ids"]) for i, t in enumerate(texts)}
-    jobs.sort(key=lambda job: (lengths[job[0]], job))
-    out: list[list[str | None]] = [[None] * n for _ in texts]
+def generate_rows(model, tokenizer, texts: Sequence[str], seeds: Sequence[int], *, temperature: float,
+                  top_p: float, top_k: int, max_new_tokens: int, batch_size: int,
+                  progress: bool = False) -> list[str]:
+    """One completion per (already templated) text, row i drawn with seeds[i]; transformers."""
+    order = sorted(range(len(texts)), key=lambda i: (len(tokenizer(texts[i], add_special_tokens=False)["input_ids"]), i))
+    out: list[str | None] = [None] * len(texts)
     was_training = model.training
     model.eval()
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
-    sampling = temperature > 0
-    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=sampling,
+    # Our processor does the sampling; transformers' own search is greedy over its one-hot output.
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    if sampling:
-        kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k and top_k > 0 else 0)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
     try:
-        bar = tqdm(total=len(jobs), desc="generate", disable=not progress, leave=False)
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            enc = tokenizer([texts[i] for i, _ in chunk], return_tensors="pt", padding=True,
+        bar = tqdm(total=len(texts), desc="generate", disable=not progress, leave=False)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]  # sorted by length so a batch pads little
+            enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(device)
-            # Seed per batch: results depend only on (seed, batch position), not on history.
-            torch.manual_seed(seed * 1_000_003 + start)
-            generated = model.generate(**enc, **kwargs)
-            new_tokens = generated[:, enc["input_ids"].shape[1]:]
-            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for (i, j), text in zip(chunk, decoded):
-                out[i][j] = text.strip()
-            bar.update(len(chunk))
+            processors = LogitsProcessorList()
+            if temperature > 0:
+                processors.append(_RowSampler([seeds[i] for i in rows], temperature, top_p, top_k))
+            generated = model.generate(**enc, **kwargs, logits_processor=processors)
+            decoded = tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            for i, text in zip(rows, decoded):
+                out[i] = text.strip()
+            bar.update(len(rows))
         bar.close()
     finally:
         tokenizer.padding_side = old_side
@@ -87,43 +164,26 @@ def _generate_hf(model, tokenizer, prompts, *, n, temperature, top_p, top_k, max
     return out  # type: ignore[return-value]
 
 
-def _generate_vllm(model_path, tokenizer, prompts, *, n, temperature, top_p, top_k, max_new_tokens,
-                   seed) -> list[list[str]]:
-    """One vLLM engine per GPU (data parallel): each worker process sees one device."""
+def _generate_engines(model, tokenizer, prompts, seeds, *, backend, temperature, top_p, top_k, max_new_tokens,
+                      seed) -> list[list[str]]:
+    """One request per sample (n=1, its own seed), sent to a pool of engine workers or an in-process engine."""
+    from spotlib.engine_pool import EnginePool, engine_generate
+
     texts = [chat_prompt(tokenizer, p) for p in prompts]
-    request = dict(n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_new_tokens)
-    if not isinstance(model_path, (str, os.PathLike)):  # an engine already built (RL pushes weights into it)
-        from vllm import SamplingParams
-
-        results = model_path.generate(texts, SamplingParams(seed=seed, **request))
-        return [[c.text.strip() for c in r.outputs] for r in results]
-    gpus = torch.cuda.device_count()
-    if gpus <= 1:
-        return _vllm_worker(str(model_path), texts, request, seed, None)
-    import multiprocessing as mp
-
-    shards = [list(range(g, len(texts), gpus)) for g in range(gpus)]
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(gpus) as pool:
-        parts = pool.starmap(_vllm_worker, [(str(model_path), [texts[i] for i in idx], request,
-                                             seed + g, str(g)) for g, idx in enumerate(shards)])
+    jobs = [(i, j) for i in range(len(texts)) for j in range(len(seeds[i]))]
+    settings = dict(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_new_tokens)
+    requests = [(texts[i], seeds[i][j]) for i, j in jobs]
+    if isinstance(model, (str, os.PathLike)):  # a path: engines for this call only
+        with EnginePool(backend, str(model), seed=seed) as pool:
+            flat = pool.generate(requests, settings)
+    elif isinstance(model, EnginePool):
+        flat = model.generate(requests, settings)
+    else:  # an engine already built in this process (RL pushes weights into it)
+        flat = engine_generate(model, backend, requests, settings)
     out: list[list[str]] = [[] for _ in texts]
-    for idx, part in zip(shards, parts):
-        for i, completions in zip(idx, part):
-            out[i] = completions
+    for (i, _), text in zip(jobs, flat):
+        out[i].append(text)
     return out
-
-
-def _vllm_worker(model_path: str, texts: list[str], request: dict, seed: int,
-                 device: str | None) -> list[list[str]]:
-    if device is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = device
-    from vllm import LLM, SamplingParams  # GPU extra, imported lazily
-
-    engine = LLM(model=model_path, seed=seed, dtype="bfloat16",
-                 gpu_memory_utilization=float(os.environ.get("SPOT_VLLM_MEM", "0.85")))
-    results = engine.generate(texts, SamplingParams(seed=seed, **request))
-    return [[c.text.strip() for c in r.outputs] for r in results]
 
 
 _ENGINES: dict[str, object] = {}

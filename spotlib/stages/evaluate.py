@@ -92,21 +92,23 @@ def models_to_evaluate(profile) -> list[dict]:
 def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: JsonlAppender,
                    progress: bool = True) -> None:
     """Sample k responses per item, score them, append one record per (model, benchmark, item)."""
-    from spotlib.models import load_model, load_tokenizer
-    from spotlib.sampling import choose_backend, generate
+    from spotlib.sampling import open_generator
 
     cfg = profile.eval
     todo = {name: [it for it in its if (entry["model"], name, it["id"]) not in results]
             for name, its in items.items()}
     if not any(todo.values()):
         return
-    backend = choose_backend(cfg.backend)
-    if backend == "vllm":  # vLLM loads the weights itself; only the tokenizer is needed here
-        model, tokenizer = None, load_tokenizer(entry["path"])
-    else:
-        device = "cpu" if profile.device == "cpu" else "auto"
-        model, tokenizer = load_model(entry["path"], dtype=profile.model.dtype, device=device)
-    target = entry["path"] if backend == "vllm" else model
+    device = "cpu" if profile.device == "cpu" else "auto"
+    # One model (or one engine per GPU) per checkpoint, reused by every chunk.
+    with open_generator(cfg.backend, entry["path"], dtype=profile.model.dtype, device=device, seed=entry["seed"],
+                        log_dir=results.path.parent / "engines") as (target, tokenizer):
+        _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress)
+
+
+def _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress) -> None:
+    from spotlib.sampling import generate
+
     # Benchmarks that share k are sampled together: fuller batches, one pass per chunk.
     by_k: dict[int, list[tuple[str, dict]]] = {}
     for name, pending in todo.items():
@@ -115,9 +117,11 @@ def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: 
         chunk = max(1, cfg.batch_size * 4 // k)  # resumable in chunks without starving the batches
         for start in range(0, len(jobs), chunk):
             part = jobs[start:start + chunk]
+            # Seeds from (model seed, benchmark, item id, sample index): chunking and resume change nothing.
             outs = generate(target, tokenizer, [it["prompt"] for _, it in part], n=k, temperature=cfg.temperature,
                             top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
-                            seed=entry["seed"], batch_size=cfg.batch_size, backend=backend, progress=progress)
+                            seed=entry["seed"], keys=[f"{n}|{it['id']}" for n, it in part],
+                            batch_size=cfg.batch_size, backend=cfg.backend, progress=progress)
             for name in dict.fromkeys(n for n, _ in part):
                 rows = [i for i, (n, _) in enumerate(part) if n == name]
                 bench = evals.get(name)
@@ -127,7 +131,6 @@ def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: 
                     results.append({"model": entry["model"], "run": entry["run"], "seed": entry["seed"],
                                     "benchmark": name, "group": bench.group, "id": part[i][1]["id"],
                                     "responses": outs[i], "metrics": scores[j * k:(j + 1) * k]})
-    del model
 
 
 # ---------------------------------------------------------------- tables

@@ -17,6 +17,7 @@ from spotlib.io import JsonlAppender, Manifest, dir_sha256, params_hash, read_js
 
 STAGE = "01_sample"
 CHUNK = 256  # problems generated between two appends: the most a crash can lose
+SEEDING = "per-sample: sha256(profile seed | problem id | sample index)"  # spotlib.sampling.sample_seed
 
 
 def ensure_student(profile) -> str:
@@ -53,7 +54,9 @@ def run(profile, progress: bool = True) -> dict:
     student = ensure_student(profile)
     problems = load_train_problems(profile)
     model_hash = dir_sha256(student) if Path(student).is_dir() else student  # a local model: its files
-    manifest = Manifest(out_dir, params={"sample": profile.to_dict()["sample"], "seed": profile.seed},
+    # "seeding" names the scheme: samples drawn under another one are not this run's (no mixing on resume).
+    manifest = Manifest(out_dir, params={"sample": profile.to_dict()["sample"], "seed": profile.seed,
+                                         "seeding": SEEDING},
                         inputs={"student": model_hash, "problems": params_hash(problems)})
     if manifest.is_fresh():
         return manifest.load()["summary"]
@@ -67,24 +70,25 @@ def run(profile, progress: bool = True) -> dict:
     with JsonlAppender(all_path, key_fn=lambda r: (r["id"], r["sample_id"])) as sink:
         todo = [p for p in problems if any((p["id"], j) not in sink for j in range(cfg.n))]
         if todo:
-            from spotlib.models import load_model
-            from spotlib.sampling import choose_backend, generate
+            from spotlib.sampling import open_generator, generate
 
-            backend = choose_backend(cfg.backend)
-            if backend == "vllm":
-                model, tokenizer = student, _tokenizer(student)
-            else:
-                model, tokenizer = load_model(student, dtype=profile.model.dtype, device=profile.device)
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start:start + CHUNK]
-                outputs = generate(model, tokenizer, [p["prompt"] for p in chunk], n=cfg.n,
-                                   temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                                   max_new_tokens=cfg.max_new_tokens, seed=profile.seed + start,
-                                   batch_size=cfg.batch_size, backend=backend, progress=progress)
-                flat = [(p, j, y) for p, ys in zip(chunk, outputs) for j, y in enumerate(ys)]
-                verdicts = grade(profile, [p for p, _, _ in flat], [y for _, _, y in flat])
-                for (p, j, y), (ok, pred) in zip(flat, verdicts):
-                    sink.append({**p, "sample_id": j, "response": y, "pred": pred, "correct": ok})
+            # One model (or one engine per GPU) for the whole stage, reused by every chunk.
+            with open_generator(cfg.backend, student, dtype=profile.model.dtype, device=profile.device,
+                                seed=profile.seed, log_dir=out_dir / "engines") as (model, tokenizer):
+                for start in range(0, len(todo), CHUNK):
+                    chunk = todo[start:start + CHUNK]
+                    # Seeds from (profile seed, problem id, sample index): a resumed run repeats an
+                    # uninterrupted one, whatever was left to do.
+                    outputs = generate(model, tokenizer, [p["prompt"] for p in chunk], n=cfg.n,
+                                       temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                                       max_new_tokens=cfg.max_new_tokens, seed=profile.seed,
+                                       keys=[p["id"] for p in chunk], batch_size=cfg.batch_size,
+                                       backend=cfg.backend, progress=progress)
+                    flat = [(p, j, y) for p, ys in zip(chunk, outputs) for j, y in enumerate(ys)
+                            if (p["id"], j) not in sink]
+                    verdicts = grade(profile, [p for p, _, _ in flat], [y for _, _, y in flat])
+                    for (p, j, y), (ok, pred) in zip(flat, verdicts):
+                        sink.append({**p, "sample_id": j, "response": y, "pred": pred, "correct": ok})
         samples = sorted(sink.records, key=lambda r: (r["id"], r["sample_id"]))
 
     errors = [r for r in samples if not r["correct"]]
@@ -105,12 +109,6 @@ def _same_run(out_dir, manifest: Manifest) -> bool:
         return manifest.load().get("key") == manifest.key()
     except (FileNotFoundError, ValueError):
         return False
-
-
-def _tokenizer(path: str):
-    from spotlib.models import load_tokenizer
-
-    return load_tokenizer(path)
 
 
 def summarize(samples: list[dict]) -> dict:
