@@ -209,6 +209,37 @@ def weights_sha256(model_dir: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def weights_bytes(model_dir: str | os.PathLike) -> int:
+    model_dir = Path(model_dir)
+    return sum(p.stat().st_size for p in model_dir.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def weights_problem(model_dir: str | os.PathLike, expected: str | None, expected_bytes: int | None = None,
+                    full: bool = True) -> str | None:
+    """Why a saved model's weights cannot be trusted (None when they match what was recorded).
+
+    `expected` is the `weights_sha256` its writer recorded (a model saved before checksums
+    were recorded, None, is accepted when its weight files are present). `full=False`
+    compares only the byte count (a truncated file), for checks that must stay cheap on
+    large models.
+    """
+    try:
+        if not full:
+            size = weights_bytes(model_dir)
+            if size == 0:
+                return f"{model_dir}: no weight files (*.safetensors) in this saved model"
+            if expected_bytes is not None and size != expected_bytes:
+                return f"{model_dir}: weight files hold {size} bytes, {expected_bytes} were saved (partly written)"
+            return None
+        actual = weights_sha256(model_dir)
+    except (DataError, OSError) as exc:
+        return str(exc)
+    if expected is not None and actual != expected:
+        return (f"{model_dir}: weight files do not match the checksum recorded when they were saved "
+                f"(corrupt or partly written)")
+    return None
+
+
 def params_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
