@@ -11,6 +11,10 @@ difference is called a tie when
 
 (standard errors across seeds; with one seed, the binomial standard error of the items).
 Retention loss = general(base) − general(model): positive means forgetting.
+
+The models are the base and exactly the checkpoints the profile names (`train.methods`,
+`train.ablations` × `seeds`); each result is keyed by the checksum of the weights that
+produced it, so a retrained model is evaluated anew and never reported with old scores.
 """
 from __future__ import annotations
 
@@ -102,12 +106,8 @@ def models_to_evaluate(profile) -> list[dict]:
 
 
 # ---------------------------------------------------------------- generation and scoring
-def result_key(entry: dict, benchmark: str, item_id) -> tuple:
-    """A result belongs to the weights that produced it: a retrained model is evaluated anew."""
-    return (entry["model"], entry["identity"], benchmark, item_id)
-
-
 def _record_key(record: dict) -> tuple:
+    """A result belongs to the weights that produced it: a retrained model is evaluated anew."""
     return (record["model"], record.get("identity"), record["benchmark"], record["id"])
 
 
@@ -118,7 +118,10 @@ def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: 
     from spotlib.sampling import choose_backend, generate
 
     cfg = profile.eval
-    todo = {name: [it for it in its if result_key(entry, name, it["id"]) not in results]
+    entry.setdefault("identity", weights_sha256(entry["path"])[:16])
+    # The sink's own key of the record each item would get: what is there is not sampled again.
+    todo = {name: [it for it in its if results.key_fn({"model": entry["model"], "identity": entry["identity"],
+                                                      "benchmark": name, "id": it["id"]}) not in results]
             for name, its in items.items()}
     if not any(todo.values()):
         return
