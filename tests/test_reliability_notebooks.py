@@ -12,8 +12,9 @@ def test_notebooks_02_to_06_run_under_papermill(sampled_profile, tmp_path):
 
     raw = yaml.safe_load((PARAMS_DIR / "test.yaml").read_text())
     raw.update(name="test", output_dir=str(sampled_profile.out))
-    raw["eval"].update(n_items={"default": 2}, max_new_tokens=24)
-    raw["rl"].update(max_steps=1, max_new_tokens=24, heldout_items=4)
+    raw["eval"].update(n_items={"default": 1}, max_new_tokens=16)
+    raw["rl"].update(num_prompts=4, rollouts_per_prompt=2, prompts_per_step=2, mini_batch=2, max_steps=1,
+                     max_new_tokens=16, heldout_items=2)
     yaml_path = tmp_path / "test_profile.yaml"
     yaml_path.write_text(yaml.safe_dump(raw))
 
