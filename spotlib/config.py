@@ -298,9 +298,11 @@ def load_profile(name_or_path: str | os.PathLike, overrides: dict[str, Any] | No
     """Load and validate a profile. `overrides` uses dotted keys: {"train.beta": 0.2}."""
     path = resolve_profile_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:  # all defaults is never what an empty (or truncated) file meant
+        raise ConfigError(f"{path}: the profile file is empty (expected settings, e.g. as in {PARAMS_DIR / 'tiny.yaml'})")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
@@ -312,6 +314,7 @@ def load_profile(name_or_path: str | os.PathLike, overrides: dict[str, Any] | No
     _expand_output_dir(profile)
     profile.source = str(path)
     _check_choices(profile, path)
+    check_values(profile, path)
     return profile
 
 
@@ -441,6 +444,56 @@ def _check_choices(profile: Profile, path: Path) -> None:
             raise ConfigError(f"{path}: key {dotted}: {node!r} is not one of {', '.join(allowed)}")
     if not 0.0 < profile.filter.gamma <= 1.0:
         raise ConfigError(f"{path}: key filter.gamma: expected a value in (0, 1], got {profile.filter.gamma}")
+
+
+# Names `spotlib.models.torch_dtype` accepts (kept equal by a test; no torch import here).
+DTYPE_NAMES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+# Settings that must be > 0 (counts, sizes, rates); `None` is allowed where the type allows it.
+_POSITIVE = (
+    "sample.num_problems", "sample.n", "sample.max_new_tokens", "sample.batch_size",
+    "oracle.concurrency", "oracle.direct_attempts", "oracle.timeout_s",
+    "filter.max_examples",
+    "train.epochs", "train.max_steps", "train.per_device_batch", "train.grad_accum", "train.max_len",
+    "train.max_prompt_len", "train.n_examples", "train.cpu_workers",
+    "eval.max_new_tokens", "eval.batch_size",
+    "rl.num_prompts", "rl.rollouts_per_prompt", "rl.prompts_per_step", "rl.mini_batch", "rl.lr",
+    "rl.max_new_tokens", "rl.epochs", "rl.max_steps", "rl.micro_batch", "rl.rollout_batch", "rl.ppo_epochs",
+    "world.pretrain_steps", "world.pretrain_batch", "world.pretrain_lr",
+    "model.max_len",
+)
+# Mappings whose every value must be > 0.
+_POSITIVE_MAPS = ("train.lr", "eval.k", "eval.n_items")
+
+
+def _get(profile: Profile, dotted: str) -> Any:
+    node: Any = profile
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def check_values(profile: Profile, path: Path | str) -> None:
+    """Values that no run can use: zero or negative counts and rates, no seeds, unknown dtypes."""
+    if not profile.seeds:
+        raise ConfigError(f"{path}: key seeds: expected at least one seed, got []")
+    for dotted in _POSITIVE:
+        value = _get(profile, dotted)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{path}: key {dotted}: expected a value > 0, got {value}")
+    for dotted in _POSITIVE_MAPS:
+        for name, value in _get(profile, dotted).items():
+            if value <= 0:
+                raise ConfigError(f"{path}: key {dotted}.{name}: expected a value > 0, got {value}")
+    for i, lr in enumerate(profile.train.lr_grid):
+        if lr <= 0:
+            raise ConfigError(f"{path}: key train.lr_grid[{i}]: expected a learning rate > 0, got {lr}")
+    if profile.model.dtype not in DTYPE_NAMES:
+        raise ConfigError(f"{path}: key model.dtype: {profile.model.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
+    if not profile.train.methods:
+        raise ConfigError(f"{path}: key train.methods: expected at least one method, got []")
+    if not profile.eval.benchmarks:
+        raise ConfigError(f"{path}: key eval.benchmarks: expected at least one benchmark, got []")
 
 
 def secret_from_env(var_name: str | None, what: str = "API key") -> str | None:

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -52,6 +53,37 @@ def _dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=False)
 
 
+def shared_mode() -> int:
+    """The mode an ordinary `open()` would give a new file (0o666 less the umask).
+
+    `tempfile.mkstemp` creates 0600 files; outputs renamed from them would be unreadable
+    to the rest of a group sharing a results folder.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temp path beside `path`; on success it becomes `path` (mode per umask), else is removed.
+
+    For writers that take a file name (torch.save, savefig): readers see the old file or the
+    whole new one, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, shared_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
     """Write a whole file atomically (temp file + rename): readers see old or new, never half."""
     path = Path(path)
@@ -65,6 +97,7 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
                 count += 1
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, shared_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -81,6 +114,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
             json.dump(obj, handle, indent=2, ensure_ascii=False, default=str)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, shared_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -156,6 +190,54 @@ def dir_sha256(path: str | os.PathLike) -> str:
         digest.update(str(file.relative_to(path)).encode())
         digest.update(file_sha256(file).encode())
     return digest.hexdigest()
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def weights_sha256(model_dir: str | os.PathLike) -> str:
+    """Identity of a saved model: its config and weight files (not logs or summaries beside them)."""
+    model_dir = Path(model_dir)
+    files = sorted(p for p in model_dir.iterdir()
+                   if p.is_file() and (p.name == "config.json" or p.name.endswith(WEIGHT_SUFFIXES)))
+    if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in files):
+        raise DataError(f"{model_dir}: no weight files (*.safetensors) in this saved model")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def weights_bytes(model_dir: str | os.PathLike) -> int:
+    model_dir = Path(model_dir)
+    return sum(p.stat().st_size for p in model_dir.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def weights_problem(model_dir: str | os.PathLike, expected: str | None, expected_bytes: int | None = None,
+                    full: bool = True) -> str | None:
+    """Why a saved model's weights cannot be trusted (None when they match what was recorded).
+
+    `expected` is the `weights_sha256` its writer recorded (a model saved before checksums
+    were recorded, None, is accepted when its weight files are present). `full=False`
+    compares only the byte count (a truncated file), for checks that must stay cheap on
+    large models.
+    """
+    try:
+        if not full:
+            size = weights_bytes(model_dir)
+            if size == 0:
+                return f"{model_dir}: no weight files (*.safetensors) in this saved model"
+            if expected_bytes is not None and size != expected_bytes:
+                return f"{model_dir}: weight files hold {size} bytes, {expected_bytes} were saved (partly written)"
+            return None
+        actual = weights_sha256(model_dir)
+    except (DataError, OSError) as exc:
+        return str(exc)
+    if expected is not None and actual != expected:
+        return (f"{model_dir}: weight files do not match the checksum recorded when they were saved "
+                f"(corrupt or partly written)")
+    return None
 
 
 def params_hash(obj: Any) -> str:

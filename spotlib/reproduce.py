@@ -3,18 +3,28 @@
 Each notebook is executed into outputs/<profile>/notebooks/. Stages skip work whose
 inputs and params are unchanged (their manifests), so a re-run is cheap and a crashed
 run resumes. A failing stage stops the run and names its executed notebook.
+
+One run at a time per output folder: a lock file (`.reproduce.lock`, held with
+`fcntl.flock`, released by the OS when its process dies) names the holder's PID, host
+and start time. Ctrl-C or a dead kernel ends with one line saying what was kept.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from spotlib.config import REPO_ROOT, ConfigError, load_profile
+from spotlib.validate import validate
+
+LOCK_NAME = ".reproduce.lock"
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -125,13 +135,65 @@ def run_stage(profile_arg: str, profile, stage: Stage, kernel: str) -> float:
                                    parameters={"profile": profile_arg}, kernel_name=kernel,
                                    cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
     except papermill.PapermillExecutionError as exc:
+        if exc.ename == "KeyboardInterrupt":
+            raise KeyboardInterrupt from None
         raise StageFailed(f"stage {stage.name} failed: {exc.ename}: {exc.evalue}\n"
                           f"  see the executed notebook: {out_nb}") from None
+    except Exception as exc:  # noqa: BLE001 - nbclient's DeadKernelError and kin: the kernel is gone
+        if type(exc).__name__ != "DeadKernelError":
+            raise
+        raise StageFailed(f"stage {stage.name}: its kernel died (out of memory, or killed); the work it had "
+                          f"finished is kept: run the same command again to resume "
+                          f"(executed notebook: {out_nb})") from None
     return time.perf_counter() - started
 
 
 class StageFailed(RuntimeError):
     pass
+
+
+class OutputLocked(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """Hold `out/.reproduce.lock` for the run; another run into `out` gets `OutputLocked`.
+
+    flock, not a pid file: the lock dies with its process (`kill -9` included), so a stale
+    lock is taken over at once, and two runs can never both believe they hold it.
+    """
+    import fcntl
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK_NAME, "a+", encoding="utf-8")
+    except OSError as exc:  # a read-only or unreachable output folder
+        raise OutputLocked(f"{out}: cannot write the output folder ({exc.strerror or exc}); "
+                           f"set output_dir in the profile to a folder you can write") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        try:
+            holder = json.loads(handle.read() or "{}")
+        except json.JSONDecodeError:
+            holder = {}
+        handle.close()
+        raise OutputLocked(f"{out} is in use by another run (PID {holder.get('pid', '?')} on "
+                           f"{holder.get('host', '?')}, started {holder.get('started', '?')}): wait for it to "
+                           f"finish or stop it, or set another output_dir") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
+        handle.flush()
+        yield
+    finally:
+        handle.truncate(0)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_arg = str(Path(name).resolve()) if name.endswith((".yaml", ".yml")) else name
         profile = load_profile(profile_arg)
         stages = select(available_stages(), args.stages)
+        problems = validate(profile, [s.name for s in stages])
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -165,20 +228,42 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print(f"preflight: {len(failures)} problem(s)" + (" (ignored: --skip-preflight)" if args.skip_preflight else ""))
         print("\n".join(f"  - {line}" for line in failures))
+    for problem in problems:
+        print(f"not ready: {problem}", file=sys.stderr if not args.dry_run else sys.stdout)
     if args.dry_run:  # the plan is printed, whether or not it fits: the run itself refuses
         return 0
     if failures and not args.skip_preflight:
         print(f"error: profile {profile.name} cannot start: fix the preflight problems above "
               f"(or pass --skip-preflight)", file=sys.stderr)
         return 1
-    timings = {}
+    if problems:
+        print(f"error: {len(problems)} problem(s) above must be fixed before this run can start", file=sys.stderr)
+        return 2
+    try:
+        with output_lock(profile.out):
+            return _run_stages(profile_arg, profile, stages, args.kernel)
+    except OutputLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:  # between stages or while writing the report
+        print("\ninterrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str) -> int:
+    timings: dict[str, float] = {}
     for stage in stages:
         print(f"\n== {stage.name} ==", flush=True)
         try:
-            seconds = run_stage(profile_arg, profile, stage, args.kernel)
+            seconds = run_stage(profile_arg, profile, stage, kernel)
         except StageFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            kept = ", ".join(timings) or "none"
+            print(f"\ninterrupted in stage {stage.name}: finished stages kept ({kept}), and so is the work "
+                  f"{stage.name} had saved; run the same command again to resume", file=sys.stderr)
+            return 130
         timings[stage.name] = round(seconds, 1)
         print(f"   done in {seconds:.1f} s -> {profile.out / 'notebooks' / stage.notebook}", flush=True)
     try:

@@ -13,13 +13,13 @@ def evaluated(tmp_path_factory):
     from spotlib.world.tokenizer import build_tokenizer
 
     out = tmp_path_factory.mktemp("out")
-    profile = load_profile("test", overrides={"output_dir": str(out), "seeds": [0, 1],
+    profile = load_profile("test", overrides={"output_dir": str(out), "seeds": [0, 1], "train.methods": ["spot_bco", "sft"],
                                               "eval.n_items": {"default": 3}, "eval.max_new_tokens": 8})
     base = profile.base_model_path()  # pre-training is not what this test is about
     tokenizer = build_tokenizer(profile.world)
     build_model(profile.world, tokenizer).save_pretrained(base)
     tokenizer.save_pretrained(base)
-    for run, seed, kl in (("spot_bco", 0, 0.01), ("spot_bco", 1, 0.02), ("sft", 0, 0.3)):
+    for run, seed, kl in (("spot_bco", 0, 0.01), ("spot_bco", 1, 0.02), ("sft", 0, 0.3), ("sft", 1, 0.3)):
         ckpt = out / "04_train_spot" / run / f"seed{seed}"
         shutil.copytree(base, ckpt)
         (ckpt / "summary.json").write_text(json.dumps({
@@ -34,9 +34,10 @@ def test_stage_writes_per_item_results_tables_figures_and_reading(evaluated):
     profile, summary = evaluated
     stage = profile.out / "05_eval_forgetting"
     records = [json.loads(line) for line in (stage / "results.jsonl").read_text().splitlines()]
-    # base × 2 seeds + 3 checkpoints, 4 families × 3 items
-    assert len(records) == 5 * 4 * 3
-    assert {r["model"] for r in records} == {"base/seed0", "base/seed1", "spot_bco/seed0", "spot_bco/seed1", "sft/seed0"}
+    # base × 2 seeds + 4 checkpoints, 4 families × 3 items
+    assert len(records) == 6 * 4 * 3
+    assert {r["model"] for r in records} == {"base/seed0", "base/seed1", "spot_bco/seed0", "spot_bco/seed1",
+                                             "sft/seed0", "sft/seed1"}
     for name in ("table.csv", "table_models.csv", "table.md", "reading.md", "results.json", "manifest.json",
                  "scores_bar.png", "kl_vs_retention.png"):
         assert (stage / name).is_file(), name

@@ -4,7 +4,9 @@ Every Oracle returns an `OracleResult`: the text (y⁺ or a direct solution), it
 thoughts kept apart, token usage and cost, and when it failed, the reason. Failures
 are data, not exceptions: a stage counts them. A *transient* failure (the endpoint
 was unreachable after every retry) is not a verdict on the request, so it is not
-stored as done and a re-run asks again.
+stored as done and a re-run asks again. A request the endpoint *refuses* (a wrong key,
+URL, model name or request: HTTP 400/401/403/404/422) is neither: the stage stops with
+`OracleRequestError` and stores nothing, since the fix is the user's, not a retry's.
 """
 from __future__ import annotations
 
@@ -43,6 +45,14 @@ class OracleResult:
         return body
 
 
+# Failures that mean the settings are wrong (key, URL, model, request), not the item.
+SETTINGS_FAILURES = frozenset({"http_400", "http_401", "http_403", "http_404", "http_422"})
+
+
+class OracleRequestError(RuntimeError):
+    """The endpoint refused the requests themselves: fix the profile or the key, then re-run."""
+
+
 class Oracle:
     """Subclasses implement `arectify` and `asolve_direct`; the sync forms wrap them."""
 
@@ -52,8 +62,16 @@ class Oracle:
         """Everything that changes the Oracle's answers (hashed into resume keys). Never secrets."""
         return {"kind": self.kind}
 
+    def endpoint(self) -> str | None:
+        """Where requests go (an HTTP Oracle's base URL): another server may answer otherwise."""
+        cfg = getattr(self, "cfg", None)
+        if getattr(cfg, "kind", None) == "local_server":
+            return "local_server"  # a fresh port each run, the same answers
+        return getattr(self, "base_url", None)
+
     def fingerprint(self) -> str:
-        return params_hash({"settings": self.settings(), "prompts": prompts.templates_hash()})
+        return params_hash({"settings": self.settings(), "endpoint": self.endpoint(),
+                            "prompts": prompts.templates_hash()})
 
     async def arectify(self, problem: dict, student_answer: str, ground_truth: str | None = None) -> OracleResult:
         raise NotImplementedError

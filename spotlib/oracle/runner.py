@@ -2,9 +2,11 @@
 
 Each finished request is appended at once to a keyed JSONL (`spotlib.io.JsonlAppender`),
 so a crash or `kill -9` loses only the requests in flight, and a re-run skips every
-key already written. Keys are (problem id, sample id, Oracle fingerprint), the
-fingerprint hashing the Oracle's settings and the prompt templates: change either and
-the work is redone. Transient failures are returned, not stored: a re-run asks again.
+key already written. Keys are (problem id, sample id, hash of the request's content,
+Oracle fingerprint), the fingerprint hashing the Oracle's settings, endpoint and the
+prompt templates: change the student's answer, any setting or the endpoint and that
+work is redone. Transient failures are returned, not stored: a re-run asks again. A
+request the endpoint refuses (`SETTINGS_FAILURES`) stops the run, storing nothing.
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ from typing import Iterable
 
 from tqdm.auto import tqdm
 
-from spotlib.io import JsonlAppender
+from spotlib.io import JsonlAppender, params_hash
 
-from .base import Oracle, OracleResult, run_sync
+from .base import SETTINGS_FAILURES, Oracle, OracleRequestError, OracleResult, run_sync
 
 
 @dataclass
@@ -32,8 +34,13 @@ class OracleJob:
     fields: dict = field(default_factory=dict)   # copied into the output record
 
 
-def job_key(problem_id: str, sample_id, fingerprint: str) -> str:
-    return f"{problem_id}|{sample_id}|{fingerprint}"
+def job_key(problem_id: str, sample_id, fingerprint: str, content: dict | None = None) -> str:
+    """`content`: what the request says (the student's answer, the problem): a changed answer
+    is a new request, never one served from the cache of the old one."""
+    parts = [str(problem_id), str(sample_id)]
+    if content is not None:
+        parts.append(params_hash(content))
+    return "|".join([*parts, fingerprint])
 
 
 @dataclass
@@ -75,9 +82,12 @@ async def arun_jobs(oracle: Oracle, jobs: Iterable[OracleJob], sink: JsonlAppend
     started = time.perf_counter()
     gate = asyncio.Semaphore(max(1, concurrency))
     bar = tqdm(total=len(todo), desc=desc, disable=not progress, dynamic_ncols=True)
+    refused: list[tuple[str, str]] = []   # (failure, error text) of requests the endpoint refused
 
     async def one(job: OracleJob) -> None:
         async with gate:
+            if refused:   # the settings are wrong: asking on only costs money
+                return
             if max_cost_usd is not None and stats.cost_usd >= max_cost_usd:
                 result = OracleResult(None, failure="budget_exhausted", transient=True, attempts=0)
             elif job.kind == "rectify":
@@ -87,6 +97,9 @@ async def arun_jobs(oracle: Oracle, jobs: Iterable[OracleJob], sink: JsonlAppend
         stats.prompt_tokens += result.prompt_tokens
         stats.completion_tokens += result.completion_tokens
         stats.cost_usd += result.cost_usd
+        if result.failure in SETTINGS_FAILURES:
+            refused.append((result.failure, str(result.info.get("error", ""))))
+            return
         record = record_of(job, result)
         if result.ok:
             stats.ok += 1
@@ -108,6 +121,13 @@ async def arun_jobs(oracle: Oracle, jobs: Iterable[OracleJob], sink: JsonlAppend
         bar.close()
         await oracle.aclose()
     stats.wall_s = time.perf_counter() - started
+    if refused:
+        failure, error = refused[0]
+        where = getattr(oracle, "base_url", None) or oracle.kind
+        raise OracleRequestError(
+            f"the Oracle endpoint {where} refused the request ({failure}: {' '.join(error.split())[:160]}); "
+            f"check oracle.base_url, oracle.model and the key in oracle.api_key_env, then re-run "
+            f"(nothing was cached for the {len(refused)} refused request(s))")
     return stats
 
 

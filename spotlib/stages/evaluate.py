@@ -11,6 +11,10 @@ difference is called a tie when
 
 (standard errors across seeds; with one seed, the binomial standard error of the items).
 Retention loss = general(base) − general(model): positive means forgetting.
+
+The models are the base and exactly the checkpoints the profile names (`train.methods`,
+`train.ablations` × `seeds`); each result is keyed by the checksum of the weights that
+produced it, so a retrained model is evaluated anew and never reported with old scores.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ import math
 from pathlib import Path
 
 from spotlib import evals
-from spotlib.io import JsonlAppender, Manifest, dir_sha256, read_jsonl, write_json_atomic
+from spotlib.io import (DataError, JsonlAppender, Manifest, read_jsonl, weights_problem, weights_sha256,
+                        write_json_atomic)
 
 STAGE = "05_eval_forgetting"
 TRAIN_STAGE = "04_train_spot"
@@ -35,25 +40,37 @@ PAPER_TABLE = {
 
 # ---------------------------------------------------------------- which models
 def find_checkpoints(profile) -> list[dict]:
-    """Saved models under 04_train_spot/<run>/seed<k>/ (a save_pretrained folder each)."""
+    """The checkpoints the profile names: every run of `train` × `seeds`, under
+    04_train_spot/<run>/seed<k>/, finished and with weights that match their checksum.
+    Folders of runs the profile no longer names are not looked at."""
+    from spotlib.train.runspec import plan_runs
+
     root = profile.out / TRAIN_STAGE
-    found = []
-    for seed_dir in sorted(root.glob("*/seed*")):
-        if not (seed_dir / "config.json").is_file():
-            continue
-        summary = {}
-        if (seed_dir / "summary.json").is_file():
-            summary = json.loads((seed_dir / "summary.json").read_text())
-            if summary.get("complete") is False:
+    found, missing = [], []
+    for run_spec in plan_runs(profile.train):
+        for seed in profile.seeds:
+            seed_dir = root / run_spec.dirname / f"seed{seed}"
+            summary_path = seed_dir / "summary.json"
+            try:
+                summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+            except json.JSONDecodeError:
+                raise DataError(f"{summary_path}: not valid JSON (re-run stage 04 for this run)") from None
+            if not summary.get("complete") or not (seed_dir / "config.json").is_file():
+                missing.append(str(seed_dir))
                 continue
-        spec = _spec(summary.get("run") or seed_dir.parent.name.replace("~", ":"), profile)
-        seed = int(summary.get("seed", seed_dir.name.removeprefix("seed")))
-        run = summary.get("run") or spec.get("run")
-        found.append({"model": f"{run}/seed{seed}", "run": run, "seed": seed, "path": seed_dir,
-                      "method": summary.get("method", spec.get("method", run)),
-                      "data": summary.get("data", spec.get("data")),
-                      "delta_mode": summary.get("delta_mode", spec.get("delta_mode")),
-                      "kl": final_kl(seed_dir, summary)})
+            problem = weights_problem(seed_dir, summary.get("weights_sha256"))
+            if problem:
+                raise DataError(f"{problem}; delete {seed_dir} and re-run stage 04")
+            spec = _spec(summary.get("run") or run_spec.name, profile)
+            run = summary.get("run") or spec.get("run")
+            found.append({"model": f"{run}/seed{seed}", "run": run, "seed": seed, "path": seed_dir,
+                          "method": summary.get("method", spec.get("method", run)),
+                          "data": summary.get("data", spec.get("data")),
+                          "delta_mode": summary.get("delta_mode", spec.get("delta_mode")),
+                          "kl": final_kl(seed_dir, summary)})
+    if missing:
+        raise DataError(f"no finished stage-04 model for {len(missing)} run(s) the profile names: "
+                        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} (run stage 04 first)")
     return found
 
 
@@ -89,13 +106,21 @@ def models_to_evaluate(profile) -> list[dict]:
 
 
 # ---------------------------------------------------------------- generation and scoring
+def _record_key(record: dict) -> tuple:
+    """A result belongs to the weights that produced it: a retrained model is evaluated anew."""
+    return (record["model"], record.get("identity"), record["benchmark"], record["id"])
+
+
 def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: JsonlAppender,
                    progress: bool = True) -> None:
     """Sample k responses per item, score them, append one record per (model, benchmark, item)."""
     from spotlib.sampling import open_generator
 
     cfg = profile.eval
-    todo = {name: [it for it in its if (entry["model"], name, it["id"]) not in results]
+    entry.setdefault("identity", weights_sha256(entry["path"])[:16])
+    # The sink's own key of the record each item would get: what is there is not sampled again.
+    todo = {name: [it for it in its if results.key_fn({"model": entry["model"], "identity": entry["identity"],
+                                                      "benchmark": name, "id": it["id"]}) not in results]
             for name, its in items.items()}
     if not any(todo.values()):
         return
@@ -128,8 +153,8 @@ def _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress) -> 
                 scores = bench.score_all([part[i][1] for i in rows for _ in range(k)],
                                          [r for i in rows for r in outs[i]], cfg)
                 for j, i in enumerate(rows):
-                    results.append({"model": entry["model"], "run": entry["run"], "seed": entry["seed"],
-                                    "benchmark": name, "group": bench.group, "id": part[i][1]["id"],
+                    results.append({"model": entry["model"], "identity": entry["identity"],
+                                    "run": entry["run"], "seed": entry["seed"], "benchmark": name, "group": bench.group, "id": part[i][1]["id"],
                                     "responses": outs[i], "metrics": scores[j * k:(j + 1) * k]})
 
 
@@ -374,16 +399,20 @@ def run(profile, progress: bool = True) -> dict:
     missing = [e["path"] for e in entries if not Path(e["path"], "config.json").is_file()]
     if missing:
         raise FileNotFoundError(f"{missing[0]}: no saved model here (run the earlier stages first)")
-    inputs = {e["model"]: dir_sha256(e["path"]) for e in entries}
+    for entry in entries:
+        entry["identity"] = weights_sha256(entry["path"])[:16]
+    inputs = {e["model"]: e["identity"] for e in entries}
     manifest = Manifest(stage, params={"eval": dataclasses.asdict(cfg), "seeds": profile.seeds}, inputs=inputs)
     if manifest.is_fresh() and (stage / "results.json").is_file():
         return json.loads((stage / "results.json").read_text())
     items = {name: evals.load_items(name, cfg, profile) for name in cfg.benchmarks}
-    with JsonlAppender(stage / "results.jsonl", key_fn=lambda r: (r["model"], r["benchmark"], r["id"])) as results:
+    with JsonlAppender(stage / "results.jsonl", key_fn=_record_key) as results:
         for entry in entries:
             evaluate_model(entry, items, profile, results, progress=progress)
-        wanted = {e["model"] for e in entries}
-        records = [r for r in results.records if r["model"] in wanted and r["benchmark"] in items]
+        # Only the results of these exact weights: an earlier model of the same name is not reported.
+        wanted = {(e["model"], e["identity"]) for e in entries}
+        records = [r for r in results.records
+                   if (r["model"], r.get("identity")) in wanted and r["benchmark"] in items]
     summary = summarize(records, cfg.benchmarks, entries, stage, cfg.tie_sigmas)
     manifest.counts = {"models": len(entries), "items": {n: len(v) for n, v in items.items()},
                        "records": len(records)}

@@ -246,6 +246,8 @@ def draw_figures(report: dict, scored: list[dict], out_dir, gamma: float) -> lis
     fig.savefig(files[-1], dpi=110)
     plt.close(fig)
     nll = report.get("nll")
+    if not nll:  # an earlier run's figure must not pass for this run's
+        (out_dir / "nll.png").unlink(missing_ok=True)
     if nll:
         labels = ["y_minus", "y_plus", "direct", "y_plus_within_gamma", "y_plus_beyond_gamma"]
         names = ["y⁻ (own)", "y⁺ (rectified)", "direct", "y⁺, R ≤ γ", "y⁺, R > γ"]

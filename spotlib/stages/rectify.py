@@ -7,7 +7,9 @@ Writes under outputs/<profile>/02_rectify/:
                     `correct`; attempts continue only for problems not yet solved
                     (rejection sampling, `oracle.direct_attempts` tries at most)
   transient_failures.jsonl  requests the endpoint never answered (asked again on a re-run)
-  cache/            the keyed append-only logs a crashed run resumes from
+  cache/            the keyed append-only logs a crashed run resumes from; each key hashes
+                    the request (the student's answer included) and the Oracle's settings
+                    and endpoint, so a changed answer or setting is asked anew
   manifest.json
 """
 from __future__ import annotations
@@ -28,6 +30,12 @@ def oracle_params(profile) -> dict:
     """The settings that change this stage's output (the key's *name*, never its value)."""
     cfg = profile.to_dict()["oracle"]
     return {**cfg, "seed": profile.seed, "grading": profile.sample.grading}
+
+
+def _request_content(record: dict, use_truth: bool) -> dict:
+    """What a rectify request says: a new student answer (or problem) is a new request."""
+    return {"prompt": record["prompt"], "response": record["response"],
+            "answer": record["answer"] if use_truth else None}
 
 
 def _problem(record: dict) -> dict:
@@ -51,7 +59,8 @@ def run(profile, progress: bool = True) -> dict:
     with open_oracle(profile, problems.values()) as oracle:
         fingerprint = oracle.fingerprint()
         use_truth = cfg.prompt_variant == "with_ground_truth"
-        jobs = [OracleJob(job_key(r["id"], r["sample_id"], fingerprint), "rectify", _problem(r), r["response"],
+        jobs = [OracleJob(job_key(r["id"], r["sample_id"], fingerprint, _request_content(r, use_truth)),
+                          "rectify", _problem(r), r["response"],
                           r["answer"] if use_truth else None,
                           fields={**_problem(r), "sample_id": r["sample_id"], "rejected": r["response"],
                                   "oracle": fingerprint})
@@ -110,7 +119,8 @@ def _direct_solutions(profile, oracle, fingerprint: str, problems: list[dict], o
     with JsonlAppender(out_dir / "cache" / "direct.jsonl", key_fn=lambda r: r["key"]) as sink:
         pending = problems
         for attempt in range(cfg.direct_attempts):
-            jobs = [OracleJob(job_key(p["id"], f"direct-{attempt}", fingerprint), "direct", p, attempt=attempt,
+            jobs = [OracleJob(job_key(p["id"], f"direct-{attempt}", fingerprint, {"prompt": p["prompt"]}),
+                              "direct", p, attempt=attempt,
                               fields={**p, "oracle": fingerprint}) for p in pending]
             stats.append(run_jobs(oracle, jobs, sink, concurrency=cfg.concurrency, progress=progress,
                                   desc=f"direct (attempt {attempt + 1})", max_cost_usd=cfg.max_cost_usd))

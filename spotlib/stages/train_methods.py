@@ -36,7 +36,7 @@ from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache, use_autocast
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
-from spotlib.train.trainer import EXECUTION_ONLY, RunInputs, make_accelerator, num_steps, train_run
+from spotlib.train.trainer import EXECUTION_ONLY, RunInputs, _finished, make_accelerator, num_steps, train_run
 from spotlib.workers import cpu_worker_count, run_in_workers, worker_profile
 
 STAGE = "04_train_spot"
@@ -179,7 +179,9 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     train_params = {k: v for k, v in profile.to_dict()["train"].items() if k not in EXECUTION_ONLY}
     manifest = Manifest(stage_dir, params={"train": train_params, "seeds": profile.seeds,
                                            "model": profile.to_dict()["model"]}, inputs=plan.inputs_hash)
-    if manifest.is_fresh():
+    # A fresh manifest counts only while every model it lists is still whole (cheap size check).
+    if manifest.is_fresh() and all(_finished(stage_dir / r.dirname / f"seed{s}", full=False)
+                                   for r in plan.runs for s in profile.seeds):
         return manifest.load()
     unknown = sorted(set(seeds or []) - set(profile.seeds))
     if unknown:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from spotlib.io import shared_mode
+
 from .data import Tokenized, collate
 
 
@@ -191,9 +193,12 @@ def cache_key(*parts) -> str:
 
 
 def cached(path: Path, compute):
-    """torch.load(path) if present, else compute(), saved atomically."""
+    """torch.load(path) if present and readable, else compute(), saved atomically."""
     if path.is_file():
-        return torch.load(path, weights_only=False)
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - a torn or corrupt cache is recomputed, never trusted
+            print(f"{path}: unreadable cache ({type(exc).__name__}), computing it again")
     value = compute()
     save_cache(path, value)
     return value
@@ -204,4 +209,5 @@ def save_cache(path: Path, value) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel workers never share a temp file
     torch.save(value, tmp)
+    os.chmod(tmp, shared_mode())
     tmp.replace(path)

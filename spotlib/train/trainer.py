@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 from spotlib import losses as L
-from spotlib.io import JsonlAppender, params_hash, write_json_atomic
+from spotlib.io import (JsonlAppender, params_hash, weights_bytes, weights_problem, weights_sha256,
+                        write_json_atomic)
 
 from .data import TrainData, collate, step_rows
 from .logps import CompletionLogpsModel, completion_logps, use_autocast
@@ -136,11 +137,13 @@ def _claim_run_dir(run_dir: Path, key: str) -> None:
     write_json_atomic(key_path, key)
 
 
-def _finished(run_dir: Path) -> dict | None:
+def _finished(run_dir: Path, full: bool = True) -> dict | None:
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         done = json.loads(summary_path.read_text())
-        if done.get("complete"):
+        # A corrupt or partly written model is not a finished run: train it again.
+        if done.get("complete") and weights_problem(run_dir, done.get("weights_sha256"), done.get("weights_bytes"),
+                                                    full=full) is None:
             return done
     return None
 
@@ -382,7 +385,8 @@ def _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, t
                    "steps": steps, "lr": lr, "train_seconds": round(train_seconds, 2),
                    "tokens": tokens, "tokens_per_s": tokens / max(train_seconds, 1e-9),
                    "final": {k: v for k, v in final.items() if k not in ("kind",)},
-                   "final_probe": last_probe, "complete": True}
+                   "final_probe": last_probe, "complete": True,
+                   "weights_sha256": weights_sha256(run_dir), "weights_bytes": weights_bytes(run_dir)}
         write_json_atomic(run_dir / "summary.json", summary)
         metrics.close()
         for old in run_dir.glob("checkpoint-*"):

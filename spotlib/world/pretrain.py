@@ -211,7 +211,7 @@ def _pretrain(world_cfg, progress):
 
 def ensure_base_model(profile, progress: bool = True) -> Path:
     """The profile's base model directory; pre-trains only when no matching manifest is there."""
-    from spotlib.io import write_json_atomic
+    from spotlib.io import weights_problem, weights_sha256, write_json_atomic
     out = profile.base_model_path()
     manifest_path = out / "manifest.json"
     digest = world_hash(profile.world)
@@ -220,7 +220,9 @@ def ensure_base_model(profile, progress: bool = True) -> Path:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError:
             manifest = {}
-        if manifest.get("world_hash") == digest and (out / "config.json").is_file():
+        # Trusted only whole: the weights must match the checksum written beside them.
+        if manifest.get("world_hash") == digest and (out / "config.json").is_file() \
+                and weights_problem(out, manifest.get("weights_sha256")) is None:
             return out
     model, tokenizer, stats = pretrain(profile.world, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,6 +238,7 @@ def ensure_base_model(profile, progress: bool = True) -> Path:
                                             max_new_tokens=cfg.eval_max_new_tokens) for t in (0.0, 0.7)}
             scores["nll_nats_per_token"] = style_nll(model, tokenizer, n=min(n, 64), world_cfg=cfg)
         stats["eval_wall_s"] = round(time.time() - eval_start, 1)
-    write_json_atomic(manifest_path, {"world_hash": digest, "world": dataclasses.asdict(profile.world),
+    write_json_atomic(manifest_path, {"world_hash": digest, "weights_sha256": weights_sha256(out),
+                                      "world": dataclasses.asdict(profile.world),
                                       "stats": stats, "heldout_scores": scores})
     return out
