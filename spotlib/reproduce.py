@@ -232,13 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not ready: {problem}", file=sys.stderr if not args.dry_run else sys.stdout)
     if args.dry_run:  # the plan is printed, whether or not it fits: the run itself refuses
         return 0
+    if problems:
+        print(f"error: {len(problems)} problem(s) above must be fixed before this run can start", file=sys.stderr)
+        return 2
     if failures and not args.skip_preflight:
         print(f"error: profile {profile.name} cannot start: fix the preflight problems above "
               f"(or pass --skip-preflight)", file=sys.stderr)
         return 1
-    if problems:
-        print(f"error: {len(problems)} problem(s) above must be fixed before this run can start", file=sys.stderr)
-        return 2
     try:
         with output_lock(profile.out):
             return _run_stages(profile_arg, profile, stages, args.kernel)

@@ -116,6 +116,7 @@ def test_reproduce_refuses_paper_without_gpus(ready, monkeypatch, capsys):
     from spotlib import reproduce
 
     monkeypatch.setattr(pf, "cuda_memory_gib", lambda: [])
+    monkeypatch.setattr("spotlib.validate.cuda_devices", lambda: 8)  # past validation: the plan's check refuses
     monkeypatch.setattr(reproduce, "load_profile", lambda name: ready)
     monkeypatch.setattr(reproduce, "run_stage", lambda *a: pytest.fail("a stage ran"))
     assert reproduce.main(["--profile", "paper"]) == 1
