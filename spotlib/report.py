@@ -63,9 +63,9 @@ def recorded_seconds(timings) -> float | None:
     return None
 
 
-def _table(frame, floatfmt=".3g", index=False) -> str:
+def _table(frame, floatfmt=".3g", index=False, **tabulate_options) -> str:
     try:
-        return frame.to_markdown(index=index, floatfmt=floatfmt)
+        return frame.to_markdown(index=index, floatfmt=floatfmt, **tabulate_options)
     except ImportError:  # tabulate missing
         return "```\n" + frame.to_string(index=index) + "\n```"
 
@@ -173,7 +173,8 @@ def _read_04(d: Path, out: Path) -> list[str]:
                                             steps=("steps", "first"), seeds=("seed", "nunique"))
             table["seconds"] = table["seconds"].map(lambda x: f"{x:.1f}")
             table["lr"] = table["lr"].map(lambda x: f"{x:.1e}")
-            lines += ["**Runs** (training seconds: mean over seeds)", "", _table(table, index=True), ""]
+            lines += ["**Runs** (training seconds: mean over seeds)", "",
+                      _table(table, index=True, disable_numparse=True), ""]
         from spotlib.plots import load_training_metrics
 
         _, probes = load_training_metrics(d)
