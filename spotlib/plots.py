@@ -260,7 +260,9 @@ def run_panels(df, keys: list[str], titles: list[str], ylabels: list[str] | None
     titles = [titles[i] for i, _ in enumerate(keys)] if titles else keys
     ncols = ncols or min(len(keys), 3) or 1
     nrows = max(1, math.ceil(len(keys) / ncols))
-    fig, axes = _figure(10 if ncols > 1 else 6, 4.6 * nrows, ncols=ncols, nrows=nrows)
+    legend_ncol = 2 if ncols > 1 else 3
+    legend_rows = math.ceil(df["run"].nunique() / legend_ncol) if len(df) else 0
+    fig, axes = _figure(10 if ncols > 1 else 6, (2.9 + 0.22 * legend_rows) * nrows, ncols=ncols, nrows=nrows)
     for i, ax in enumerate(axes.flat):
         if i >= len(keys):
             ax.set_visible(False)
@@ -275,7 +277,7 @@ def run_panels(df, keys: list[str], titles: list[str], ylabels: list[str] | None
         ax.set(title=titles[i], xlabel="step")
         if ylabels:
             ax.set_ylabel(ylabels[i])
-        _legend_below(ax, ncol=2 if ncols > 1 else 3)
+        _legend_below(ax, ncol=legend_ncol)
     return _close(fig)
 
 
@@ -518,5 +520,5 @@ def figure_names() -> list[str]:
 def save(fig: Figure, path: Path, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
