@@ -128,7 +128,25 @@ def _read_02(d: Path, out: Path) -> list[str]:
                   f"({s.get('direct_requests', '–')} requests) |",
                   f"| tokens in / out | {s.get('prompt_tokens', 0):,} / {s.get('completion_tokens', 0):,} |",
                   f"| estimated cost | {s.get('cost_usd', 0) or 0:.2f} USD |", ""]
+    lines += _example_edit(d / "rectified.jsonl")
     return lines
+
+
+def _example_edit(path: Path) -> list[str]:
+    """One rectification side by side (a minimal edit where there is one), as the notebook shows it."""
+    from spotlib.io import read_jsonl
+    from spotlib.proximity import diff_html
+
+    if not path.is_file():
+        return []
+    done = [r for r in read_jsonl(path) if r.get("ok") and r.get("chosen")]
+    if not done:
+        return []
+    r = next((r for r in done if r.get("mode") == "edit"), done[0])
+    # one line (a blank line would end the HTML block); `$` in student text is not math
+    table = diff_html(r["rejected"], r["chosen"]).replace("$", "&#36;").replace("\n", "&#10;")
+    return [f"**An edit, side by side** ({r.get('id')}, mode {r.get('mode', '?')}): struck-out words are what the "
+            "Oracle removed from y⁻, green words what it wrote in y⁺.", "", table, ""]
 
 
 def _read_03(d: Path, out: Path) -> list[str]:

@@ -1,3 +1,4 @@
+import html
 import json
 import random
 import re
@@ -27,6 +28,9 @@ def fake_study(out):
     write_jsonl(out / "01_sample" / "errors.jsonl", [dict(record, response=wrong)])
     manifest(out / "02_rectify", errors=3, rectified_ok=2, rectify_failures={"no_markers": 1}, cost_usd=1.5,
              modes={"edit": 2}, direct_problems=3, direct_solved=3, direct_requests=3)
+    write_jsonl(out / "02_rectify" / "rectified.jsonl", [
+        {"id": "e1", "ok": True, "mode": "edit", "rejected": "2 + 2 = 5\n\nSo $\\boxed{5}$.",
+         "chosen": "2 + 2 = 4\n\nSo $\\boxed{4}$."}])
     f = out / "03_filter"
     manifest(f, gamma=0.6, unit="tokens")
     stats = {"n": 2, "mean": 0.3, "median": 0.3, "p10": 0.2, "p90": 0.4}
@@ -105,6 +109,10 @@ def test_html_is_self_contained_with_math_and_figures_embedded(report):
     assert sum(src.startswith("data:image/png") for src in images) == n_figures
     assert 'class="math"' in page and "$R" not in page and "\\gamma$" not in page
     assert "<table>" in page
+    # the student's text in the diff stays text: one HTML block, its `$` not taken for math
+    edit = page[page.index("An edit, side by side"):]
+    cell = html.unescape(edit[:edit.index("</table>")])
+    assert "$\\boxed{4}$." in cell and "\n\nSo " in cell and "<img" not in cell
 
 
 def test_math_becomes_svg_and_prices_stay_text(tmp_path):
