@@ -21,6 +21,7 @@ if not matplotlib.get_backend().lower().startswith(("module://matplotlib_inline"
     matplotlib.use("Agg")  # no display outside a notebook; inline backends stay as they are
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MAX_WIDTH = 10.0
 LEGEND_SIZE = 9
@@ -275,6 +276,7 @@ def run_panels(df, keys: list[str], titles: list[str], ylabels: list[str] | None
             if len(g):
                 ax.plot(g["step"], g[key], color=color(run), ls=linestyle(run), lw=1.8, label=label(run))
         ax.set(title=titles[i], xlabel="step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ylabels:
             ax.set_ylabel(ylabels[i])
         _legend_below(ax, ncol=legend_ncol)
@@ -343,7 +345,7 @@ def kl_scatter(rows: list[dict], base_general: float) -> Figure:
                    color=color(run), marker="s" if "@" in run else "^" if ":" in run else "o",
                    label=label(run))
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xlabel="held-out token KL(π_θ ‖ π_ref), end of training",
+    ax.set(xlabel=r"held-out token KL($\pi_\theta \,\|\, \pi_{\rm ref}$), end of training",
            ylabel="retention loss (general, points)", title="Distance moved vs knowledge lost")
     _legend_right(ax)
     return _close(fig)
@@ -367,6 +369,7 @@ def _rl_panels(curves, keys: list[str], titles: list[str], ylabels: list[str]) -
                 ax.plot(df["step"], df[key], marker="o", ms=4, lw=1.8, color=color(init),
                         label=f"GRPO from {label(init)}")
         ax.set(title=title, xlabel="step", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend_below(ax, ncol=2)
     return _close(fig)
 
@@ -381,7 +384,7 @@ def rl_heldout(curves) -> Figure:
 
 def rl_distance(curves) -> Figure:
     return _rl_panels(curves, ["kl", "entropy"], ["Distance from the start", "Policy entropy"],
-                      ["KL(π_θ ‖ π_start) per token", "nats per token"])
+                      [r"KL($\pi_\theta \,\|\, \pi_{\rm start}$) per token", "nats per token"])
 
 
 # ------------------------------------------------------------------ the study's figures, by stage
