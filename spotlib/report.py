@@ -1,8 +1,11 @@
-"""outputs/<profile>/report.md: the tables and figures of every stage that has run.
+"""The study's one document: outputs/<profile>/report.md and a self-contained report.html.
 
-Each stage folder `NN_name/` is read through its `manifest.json` (wall time, counts) and
-the files it is known to leave: markdown fragments (`*.md`), small CSV tables and figures
-(`*.png`). Missing stages are listed as not run; nothing here recomputes results.
+Stages in the notebooks' order, each with its reading, its tables and every figure its notebook
+shows, drawn by the same `spotlib.plots` functions from the files the stage left (its
+`manifest.json`, tables, metrics). Figures the stage saved itself are used as they are; the
+others are drawn into `report_figures/`. Missing stages are listed as not run; nothing here
+recomputes results. report.html embeds the figures (base64) and renders the math as SVG with
+matplotlib's mathtext, so it opens offline in any browser.
 """
 from __future__ import annotations
 
@@ -11,6 +14,15 @@ import re
 from pathlib import Path
 
 STAGES = ("01_sample", "02_rectify", "03_filter", "04_train_spot", "05_eval_forgetting", "06_rl_init")
+TITLES = {
+    "01_sample": "Sampling the student",
+    "02_rectify": "Rectifying the student's mistakes",
+    "03_filter": "Verifying and filtering: how proximal are the pairs?",
+    "04_train_spot": "Training every method, and measuring the tether",
+    "05_eval_forgetting": "Evaluation: what each method gained, and what it forgot",
+    "06_rl_init": "RL from the SPoT checkpoint",
+}
+FIGURES_DIR = "report_figures"
 _MAX_CSV_ROWS = 40
 
 
@@ -22,6 +34,13 @@ def _manifest(stage_dir: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         return {"error": f"{path}: not valid JSON"}
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
 
 
 def _wall(seconds) -> str:
@@ -44,29 +63,209 @@ def recorded_seconds(timings) -> float | None:
     return None
 
 
+def _table(frame, floatfmt=".3g", index=False, **tabulate_options) -> str:
+    try:
+        return frame.to_markdown(index=index, floatfmt=floatfmt, **tabulate_options)
+    except ImportError:  # tabulate missing
+        return "```\n" + frame.to_string(index=index) + "\n```"
+
+
 def _csv_markdown(path: Path) -> str | None:
     import pandas as pd
 
     try:
         frame = pd.read_csv(path)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable table is linked, not fatal
         return None
     if len(frame) > _MAX_CSV_ROWS or len(frame.columns) > 14:
         return f"[{path.name}]({path.parent.name}/{path.name}) ({len(frame)} rows × {len(frame.columns)} columns)"
-    return frame.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else frame.to_string(index=False)
+    return _table(frame)
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
+def _pct(x) -> str:
+    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "–"
 
 
-def stage_section(stage_dir: Path) -> list[str]:
+# ------------------------------------------------------------------ the reading and tables of each stage
+def _read_01(d: Path, out: Path) -> list[str]:
+    import pandas as pd
+
+    summary = _manifest(d).get("summary") or {}
+    lines = ["The student is sampled once per training problem and every answer is graded; the wrong "
+             "answers go to the Oracle, the right ones are RFT's data. Accuracy by difficulty shows where "
+             "the errors come from, and on the tiny world the position of the first wrong step shows how "
+             "much correct prefix a minimal edit can keep.", ""]
+    base = _json(out / "base_model" / "manifest.json") or {}
+    scores = {k: v for k, v in (base.get("heldout_scores") or {}).items() if isinstance(v, dict)
+              and all(isinstance(x, (int, float)) for x in v.values())}
+    if scores and "nll_nats_per_token" in scores:
+        scores.pop("nll_nats_per_token")
+    if scores:
+        lines += ["**The base model's held-out scores**", "", _table(pd.DataFrame(scores).rename_axis("family"),
+                                                                   index=True), ""]
+    if summary:
+        lines += [f"**{summary.get('samples', '?')} samples: {summary.get('correct', '?')} correct, "
+                  f"{summary.get('errors', '?')} wrong (accuracy {_pct(summary.get('accuracy'))}).**", ""]
+        if summary.get("by_group"):
+            lines += [_table(pd.DataFrame(summary["by_group"]).T.rename_axis("group"), index=True), ""]
+    return lines
+
+
+def _read_02(d: Path, out: Path) -> list[str]:
+    s = _manifest(d).get("summary") or {}
+    lines = ["The Oracle makes the smallest edit that turns each wrong answer right, in the student's own "
+             "words; a reply without the markers is a recorded failure, never training data. It also writes "
+             "direct solutions (no student answer shown) for the SFT baseline, kept only when they verify.", ""]
+    if s:
+        failures = ", ".join(f"{k} {v}" for k, v in (s.get("rectify_failures") or {}).items()) or "none"
+        modes = ", ".join(f"{k} {v}" for k, v in (s.get("modes") or {}).items()) or "–"
+        lines += ["| quantity | value |", "|---|---|",
+                  f"| student errors sent | {s.get('errors', '–')} |",
+                  f"| rectified (usable y⁺) | {s.get('rectified_ok', '–')} |",
+                  f"| failures by reason | {failures} |",
+                  f"| edits / rewrites | {modes} |",
+                  f"| direct solutions: problems solved | {s.get('direct_solved', '–')} of {s.get('direct_problems', '–')} "
+                  f"({s.get('direct_requests', '–')} requests) |",
+                  f"| tokens in / out | {s.get('prompt_tokens', 0):,} / {s.get('completion_tokens', 0):,} |",
+                  f"| estimated cost | {s.get('cost_usd', 0) or 0:.2f} USD |", ""]
+    lines += _example_edit(d / "rectified.jsonl")
+    return lines
+
+
+def _example_edit(path: Path) -> list[str]:
+    """One rectification side by side (a minimal edit where there is one), as the notebook shows it."""
+    from spotlib.io import read_jsonl
+    from spotlib.proximity import diff_html
+
+    if not path.is_file():
+        return []
+    done = [r for r in read_jsonl(path) if r.get("ok") and r.get("chosen")]
+    if not done:
+        return []
+    r = next((r for r in done if r.get("mode") == "edit"), done[0])
+    # one line (a blank line would end the HTML block); `$` in student text is not math
+    table = diff_html(r["rejected"], r["chosen"]).replace("$", "&#36;").replace("\n", "&#10;")
+    return [f"**An edit, side by side** ({r.get('id')}, mode {r.get('mode', '?')}): struck-out words are what the "
+            "Oracle removed from y⁻, green words what it wrote in y⁺.", "", table, ""]
+
+
+def _read_03(d: Path, out: Path) -> list[str]:
+    import pandas as pd
+
+    report = _json(d / "proximity_report.json") or {}
+    s = _manifest(d).get("summary") or {}
+    lines = ["Every y⁺ is verified, then its closeness to y⁻ is measured by the change ratio "
+             "$R = 1 - |\\mathrm{LCS}(y^-, y^+)| / |y^+|$ over the student's tokens; pairs with "
+             f"$R \\le \\gamma$ are kept ($\\gamma = {s.get('gamma', '?')}$). A proximal y⁺ should be nearly as "
+             "likely to the student as its own y⁻ and far likelier than a direct solution. Every method then "
+             "gets the same number of examples.", ""]
+    if report.get("change_ratio"):
+        lines += ["**Closeness of the pairs**", "",
+                  _table(pd.DataFrame({"R": report["change_ratio"], "R (chars)": report.get("change_ratio_chars", {}),
+                                       "edit distance": report.get("edit_distance_tokens", {})}).T, index=True), ""]
+    nll = {k: v for k, v in (report.get("nll") or {}).items() if k != "per_item"}
+    if nll:
+        lines += ["**Student NLL per token**", "", _table(pd.DataFrame(nll).T, index=True), ""]
+    if report.get("counts"):
+        c = report["counts"]
+        lines += [f"**{c['per_method']} examples per method** (available: "
+                  + ", ".join(f"{k} {v}" for k, v in c["available"].items()) + ").", ""]
+    return lines
+
+
+def _read_04(d: Path, out: Path) -> list[str]:
+    import pandas as pd
+
+    from spotlib.io import read_jsonl
+
+    lines = ["One trainer trains every method with the same examples, steps and batch; only the objective "
+             "and its data differ. The reward-based objectives weight each example's gradient by "
+             "$\\beta\\sigma(-r^+)$ (or its pair and δ-centred forms), a weight that falls as the model moves "
+             "away from the start model: the elastic tether. The curves show the rewards, δ (SPoT-BCO only), "
+             "the tether weights, the held-out KL to the start model and where in y⁻ each objective pushes.", ""]
+    runs_path = d / "runs.jsonl"
+    if runs_path.is_file():
+        runs = pd.DataFrame(read_jsonl(runs_path))
+        if len(runs) and {"run", "train_seconds", "lr", "steps"} <= set(runs.columns):
+            table = runs.groupby("run").agg(seconds=("train_seconds", "mean"), lr=("lr", "first"),
+                                            steps=("steps", "first"), seeds=("seed", "nunique"))
+            table["seconds"] = table["seconds"].map(lambda x: f"{x:.1f}")
+            table["lr"] = table["lr"].map(lambda x: f"{x:.1e}")
+            lines += ["**Runs** (training seconds: mean over seeds)", "",
+                      _table(table, index=True, disable_numparse=True), ""]
+        from spotlib.plots import load_training_metrics
+
+        _, probes = load_training_metrics(d)
+        if len(probes):
+            final = probes.sort_values("step").groupby("run").tail(1).set_index("run")
+            cols = [c for c in final.columns if c.startswith(("kl/", "fixed/", "edit/"))]
+            if cols:
+                lines += ["**End of training** (probes, mean over seeds)", "", _table(final[cols], ".4f", True), ""]
+    return lines
+
+
+def _read_05(d: Path, out: Path) -> list[str]:
+    lines = ["Every checkpoint and the base model answer every benchmark item with the same sampling "
+             "settings; cells are mean ± std across seeds, with the change against the base model and *tie* "
+             "when within noise. The bars put in-domain gains next to general-skill losses; the scatter sets "
+             "the held-out KL of stage 04 against the knowledge lost.", ""]
+    reading = d / "reading.md"
+    if reading.is_file():
+        text = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", reading.read_text(), flags=re.M)
+        lines += [text.strip(), ""]
+    return lines
+
+
+def _read_06(d: Path, out: Path) -> list[str]:
+    import pandas as pd
+
+    summary = _json(d / "summary.json") or {}
+    lines = ["GRPO runs from the base model and from the SPoT checkpoint with equal budgets (same prompts, "
+             "steps, rollouts, learning rate and KL coefficient); only the start, and with it the KL "
+             "reference, differs. The claim to check: SPoT + GRPO reaches a higher held-out accuracy and "
+             "keeps more on the OOD and general columns, by more than the noise.", ""]
+    if summary.get("runs"):
+        runs = pd.DataFrame(summary["runs"]).T.drop(columns="final", errors="ignore")
+        lines += ["**The two runs**", "", _table(runs, ".3g", True), ""]
+    table4 = d / "table4.md"
+    if table4.is_file():
+        lines += ["**Table 4**", "", table4.read_text().strip(), ""]
+    elif (d / "table4.csv").is_file():
+        lines += ["**Table 4**", "", _csv_markdown(d / "table4.csv") or "", ""]
+    return lines
+
+
+READERS = {"01_sample": _read_01, "02_rectify": _read_02, "03_filter": _read_03, "04_train_spot": _read_04,
+           "05_eval_forgetting": _read_05, "06_rl_init": _read_06}
+
+
+def figure_lines(stage_dir: Path, out: Path) -> list[str]:
+    """Every figure the stage's notebook shows: the stage's own PNG, or drawn into report_figures/."""
+    from spotlib import plots
+
+    lines = []
+    for spec in plots.FIGURES.get(stage_dir.name, []):
+        if spec.file and (stage_dir / spec.file).is_file():
+            rel = f"{stage_dir.name}/{spec.file}"
+        else:
+            try:
+                fig = spec.draw(stage_dir)
+            except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is named, not fatal
+                lines += [f"_figure {spec.name} not drawn: {type(exc).__name__}: {exc}_", ""]
+                continue
+            if fig is None:
+                continue
+            rel = f"{FIGURES_DIR}/{stage_dir.name}__{spec.name}.png"
+            plots.save(fig, out / rel)
+        lines += [f"![{spec.name}]({rel})", "", f"*{spec.caption}* Drawn by `spotlib.plots.{spec.name}`.", ""]
+    return lines
+
+
+def stage_section(stage_dir: Path, out: Path | None = None) -> list[str]:
+    out = out or stage_dir.parent
     manifest = _manifest(stage_dir)
-    lines = [f"## {stage_dir.name}", ""]
+    title = TITLES.get(stage_dir.name)
+    lines = [f"## {stage_dir.name}" + (f" — {title}" if title else ""), ""]
     if manifest:
         state = "complete" if manifest.get("complete") else "INCOMPLETE"
         lines.append(f"Wall time {_wall(manifest.get('wall_time_s'))} ({state}, written {manifest.get('written_at', '?')}).")
@@ -76,24 +275,27 @@ def stage_section(stage_dir: Path) -> list[str]:
         lines.append("")
     else:
         lines += ["_no manifest.json: the stage did not finish or wrote none_", ""]
-    md_files = sorted(p for p in stage_dir.glob("*.md"))
-    if stage_dir.name == "05_eval_forgetting" and (stage_dir / "reading.md").is_file():
-        md_files = [stage_dir / "reading.md"]  # it already holds table.md
-    for md in md_files:
-        text = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", md.read_text(), flags=re.M)
-        lines += [f"### {md.stem}", "", text.strip(), ""]
-    if not md_files:
-        for csv in sorted(stage_dir.glob("*.csv")):
-            table = _csv_markdown(csv)
-            if table:
-                lines += [f"### {csv.stem}", "", table, ""]
-    for png in sorted(stage_dir.glob("*.png")):
-        lines += [f"![{png.stem}]({stage_dir.name}/{png.name})", ""]
+    reader = READERS.get(stage_dir.name)
+    if reader:
+        lines += reader(stage_dir, out)
+    else:  # a stage this module does not know: its markdown fragments, else its small tables
+        md_files = sorted(stage_dir.glob("*.md"))
+        for md in md_files:
+            text = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", md.read_text(), flags=re.M)
+            lines += [f"### {md.stem}", "", text.strip(), ""]
+        if not md_files:
+            for csv in sorted(stage_dir.glob("*.csv")):
+                table = _csv_markdown(csv)
+                if table:
+                    lines += [f"### {csv.stem}", "", table, ""]
+        for png in sorted(stage_dir.glob("*.png")):
+            lines += [f"![{png.stem}]({stage_dir.name}/{png.name})", ""]
+    lines += figure_lines(stage_dir, out)
     return lines
 
 
 def build_report(profile) -> Path:
-    """Write outputs/<profile>/report.md from whatever stages have run; returns its path."""
+    """Write report.md (and report.html) in the profile's output folder from whatever stages have run."""
     from spotlib.config import load_profile
 
     if isinstance(profile, (str, Path)):
@@ -101,7 +303,8 @@ def build_report(profile) -> Path:
     out = profile.out
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# spotlib report — profile `{profile.name}`", "",
-             "Regenerate with `make reproduce` (or run the notebooks in order).", ""]
+             "Regenerate with `make reproduce` (or run the notebooks in order). Every figure below is drawn by "
+             "the `spotlib.plots` function named under it, the one its notebook calls.", ""]
     present = {p.name: p for p in out.iterdir() if p.is_dir() and re.match(r"^\d\d_", p.name)}
     timing = ["| stage | wall time | work recorded | state |", "|---|---|---|---|"]
     base = _manifest(out / "base_model")
@@ -115,7 +318,11 @@ def build_report(profile) -> Path:
         timing.append(f"| {name} | {_wall(manifest.get('wall_time_s'))} | {work} | {state} |")
     lines += timing + [""]
     for name in sorted(present):
-        lines += stage_section(present[name])
+        lines += stage_section(present[name], out)
+    text = "\n".join(lines).rstrip() + "\n"
     path = out / "report.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    path.write_text(text)
+    from spotlib.report_html import markdown_to_html
+
+    (out / "report.html").write_text(markdown_to_html(text, base_dir=out, title=f"spotlib report — {profile.name}"))
     return path

@@ -132,7 +132,8 @@ def run_stage(profile_arg: str, profile, stage: Stage, kernel: str) -> float:
     started = time.perf_counter()
     try:
         papermill.execute_notebook(str(NOTEBOOKS / stage.notebook), str(out_nb),
-                                   parameters={"profile": profile_arg}, kernel_name=kernel,
+                                   parameters={"profile_name": profile_arg, "output_dir": "", "progress": False},
+                                   kernel_name=kernel,
                                    cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
     except papermill.PapermillExecutionError as exc:
         if exc.ename == "KeyboardInterrupt":

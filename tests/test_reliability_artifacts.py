@@ -142,10 +142,10 @@ def test_torn_reference_cache_is_recomputed(tmp_path):
 
 
 def test_stale_nll_figure_is_removed(tmp_path):
-    from spotlib.stages.filter import draw_figures
+    from spotlib.plots import save_filter_figures
 
     (tmp_path / "nll.png").write_bytes(b"old figure")
     report = {"unit": "tokens", "kept_by_gamma": {"0.5": 0}}
-    files = draw_figures(report, [], tmp_path, 0.6)
+    files = save_filter_figures(report, [], tmp_path, 0.6)
     assert not (tmp_path / "nll.png").exists()
     assert [f.name for f in files] == ["proximity.png"]

@@ -123,7 +123,7 @@ def test_api_key_never_reaches_outputs_or_executed_notebooks(tmp_path, student_d
         executed.mkdir()
         # The notebook that talks to the endpoint runs in a kernel; the filter after it in-process.
         papermill.execute_notebook(str(REPO_ROOT / "notebooks" / "02_rectify.ipynb"),
-                                   str(executed / "02_rectify.ipynb"), parameters={"profile": str(yaml_path)},
+                                   str(executed / "02_rectify.ipynb"), parameters={"profile_name": str(yaml_path), "output_dir": ""},
                                    cwd=str(REPO_ROOT), kernel_name="python3", progress_bar=False)
         pair_filter.run(load_profile(yaml_path), progress=False)
     assert len(read_jsonl(profile.stage_dir("03_filter") / "pairs.jsonl")) > 0

@@ -295,51 +295,6 @@ def delta_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- figures
-def plot_bars(table: list[dict], path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table) + 2), 4))
-    width = 0.8 / len(COLUMNS)
-    for i, col in enumerate(COLUMNS):
-        xs = [j + (i - 1.5) * width for j in range(len(table))]
-        ax.bar(xs, [t[col] for t in table], width, yerr=[t[f"{col}_std"] for t in table], capsize=2,
-               label=col.replace("_", "-"))
-    ax.set_xticks(range(len(table)), [t["run"] for t in table], rotation=30, ha="right")
-    ax.set_ylabel("score (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Scores by method (mean ± std across seeds)")
-    ax.legend(ncol=4, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_kl_scatter(rows: list[dict], path: Path, base_general: float) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    pts = [r for r in rows if r["run"] != "base" and r["kl"] is not None]
-    for run in sorted({r["run"] for r in pts}):
-        mine = [r for r in pts if r["run"] == run]
-        ax.scatter([r["kl"] for r in mine], [base_general - r["general"] for r in mine], label=run, s=25)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("held-out token KL(π_θ ‖ π_ref) at the end of training")
-    ax.set_ylabel("retention loss (general, points)")
-    ax.set_title("How far each checkpoint moved vs. what it forgot")
-    if pts:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 # ---------------------------------------------------------------- the reading
 def reading(table: list[dict]) -> str:
     """Where the study agrees with PAPER.md §7, with the numbers, column by column."""
@@ -431,8 +386,9 @@ def summarize(records: list[dict], benchmarks: list[str], entries: list[dict], s
     columns = [b for b in benchmarks if any(b in r for r in rows)] + list(COLUMNS)
     main = markdown_table(table, columns)
     base_general = next((t["general"] for t in table if t["run"] == "base"), float("nan"))
-    figures = {"bars": plot_bars(table, stage / "scores_bar.png").name,
-               "kl_scatter": plot_kl_scatter(rows, stage / "kl_vs_retention.png", base_general).name}
+    from spotlib import plots
+    figures = {"bars": plots.save(plots.score_bars(table), stage / "scores_bar.png").name,
+               "kl_scatter": plots.save(plots.kl_scatter(rows, base_general), stage / "kl_vs_retention.png").name}
     text = reading(table)
     sections = {"table": main, "cross": cross_table(table), "delta_modes": delta_table(table), "reading": text}
     (stage / "table.md").write_text(

@@ -85,7 +85,8 @@ def run(profile, progress: bool = True) -> dict:
                                        [k for k, n in available.items() if n == count]),
                         "empty_sources": [k for k, n in available.items() if not n]}
     write_json_atomic(out_dir / "proximity_report.json", report)
-    figures = draw_figures(report, scored, out_dir, cfg.gamma)
+    from spotlib import plots
+    figures = plots.save_filter_figures(report, scored, out_dir, cfg.gamma)
 
     summary = {"pairs": count, "available": available, "gamma": cfg.gamma, "unit": cfg.unit,
                "median_change_ratio": report["change_ratio"]["median"],
@@ -221,45 +222,6 @@ def student_nll_report(profile, scored: list[dict], direct_ok: list[dict], progr
             "direct": proximity.pooled_nll(direct), "y_plus_within_gamma": proximity.pooled_nll(within),
             "y_plus_beyond_gamma": proximity.pooled_nll(beyond),
             "per_item": [{"change_ratio": r, "nll_y_plus": a, "nll_y_minus": b} for r, a, b in per_item]}
-
-
-def draw_figures(report: dict, scored: list[dict], out_dir, gamma: float) -> list:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    ratios = [s["change_ratio"] for s in scored]
-    axes[0].hist(ratios, bins=[i / 20 for i in range(21)], color="#4c72b0")
-    axes[0].axvline(gamma, color="crimson", ls="--", label=f"γ = {gamma}")
-    axes[0].set(xlabel=f"change ratio R ({report['unit']})", ylabel="pairs", title="How much y⁺ changes y⁻")
-    axes[0].legend()
-    kept = report["kept_by_gamma"]
-    axes[1].plot([float(g) for g in kept], list(kept.values()), marker="o")
-    axes[1].set(xlabel="γ", ylabel="pairs kept (R ≤ γ)", title="Pairs kept by the filter")
-    axes[2].hist([s["edit_distance_tokens"] for s in scored], bins=20, color="#55a868")
-    axes[2].set(xlabel="token edit distance", ylabel="pairs", title="Tokens edited")
-    fig.tight_layout()
-    files.append(out_dir / "proximity.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-    nll = report.get("nll")
-    if not nll:  # an earlier run's figure must not pass for this run's
-        (out_dir / "nll.png").unlink(missing_ok=True)
-    if nll:
-        labels = ["y_minus", "y_plus", "direct", "y_plus_within_gamma", "y_plus_beyond_gamma"]
-        names = ["y⁻ (own)", "y⁺ (rectified)", "direct", "y⁺, R ≤ γ", "y⁺, R > γ"]
-        values = [nll[k]["nll_per_token"] if nll[k]["nll_per_token"] is not None else math.nan for k in labels]
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        ax.bar(names, values, color=["#8c8c8c", "#4c72b0", "#dd8452", "#6f9fd8", "#2f4b7c"])
-        ax.set(ylabel="student NLL per token", title="How surprising each target is to the student")
-        fig.tight_layout()
-        files.append(out_dir / "nll.png")
-        fig.savefig(files[-1], dpi=110)
-        plt.close(fig)
-    return files
 
 
 def load(profile, which: str = "pairs") -> list[dict]:

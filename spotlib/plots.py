@@ -1,0 +1,529 @@
+"""Every figure of the study: one function per figure, called by the notebooks and by the report.
+
+Drawing functions take plain data (dicts, DataFrames) and return a matplotlib Figure; the
+`load_*` helpers read a stage folder into that data, so the report draws from stored files
+exactly what the notebook showed. One colour per method across all figures (`color`); a
+variant of a method (other data `@direct`, another δ `:ema`) keeps the method's colour and
+changes the line style or hatch. Figures are at most 10 inches wide, legends use 9-point
+type and sit outside the data, each listing only what its own panel draws.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+if not matplotlib.get_backend().lower().startswith(("module://matplotlib_inline", "module://ipykernel")):
+    matplotlib.use("Agg")  # no display outside a notebook; inline backends stay as they are
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+MAX_WIDTH = 10.0
+LEGEND_SIZE = 9
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": LEGEND_SIZE,
+         "xtick.labelsize": 9, "ytick.labelsize": 9}
+
+# One colour per method, the same in every figure of the study (base model and its GRPO run: grey).
+METHOD_COLORS = {
+    "base": "#7f7f7f", "sft": "#1f77b4", "rft": "#17becf", "sft_plus": "#9467bd", "kl_sft": "#8c564b",
+    "dpo": "#ff7f0e", "reward_sft": "#2ca02c", "spot_bce": "#e377c2", "spot_bco": "#d62728",
+}
+METHOD_NAMES = {
+    "base": "base", "sft": "SFT", "rft": "RFT", "sft_plus": "SFT+", "kl_sft": "KL-SFT", "dpo": "DPO",
+    "reward_sft": "Reward-SFT", "spot_bce": "SPoT-BCE", "spot_bco": "SPoT-BCO",
+}
+_EXTRA = ["#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173"]
+
+
+def method_of(run: str) -> str:
+    """`spot_bco@direct:ema` -> `spot_bco`."""
+    return run.split("@")[0].split(":")[0].split("~")[0]
+
+
+def color(run: str) -> str:
+    method = method_of(run)
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _EXTRA[sum(map(ord, method)) % len(_EXTRA)]
+
+
+def label(run: str) -> str:
+    """Display name: `spot_bco@direct` -> `SPoT-BCO @direct`."""
+    method = method_of(run)
+    return METHOD_NAMES.get(method, method) + run[len(method):].replace("@", " @").replace(":", " :")
+
+
+def linestyle(run: str) -> str:
+    return ":" if ":" in run else "--" if "@" in run else "-"
+
+
+def hatch(run: str) -> str | None:
+    return ".." if ":" in run else "//" if "@" in run else None
+
+
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kwargs):
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(min(width, MAX_WIDTH), height), squeeze=False,
+                                 layout="constrained", **kwargs)
+    fig.set_dpi(100)
+    return fig, axes
+
+
+def _legend_below(ax, ncol: int = 2, **kwargs) -> None:
+    handles, names = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
+                  fontsize=LEGEND_SIZE, frameon=False, **kwargs)
+
+
+def _legend_right(ax, **kwargs) -> None:
+    handles, names = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LEGEND_SIZE,
+                  frameon=False, **kwargs)
+
+
+def _close(fig: Figure) -> Figure:
+    """Detach from pyplot: the notebook shows the returned figure once, the report saves it."""
+    plt.close(fig)
+    return fig
+
+
+# ------------------------------------------------------------------ 01 sampling
+def accuracy_by_group(by_group: dict) -> Figure:
+    groups = list(by_group)
+    fig, axes = _figure(6, 3.4)
+    ax = axes[0, 0]
+    acc = [by_group[g]["accuracy"] for g in groups]
+    ax.bar(range(len(groups)), acc, color=METHOD_COLORS["base"])
+    for i, g in enumerate(groups):
+        ax.text(i, acc[i] + 0.02, f"n={int(by_group[g]['n'])}", ha="center", fontsize=9)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set(ylabel="accuracy", ylim=(0, 1.1), xlabel="group", title="Student accuracy by difficulty")
+    return _close(fig)
+
+
+def first_error_positions(positions: list[float]) -> Figure:
+    fig, axes = _figure(6, 3.4)
+    ax = axes[0, 0]
+    ax.hist(positions, bins=[i / 10 for i in range(11)], color="#d62728", edgecolor="white")
+    ax.set(xlabel="first wrong step / number of steps", ylabel="wrong answers",
+           title="Where the first error falls")
+    return _close(fig)
+
+
+# ------------------------------------------------------------------ 02 rectify
+def oracle_outcomes(summary: dict) -> Figure:
+    counts = {"rectified": summary.get("rectified_ok", 0),
+              **{f"failed: {k}": v for k, v in (summary.get("rectify_failures") or {}).items()}}
+    fig, axes = _figure(7, 1.6 + 0.4 * len(counts))
+    ax = axes[0, 0]
+    names = list(counts)
+    ax.barh(range(len(names)), list(counts.values()), color=["#2ca02c"] + ["#d62728"] * (len(names) - 1))
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    cost = summary.get("cost_usd") or 0.0
+    ax.set(xlabel="student errors", title=f"Oracle outcomes (cost ≈ ${cost:.2f})")
+    return _close(fig)
+
+
+# ------------------------------------------------------------------ 03 filter
+def proximity(scored: list[dict], kept_by_gamma: dict, gamma: float, unit: str) -> Figure:
+    fig, axes = _figure(10, 3.6, ncols=3)
+    ratio_ax, kept_ax, edit_ax = axes[0]
+    ratio_ax.hist([s["change_ratio"] for s in scored], bins=[i / 20 for i in range(21)], color="#1f77b4")
+    ratio_ax.axvline(gamma, color="black", ls="--", label=f"γ = {gamma}")
+    ratio_ax.set(xlabel=f"change ratio R ({unit})", ylabel="pairs", title="How much y⁺ changes y⁻")
+    _legend_below(ratio_ax, ncol=1)
+    kept_ax.plot([float(g) for g in kept_by_gamma], list(kept_by_gamma.values()), marker="o", color="#1f77b4")
+    kept_ax.set(xlabel="γ", ylabel="pairs kept (R ≤ γ)", title="Pairs kept by the filter")
+    edit_ax.hist([s["edit_distance_tokens"] for s in scored], bins=20, color="#2ca02c")
+    edit_ax.set(xlabel="token edit distance", ylabel="pairs", title="Tokens edited")
+    return _close(fig)
+
+
+NLL_TARGETS = {"y_minus": "y⁻ (own)", "y_plus": "y⁺ (rectified)", "direct": "direct",
+               "y_plus_within_gamma": "y⁺, R ≤ γ", "y_plus_beyond_gamma": "y⁺, R > γ"}
+
+
+def student_nll(nll: dict) -> Figure:
+    keys = [k for k in NLL_TARGETS if k in nll]
+    values = [nll[k]["nll_per_token"] if nll[k].get("nll_per_token") is not None else math.nan for k in keys]
+    fig, axes = _figure(7, 3.4)
+    ax = axes[0, 0]
+    ax.bar(range(len(keys)), values, color=["#7f7f7f", "#9467bd", "#1f77b4", "#c5b0d5", "#5b3a8c"][:len(keys)])
+    ax.set_xticks(range(len(keys)), [NLL_TARGETS[k] for k in keys])
+    ax.set(ylabel="student NLL per token", title="How surprising each target is to the student")
+    return _close(fig)
+
+
+def training_data(available: dict, per_method: int) -> Figure:
+    fig, axes = _figure(7, 3.4)
+    ax = axes[0, 0]
+    names = list(available)
+    ax.bar(range(len(names)), [available[n] for n in names], color="#7f7f7f", label="available")
+    ax.axhline(per_method, color="black", ls="--", label=f"used per method ({per_method})")
+    ax.set_xticks(range(len(names)), names)
+    ax.set(ylabel="examples", title="Training data: available vs used")
+    _legend_right(ax)
+    return _close(fig)
+
+
+POINTS_FILE = "proximity_points.jsonl"  # per pair: what the proximity figure draws
+
+
+def save_filter_figures(report: dict, scored: list[dict], out_dir: Path, gamma: float) -> list[Path]:
+    """Stage 03's figures and the per-pair numbers behind them (the report redraws from those)."""
+    from spotlib.io import write_jsonl
+
+    out_dir = Path(out_dir)
+    write_jsonl(out_dir / POINTS_FILE, [{"id": s.get("id"), "change_ratio": s["change_ratio"],
+                                         "edit_distance_tokens": s["edit_distance_tokens"]} for s in scored])
+    files = [save(proximity(scored, report["kept_by_gamma"], gamma, report.get("unit", "tokens")),
+                  out_dir / "proximity.png")]
+    if report.get("nll"):
+        files.append(save(student_nll(report["nll"]), out_dir / "nll.png"))
+    else:  # an earlier run's figure must not pass for this run's
+        (out_dir / "nll.png").unlink(missing_ok=True)
+    return files
+
+
+# ------------------------------------------------------------------ 04 training
+def gradient_weights(beta: float = 1.0, delta: float = 1.0) -> Figure:
+    """The weights on ∇log π(y⁺) and −∇log π(y⁻) as functions of the rewards (spotlib.losses)."""
+    import torch
+
+    from spotlib import losses
+
+    r = torch.linspace(-6, 6, 241)
+    fig, axes = _figure(10, 3.8, ncols=2, sharey=True)
+    pos_ax, neg_ax = axes[0]
+    # Reward-SFT, BCE and DPO at r⁻ = 0 share βσ(−r⁺): drawn with distinct styles and markers.
+    curves = [("reward_sft", {}, "-", None, "Reward-SFT"),
+              ("bce", {}, "--", "o", "SPoT-BCE"),
+              ("dpo", {}, ":", "s", "DPO (r⁻ = 0)"),
+              ("bco", {"delta": delta}, "-", None, f"SPoT-BCO (δ = {delta:g})")]
+    method = {"reward_sft": "reward_sft", "bce": "spot_bce", "dpo": "dpo", "bco": "spot_bco"}
+    for name, kwargs, ls, marker, text in curves:
+        rejected = torch.zeros_like(r) if name == "dpo" else -r
+        w_pos, w_neg = losses.gradient_weights(name, r, rejected, beta=beta, **kwargs)
+        style = dict(color=METHOD_COLORS[method[name]], ls=ls, marker=marker, markevery=20, ms=5, lw=2)
+        pos_ax.plot(r, w_pos, label=text, **style)
+        if name in ("bce", "bco"):
+            neg_ax.plot(-r, w_neg, label=text, **style)
+    pos_ax.axhline(beta, color=METHOD_COLORS["sft"], lw=1.5, ls="-.", label="SFT (per token, × 1/β)")
+    pos_ax.set(xlabel="r⁺", ylabel="weight", title="Pull on the right answer: weight on ∇log π(y⁺)")
+    neg_ax.set(xlabel="r⁻", title="Push on the wrong answer: weight on −∇log π(y⁻)")
+    _legend_below(pos_ax)
+    _legend_below(neg_ax)
+    return _close(fig)
+
+
+def load_training_metrics(stage_dir: Path, runs: list[dict] | None = None) -> tuple:
+    """(train, probes): per-run, per-step means over seeds of stage 04's metrics.jsonl files."""
+    import pandas as pd
+
+    from spotlib.io import read_jsonl
+
+    stage_dir = Path(stage_dir)
+    if runs is None:
+        runs = read_jsonl(stage_dir / "runs.jsonl") if (stage_dir / "runs.jsonl").is_file() else []
+    frames = {"train": [], "probe": []}
+    for s in runs:
+        # the run folder inside this stage folder (a copied study keeps its old absolute paths)
+        run_dir = stage_dir / Path(s["dir"]).parent.name / Path(s["dir"]).name
+        if not (run_dir / "metrics.jsonl").is_file():
+            run_dir = Path(s["dir"])
+        records = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+        for kind in frames:
+            recs = [r for r in records if r.get("kind") == kind]
+            if recs:
+                frames[kind].append(pd.DataFrame(recs).assign(run=s["run"], seed=s["seed"]))
+    out = []
+    for kind in ("train", "probe"):
+        if frames[kind]:
+            df = pd.concat(frames[kind]).groupby(["run", "step"]).mean(numeric_only=True).reset_index()
+        else:
+            df = pd.DataFrame(columns=["run", "step"])
+        out.append(df)
+    return tuple(out)
+
+
+def run_panels(df, keys: list[str], titles: list[str], ylabels: list[str] | None = None,
+               ncols: int | None = None, only=None) -> Figure:
+    """One panel per metric; each panel draws the runs that have the metric and holds their legend.
+
+    `only(run)` restricts every panel to some runs (e.g. δ exists only for BCO)."""
+    keys = [k for k in keys if k in df.columns]
+    titles = [titles[i] for i, _ in enumerate(keys)] if titles else keys
+    ncols = ncols or min(len(keys), 3) or 1
+    nrows = max(1, math.ceil(len(keys) / ncols))
+    legend_ncol = 2 if ncols > 1 else 3
+    legend_rows = math.ceil(df["run"].nunique() / legend_ncol) if len(df) else 0
+    fig, axes = _figure(10 if ncols > 1 else 6, (2.9 + 0.22 * legend_rows) * nrows, ncols=ncols, nrows=nrows)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(keys):
+            ax.set_visible(False)
+            continue
+        key = keys[i]
+        for run, g in df.groupby("run"):
+            if only is not None and not only(run):
+                continue
+            g = g[g[key].notna()] if key in g else g.iloc[0:0]
+            if len(g):
+                ax.plot(g["step"], g[key], color=color(run), ls=linestyle(run), lw=1.8, label=label(run))
+        ax.set(title=titles[i], xlabel="step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ylabels:
+            ax.set_ylabel(ylabels[i])
+        _legend_below(ax, ncol=legend_ncol)
+    return _close(fig)
+
+
+def reward_curves(train) -> Figure:
+    return run_panels(train, ["rewards/chosen", "rewards/rejected"],
+                      ["r⁺ on training batches", "r⁻ on training batches"], ncols=2)
+
+
+def delta_curves(train) -> Figure | None:
+    """δ exists only for SPoT-BCO runs."""
+    if "delta" not in train.columns or not train["delta"].notna().any():
+        return None
+    return run_panels(train, ["delta"], ["δ, the moving reward baseline (SPoT-BCO)"], ncols=1,
+                      only=lambda run: method_of(run) == "spot_bco")
+
+
+def tether_weights(train) -> Figure:
+    return run_panels(train, ["tether/chosen", "tether/rejected"],
+                      ["Mean weight on ∇log π(y⁺)", "Mean weight on −∇log π(y⁻) (pair objectives)"],
+                      ncols=2)
+
+
+def heldout_kl(probes) -> Figure:
+    keys = [k for k in probes.columns if k.startswith("kl/")]
+    return run_panels(probes, keys, [k.replace("kl/", "KL to π_ref: ") for k in keys],
+                      ncols=min(2, len(keys)) or 1)
+
+
+def edit_probes(probes) -> Figure:
+    return run_panels(probes, ["edit/before", "edit/at", "edit/after", "fixed/margins"],
+                      ["Δ log π on y⁻ before the edit", "Δ log π on y⁻ at the first edit",
+                       "Δ log π on y⁻ after the edit", "r⁺ − r⁻ on fixed pairs"], ncols=2)
+
+
+# ------------------------------------------------------------------ 05 evaluation
+SCORE_COLUMNS = ("in_domain", "ood", "general", "overall")
+
+
+def score_bars(table: list[dict]) -> Figure:
+    """Grouped by score column, one bar per run in its method's colour; whiskers: std across seeds."""
+    columns = [c for c in SCORE_COLUMNS if any(c in t for t in table)]
+    fig, axes = _figure(10, 4.6)
+    ax = axes[0, 0]
+    width = 0.85 / max(1, len(table))
+    for j, t in enumerate(table):
+        xs = [i + (j - (len(table) - 1) / 2) * width for i in range(len(columns))]
+        ax.bar(xs, [t.get(c, math.nan) for c in columns], width, color=color(t["run"]), hatch=hatch(t["run"]),
+               edgecolor="white", lw=0.3, yerr=[t.get(f"{c}_std", 0) or 0 for c in columns],
+               error_kw={"capsize": 1.5, "lw": 0.8}, label=label(t["run"]))
+    ax.set_xticks(range(len(columns)), [c.replace("_", "-") for c in columns])
+    ax.set(ylabel="score (%)", ylim=(0, 100), title="Scores by method (mean ± std across seeds)")
+    _legend_below(ax, ncol=4)
+    return _close(fig)
+
+
+def kl_scatter(rows: list[dict], base_general: float) -> Figure:
+    fig, axes = _figure(8, 4.2)
+    ax = axes[0, 0]
+    points = [r for r in rows if r["run"] != "base" and r.get("kl") is not None]
+    for run in sorted({r["run"] for r in points}):
+        mine = [r for r in points if r["run"] == run]
+        ax.scatter([r["kl"] for r in mine], [base_general - r["general"] for r in mine], s=40,
+                   color=color(run), marker="s" if "@" in run else "^" if ":" in run else "o",
+                   label=label(run))
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel=r"held-out token KL($\pi_\theta \,\|\, \pi_{\rm ref}$), end of training",
+           ylabel="retention loss (general, points)", title="Distance moved vs knowledge lost")
+    _legend_right(ax)
+    return _close(fig)
+
+
+def load_evaluation(stage_dir: Path) -> dict | None:
+    path = Path(stage_dir) / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def base_general(table: list[dict]) -> float:
+    return next((t["general"] for t in table if t["run"] == "base"), float("nan"))
+
+
+# ------------------------------------------------------------------ 06 RL
+def _rl_panels(curves, keys: list[str], titles: list[str], ylabels: list[str]) -> Figure:
+    fig, axes = _figure(10 if len(keys) > 1 else 6.5, 4.0, ncols=len(keys))
+    for ax, key, title, ylabel in zip(axes[0], keys, titles, ylabels):
+        if key in curves.columns:
+            for init, df in curves.dropna(subset=[key]).groupby("init"):
+                ax.plot(df["step"], df[key], marker="o", ms=4, lw=1.8, color=color(init),
+                        label=f"GRPO from {label(init)}")
+        ax.set(title=title, xlabel="step", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _legend_below(ax, ncol=2)
+    return _close(fig)
+
+
+def rl_reward(curves) -> Figure:
+    return _rl_panels(curves, ["reward_mean"], ["Training reward (rollouts at T = 1)"], ["mean reward (±1)"])
+
+
+def rl_heldout(curves) -> Figure:
+    return _rl_panels(curves, ["heldout_accuracy"], ["Held-out accuracy (greedy)"], ["accuracy"])
+
+
+def rl_distance(curves) -> Figure:
+    return _rl_panels(curves, ["kl", "entropy"], ["Distance from the start", "Policy entropy"],
+                      [r"KL($\pi_\theta \,\|\, \pi_{\rm start}$) per token", "nats per token"])
+
+
+# ------------------------------------------------------------------ the study's figures, by stage
+@dataclass(frozen=True)
+class StageFigure:
+    name: str          # the drawing function's name in this module
+    caption: str
+    draw: Callable     # stage folder -> Figure | None (None: the data is not there)
+    file: str | None = None  # the PNG the stage itself saves with this function, if any
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _manifest_summary(stage_dir: Path) -> dict | None:
+    manifest = _json(stage_dir / "manifest.json") or {}
+    return manifest.get("summary")
+
+
+def _01_by_group(d: Path):
+    summary = _manifest_summary(d)
+    return accuracy_by_group(summary["by_group"]) if summary and summary.get("by_group") else None
+
+
+def _01_positions(d: Path):
+    from spotlib.io import read_jsonl
+    from spotlib.stages.sample import first_error_positions as positions_of
+
+    path = d / "errors.jsonl"
+    positions = positions_of(read_jsonl(path)) if path.is_file() else []
+    return first_error_positions(positions) if positions else None
+
+
+def _02_outcomes(d: Path):
+    summary = _manifest_summary(d)
+    return oracle_outcomes(summary) if summary else None
+
+
+def _03_report(d: Path):
+    return _json(d / "proximity_report.json")
+
+
+def _03_proximity(d: Path):
+    from spotlib.io import read_jsonl
+
+    report = _03_report(d)
+    summary = _manifest_summary(d) or {}
+    if not report or not (d / POINTS_FILE).is_file():
+        return None
+    return proximity(read_jsonl(d / POINTS_FILE), report["kept_by_gamma"], summary.get("gamma", float("nan")),
+                     report.get("unit", "tokens"))
+
+
+def _03_nll(d: Path):
+    report = _03_report(d)
+    return student_nll(report["nll"]) if report and report.get("nll") else None
+
+
+def _03_data(d: Path):
+    report = _03_report(d)
+    if not report or "counts" not in report:
+        return None
+    return training_data(report["counts"]["available"], report["counts"]["per_method"])
+
+
+def _04(fn, which: int):
+    def draw(d: Path):
+        frames = load_training_metrics(d)
+        df = frames[which]
+        return fn(df) if len(df) else None
+    return draw
+
+
+def _05(fn):
+    def draw(d: Path):
+        results = load_evaluation(d)
+        if not results:
+            return None
+        if fn is kl_scatter:
+            return kl_scatter(results["models"], base_general(results["runs"]))
+        return score_bars(results["runs"])
+    return draw
+
+
+def _06(fn):
+    def draw(d: Path):
+        import pandas as pd
+
+        path = d / "curves.csv"
+        return fn(pd.read_csv(path)) if path.is_file() else None
+    return draw
+
+
+FIGURES: dict[str, list[StageFigure]] = {
+    "01_sample": [
+        StageFigure("accuracy_by_group", "Student accuracy by difficulty group.", _01_by_group),
+        StageFigure("first_error_positions", "Where the first wrong step falls in each wrong answer.",
+                    _01_positions),
+    ],
+    "02_rectify": [StageFigure("oracle_outcomes", "What the Oracle returned for each student error.",
+                               _02_outcomes)],
+    "03_filter": [
+        StageFigure("proximity", "Change ratio, pairs kept by γ, token edit distance.", _03_proximity, "proximity.png"),
+        StageFigure("student_nll", "The student's NLL per token on each kind of target.", _03_nll, "nll.png"),
+        StageFigure("training_data", "Examples available per method and the equal count used.", _03_data),
+    ],
+    "04_train_spot": [
+        StageFigure("gradient_weights", "Gradient weights of the reward-based objectives (β = 1, δ = 1).",
+                    lambda d: gradient_weights()),
+        StageFigure("reward_curves", "Implicit rewards along training (mean over seeds).",
+                    _04(reward_curves, 0)),
+        StageFigure("delta_curves", "δ along training, SPoT-BCO runs.", _04(delta_curves, 0)),
+        StageFigure("tether_weights", "Mean tether weights along training.", _04(tether_weights, 0)),
+        StageFigure("heldout_kl", "Held-out KL to the start model along training.", _04(heldout_kl, 1)),
+        StageFigure("edit_probes", "Where in y⁻ each objective pushes; margins on fixed pairs.",
+                    _04(edit_probes, 1)),
+    ],
+    "05_eval_forgetting": [
+        StageFigure("score_bars", "Scores by method; whiskers: std across seeds.", _05(score_bars), "scores_bar.png"),
+        StageFigure("kl_scatter", "Held-out KL at the end of training against the general-skill loss.",
+                    _05(kl_scatter), "kl_vs_retention.png"),
+    ],
+    "06_rl_init": [
+        StageFigure("rl_reward", "GRPO training reward.", _06(rl_reward)),
+        StageFigure("rl_heldout", "GRPO held-out accuracy.", _06(rl_heldout)),
+        StageFigure("rl_distance", "KL to the start model and policy entropy along GRPO.", _06(rl_distance)),
+    ],
+}
+
+
+def figure_names() -> list[str]:
+    return [f.name for figs in FIGURES.values() for f in figs]
+
+
+def save(fig: Figure, path: Path, dpi: int = 110) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
