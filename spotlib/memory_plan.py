@@ -187,6 +187,7 @@ class StagePlan:
     problems: list[str] = field(default_factory=list)              # reasons it cannot run, besides memory
     suggestion: str = ""
     budget_bytes: float = 0.0                                       # 0: uses no GPU
+    phases: dict[str, float] = field(default_factory=dict)          # bytes per GPU at each phase's peak
 
     @property
     def peak(self) -> float:
@@ -300,7 +301,7 @@ def set_peak(plan: StagePlan, phases: dict[str, Terms]) -> str:
     """The plan's terms are its largest phase's; a note gives every phase's total."""
     totals = {name: sum(b for _, b in terms) for name, terms in phases.items()}
     largest = max(totals, key=totals.get)
-    plan.terms = phases[largest]
+    plan.terms, plan.phases = phases[largest], totals
     plan.notes.append("phases: " + ", ".join(f"{name} {gib(total)} GiB" for name, total in totals.items())
                       + f"; the peak is the {largest}")
     return largest
