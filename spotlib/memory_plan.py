@@ -48,8 +48,8 @@ to change. The terms and where they come from:
   36.0 B (planned 16 + 20); a no-grad forward's peak 0.84 of one layer's training set
   (planned: one layer's worth).
 * vLLM: the engine takes gpu_memory_utilization × card (SPOT_VLLM_MEM, 0.85; the GRPO
-  engine rl.vllm_gpu_memory, held through the update); what its bf16 weights and a start-up reserve leave is KV cache at
-  2 (K, V) × kv_heads × head_dim × layers × 2 B per token; vLLM refuses to start when one
+  engine rl.vllm_gpu_memory, held through the update: the paper's plan fits on 80 GB
+  without sleep mode); what its bf16 weights and a start-up reserve leave is KV cache at 2 (K, V) × kv_heads × head_dim × layers × 2 B per token; vLLM refuses to start when one
   sequence of max_model_len (the model's max_position_embeddings) does not fit.
 * Time: training FLOPs 6·P per token (8·P with recomputation), no-grad forwards 2·P, over
   GPUs × gpu_tflops × mfu; generation tokens over GPUs × generation_tokens_per_s. Token
@@ -323,7 +323,6 @@ def generation_hours(tokens: float, hw) -> float:
 def vllm_stage(stage: str, what: str, shape: ModelShape, card: float, fraction: float, variable: str,
                generated_tokens: float, hw) -> StagePlan:
     share = fraction * card
-    weights = BF16 * shape.params
     plan = StagePlan(stage, what, [(f"vLLM share {fraction:g} x card ({variable})", share)], budget_bytes=card,
                      hours=generation_hours(generated_tokens, hw),
                      time_note=f"{generated_tokens / 1e6:.0f}M generated tokens at most")
