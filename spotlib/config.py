@@ -163,6 +163,7 @@ class TrainConfig:
     launcher: str = "accelerate"    # how stage 04 relaunches itself: accelerate (with accelerate_config) | torchrun
     num_processes: int | None = None  # training processes; None = the visible GPUs (CPU: set it, with torchrun)
     ref_batch_tokens: int = 16384   # padded tokens per reference log-prob batch (rows × longest row; memory plan)
+    logits_chunk_tokens: int = 2048  # completion tokens per LM-head chunk in training (one chunk's logits alive)
     cpu_workers: int = 1            # CPU only: stage 04's seeds / the sweep's methods in parallel single-thread processes
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
     # Which tokens a completion is trained on (docs/training-format.md): `conversational` is what the
@@ -455,7 +456,7 @@ _POSITIVE = (
     "oracle.concurrency", "oracle.direct_attempts", "oracle.timeout_s",
     "filter.max_examples",
     "train.epochs", "train.max_steps", "train.per_device_batch", "train.grad_accum", "train.max_len",
-    "train.max_prompt_len", "train.n_examples", "train.cpu_workers",
+    "train.max_prompt_len", "train.n_examples", "train.cpu_workers", "train.logits_chunk_tokens",
     "eval.max_new_tokens", "eval.batch_size",
     "rl.num_prompts", "rl.rollouts_per_prompt", "rl.prompts_per_step", "rl.mini_batch", "rl.lr",
     "rl.max_new_tokens", "rl.epochs", "rl.max_steps", "rl.micro_batch", "rl.rollout_batch", "rl.ppo_epochs",

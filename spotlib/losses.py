@@ -111,7 +111,8 @@ def bce(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
 def token_kl(policy_logits: Tensor, ref_logits: Tensor, mask: Tensor) -> Tensor:
     """Σ_t mask_t · KL(π_θ ‖ π_ref) at each position, exact over the vocab, in fp32: [B].
 
-    Logits are [B, T, V] for the same positions; `mask` [B, T] selects completion tokens.
+    Logits are [B, T, V] for the same positions; `mask` [B, T] selects completion tokens. The
+    trainer (kl_sft) calls it on one LM-head chunk at a time, each position a row of length 1.
     """
     logp = F.log_softmax(policy_logits.float(), dim=-1)
     logq = F.log_softmax(ref_logits.float(), dim=-1)
@@ -120,7 +121,7 @@ def token_kl(policy_logits: Tensor, ref_logits: Tensor, mask: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------
-# Gradient weights (PAPER.md §2 table): the elastic tether in closed form.
+# Gradient weights (docs/method.md): the elastic tether in closed form.
 
 OBJECTIVES = ("sft", "kl_sft", "reward_sft", "dpo", "bce", "bco")
 

@@ -1,5 +1,5 @@
 """Preflight: each check fails with its one line under a monkeypatched machine, and all
-failures come together; reproduce refuses to start the paper profile without GPUs."""
+failures come together; reproduce refuses to start the paper profile on too few GPUs."""
 import importlib.util
 import types
 
@@ -35,9 +35,18 @@ def test_ready_machine_passes(ready):
     assert pf.preflight(ready) == []
 
 
-def test_no_gpu_is_one_clear_line(ready, monkeypatch):
+def test_no_gpu_is_one_clear_line(ready, monkeypatch, capsys):
+    """Validation says it; the preflight does not say it again."""
+    from spotlib import reproduce
+
     monkeypatch.setattr(pf, "cuda_memory_gib", lambda: [])
-    assert pf.preflight(ready) == ["no CUDA GPU visible: profile paper needs 8"]
+    monkeypatch.setattr("spotlib.validate.cuda_devices", lambda: 0)
+    assert pf.preflight(ready) == []
+    monkeypatch.setattr(reproduce, "load_profile", lambda name: ready)
+    assert reproduce.main(["--profile", "paper", "--dry-run"]) == 0
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("not ready:", "  - "))]
+    assert [line for line in problems if "GPU" in line] == ["not ready: the profile needs CUDA GPUs (device: cuda) and this machine has none visible: "
+                     "use a GPU machine, or a CPU profile such as tiny"]
 
 
 def test_too_few_and_too_small_gpus(ready, monkeypatch):
@@ -109,19 +118,19 @@ def test_all_failures_listed_together(ready, monkeypatch):
     monkeypatch.setattr(pf, "cuda_memory_gib", lambda: [])
     monkeypatch.delenv("GEMINI_API_KEY")
     monkeypatch.setattr(pf, "free_disk_bytes", lambda path: 0)
-    assert len(pf.preflight(ready)) == 3
+    assert len(pf.preflight(ready)) == 2   # key and disk; no GPU is validation's line
 
 
 def test_reproduce_refuses_paper_without_gpus(ready, monkeypatch, capsys):
     from spotlib import reproduce
 
-    monkeypatch.setattr(pf, "cuda_memory_gib", lambda: [])
-    monkeypatch.setattr("spotlib.validate.cuda_devices", lambda: 8)  # past validation: the plan's check refuses
+    monkeypatch.setattr(pf, "cuda_memory_gib", lambda: [79.6] * 4)
+    monkeypatch.setattr("spotlib.validate.cuda_devices", lambda: 4)  # past validation: the plan's check refuses
     monkeypatch.setattr(reproduce, "load_profile", lambda name: ready)
     monkeypatch.setattr(reproduce, "run_stage", lambda *a: pytest.fail("a stage ran"))
     assert reproduce.main(["--profile", "paper"]) == 1
     captured = capsys.readouterr()
-    assert "no CUDA GPU visible: profile paper needs 8" in captured.out
+    assert "4 CUDA GPU(s) visible: profile paper needs 8 (hardware.gpus)" in captured.out
     assert "cannot start" in captured.err
 
 

@@ -221,3 +221,49 @@ def test_stage_trains_seeds_in_parallel_workers(tmp_path, base, filter_dir):
         for run in ("sft", "spot_bco"):
             summary = json.loads((stage / run / f"seed{seed}" / "summary.json").read_text())
             assert summary["complete"] and summary["seed"] == seed and summary["steps"] == 2
+
+
+def test_kl_sft_micro_step_takes_the_token_kl_by_lm_head_chunks(base):
+    """kl_sft's loss and gradient with train.logits_chunk_tokens 3 (chunk boundaries inside rows)
+    equal the full-vocabulary formula: −log π/|y| + c · Σ_t KL(π ‖ π_ref)_t / |y|."""
+    import types
+
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from spotlib.train.data import Tokenized, TrainData, collate
+    from spotlib.train.logps import CompletionLogpsModel
+    from spotlib.train.trainer import _micro_step
+
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval().requires_grad_(False)
+    with torch.no_grad():  # a reference that differs from the policy
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    vocab = lm.config.vocab_size
+    g = torch.Generator().manual_seed(3)
+    ids = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (9, 6, 11)]
+    chosen = Tokenized(ids=ids, prompt_lens=[4, 2, 5])
+    inputs = RunInputs(TrainData([{}] * 3, chosen, None), torch.zeros(3), None, str(base))
+    run = types.SimpleNamespace(objective="kl_sft", info=types.SimpleNamespace(pairs=False))
+    cfg = types.SimpleNamespace(beta=0.1, kl_coef=0.7, logits_chunk_tokens=3)
+    model = CompletionLogpsModel(lm)
+    out = _micro_step(model, ref, run, cfg, inputs, [0, 1, 2], 0, torch.device("cpu"), False, None)
+    lm.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    got = [p.grad.clone() for p in lm.parameters()]
+
+    batch = collate(chosen, [0, 1, 2], 0)
+    policy = completion_logps(lm, batch, keep_logits=True)
+    with torch.no_grad():
+        log_q = F.log_softmax(completion_logps(ref, batch, keep_logits=True).logits, -1)
+    log_p = F.log_softmax(policy.logits, -1)
+    kl_sums = torch.zeros(3).index_add(0, policy.rows, (log_p.exp() * (log_p - log_q)).sum(-1))
+    assert float(kl_sums.detach().min()) > 0
+    want = (-policy.sums / policy.counts + 0.7 * kl_sums / policy.counts).mean()
+    lm.zero_grad(set_to_none=True)
+    want.backward()
+    assert float(out["loss"]) == pytest.approx(float(want), abs=1e-6)
+    for g_, w in zip(got, (p.grad for p in lm.parameters())):
+        assert float((g_ - w).abs().max()) <= 1e-6 * max(float(w.abs().max()), 1.0)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from spotlib.io import shared_mode
+from spotlib.losses import token_kl
 
 from .data import Tokenized, collate
 
@@ -70,6 +72,7 @@ class CompletionLogps:
     token_logps: torch.Tensor   # [N] every completion token's log-prob, row-major
     rows: torch.Tensor          # [N] which row each token belongs to
     logits: torch.Tensor | None = None  # [N, V] when asked for
+    token_kl: torch.Tensor | None = None  # [N] KL(π ‖ π_ref) per completion token, when a reference is given
 
 
 class CompletionLogpsModel(torch.nn.Module):
@@ -78,7 +81,8 @@ class CompletionLogpsModel(torch.nn.Module):
     The trainer hands this module to `accelerator.prepare`, so the forward that produces
     the loss goes through the DDP / DeepSpeed wrapper (`model(...)`): DDP prepares its
     gradient all-reduce and ZeRO-2's hooks run, while the LM head still runs on completion
-    positions only. Returns a tuple (wrappers pass tuples of tensors through as they are).
+    positions only, `head_chunk` of them at a time. Returns a tuple (wrappers pass tuples of
+    tensors through as they are).
     """
 
     def __init__(self, lm):
@@ -86,48 +90,86 @@ class CompletionLogpsModel(torch.nn.Module):
         self.lm = lm
 
     def forward(self, input_ids, attention_mask, completion_mask, autocast: bool = False,
-                keep_logits: bool = False):
+                keep_logits: bool = False, head_chunk: int | None = None, reference=None):
         out = _completion_logps(self.lm, input_ids, attention_mask, completion_mask, autocast=autocast,
-                                keep_logits=keep_logits)
-        return out.sums, out.counts, out.token_logps, out.rows, out.logits
+                                keep_logits=keep_logits, head_chunk=head_chunk, reference=reference)
+        return out.sums, out.counts, out.token_logps, out.rows, out.logits, out.token_kl
 
 
 def completion_logps(model, batch: dict[str, torch.Tensor], *, autocast: bool = False,
-                     keep_logits: bool = False, head_chunk: int | None = None) -> CompletionLogps:
+                     keep_logits: bool = False, head_chunk: int | None = None,
+                     reference=None) -> CompletionLogps:
     """Summed completion log-probs of `batch` under `model`: a plain causal LM, or a
     `CompletionLogpsModel`, bare or inside a DDP / DeepSpeed wrapper (then called through it).
-    `head_chunk` (no-grad use): the LM head and log-softmax run on that many tokens at a time,
-    so at most [head_chunk, V] logits exist at once."""
+
+    `head_chunk`: the LM head and log-softmax run on that many completion tokens at a time,
+    so at most [head_chunk, V] logits exist at once; with gradients each chunk runs under
+    `torch.utils.checkpoint` (its logits are rebuilt in backward), so one chunk's logits and
+    their gradient are alive at a time. Same values and gradients as one chunk.
+    `reference` (a causal LM, no grad): also each completion token's KL(π ‖ π_ref) over the
+    whole vocabulary, by the same chunks (`token_kl`)."""
     if isinstance(getattr(model, "module", model), CompletionLogpsModel):
-        if head_chunk is not None:
-            raise ValueError("head_chunk is for no-grad scoring of a plain causal LM")
         return CompletionLogps(*model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
-                                      autocast=autocast, keep_logits=keep_logits))
+                                      autocast=autocast, keep_logits=keep_logits, head_chunk=head_chunk,
+                                      reference=reference))
     return _completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
-                             autocast=autocast, keep_logits=keep_logits, head_chunk=head_chunk)
+                             autocast=autocast, keep_logits=keep_logits, head_chunk=head_chunk, reference=reference)
 
 
 def _completion_logps(lm, input_ids, attention, completion_mask, *, autocast: bool, keep_logits: bool,
-                      head_chunk: int | None = None) -> CompletionLogps:
+                      head_chunk: int | None = None, reference=None) -> CompletionLogps:
     if keep_logits and head_chunk is not None:
         raise ValueError("keep_logits and head_chunk exclude each other")
+    if head_chunk is not None and head_chunk < 1:
+        raise ValueError(f"head_chunk (train.logits_chunk_tokens): expected a positive integer, got {head_chunk}")
     target_mask = completion_mask[:, 1:].bool()
-    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
     targets = input_ids[:, 1:][target_mask]
-    logits = None
+    ref_hidden = ref_head = None
     with autocast_for(input_ids.device, autocast):
-        hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state[:, :-1][target_mask]
-        if head_chunk is None:
+        if reference is not None:  # first, so its activations are gone before the policy's are kept
+            with torch.no_grad():
+                ref_hidden = _completion_hidden(reference, input_ids, attention, target_mask)
+            ref_head = reference.get_output_embeddings()
+        hidden = _completion_hidden(lm, input_ids, attention, target_mask)
+        head = lm.get_output_embeddings()
+        if keep_logits:
             logits = head(hidden).float()
-            token_logps = _token_logps(logits, targets)
+            token_logps, token_kl = _chunk_logps(head, ref_head, hidden, ref_hidden, targets, logits=logits)
         else:
-            token_logps = torch.cat([_token_logps(head(hidden[i:i + head_chunk]).float(), targets[i:i + head_chunk])
-                                     for i in range(0, hidden.shape[0], head_chunk)])
+            logits = None
+            step = head_chunk or max(hidden.shape[0], 1)
+            parts = []
+            for i in range(0, max(hidden.shape[0], 1), step):  # no completion token: one empty chunk
+                chunk = (head, ref_head, hidden[i:i + step], None if ref_hidden is None else ref_hidden[i:i + step],
+                         targets[i:i + step])
+                # under grad, keep only the chunk's hidden states: its logits are rebuilt in backward
+                parts.append(checkpoint(_chunk_logps, *chunk, use_reentrant=False) if torch.is_grad_enabled()
+                             else _chunk_logps(*chunk))
+            token_logps = torch.cat([p[0] for p in parts])
+            token_kl = torch.cat([p[1] for p in parts]) if reference is not None else None
     rows = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(target_mask)[target_mask]
     sums = torch.zeros(input_ids.shape[0], device=input_ids.device, dtype=torch.float32)
     sums = sums.index_add(0, rows, token_logps)
-    return CompletionLogps(sums, target_mask.sum(-1).float(), token_logps, rows,
-                           logits if keep_logits else None)
+    return CompletionLogps(sums, target_mask.sum(-1).float(), token_logps, rows, logits, token_kl)
+
+
+def _completion_hidden(lm, input_ids, attention, target_mask) -> torch.Tensor:
+    """The decoder's last hidden states at the positions that predict a completion token: [N, h]."""
+    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+    return hidden[:, :-1][target_mask]
+
+
+def _chunk_logps(head, ref_head, hidden, ref_hidden, targets, logits=None):
+    """log p(target) of one chunk of positions (fp32) and, with a reference, each position's
+    KL(π ‖ π_ref) over the vocabulary (`spotlib.losses.token_kl`, every position a row)."""
+    logits = head(hidden).float() if logits is None else logits
+    token_logps = _token_logps(logits, targets)
+    if ref_head is None:
+        return token_logps, None
+    with torch.no_grad():
+        ref_logits = ref_head(ref_hidden)
+    ones = torch.ones(logits.shape[0], 1, device=logits.device)
+    return token_logps, token_kl(logits.unsqueeze(1), ref_logits.unsqueeze(1), ones)
 
 
 def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

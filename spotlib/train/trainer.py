@@ -111,7 +111,7 @@ class _Registered:
 
 
 # Train settings that say how runs are scheduled, not what they compute.
-EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens")
+EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens", "logits_chunk_tokens")
 # ... and, for one run, also which other runs exist and their LRs (its own LR is keyed apart).
 NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid") + EXECUTION_ONLY
 
@@ -300,7 +300,9 @@ def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autoca
                                _pad(rej[k], width, pad_id if k == "input_ids" else 0)]) for k in batch}
     batch = {k: v.to(device) for k, v in batch.items()}
     tokens = int(batch["attention_mask"].sum())
-    out = completion_logps(model, batch, autocast=autocast, keep_logits=run.objective == "kl_sft")
+    # kl_sft: the token KL against π_ref by the same LM-head chunks (π_ref's whole distribution at each token)
+    out = completion_logps(model, batch, autocast=autocast, head_chunk=cfg.logits_chunk_tokens,
+                           reference=ref_model if run.objective == "kl_sft" else None)
     pc, counts = out.sums[:n], out.counts[:n]
     rc = inputs.ref_chosen[rows].to(device)
     pr = rr = None
@@ -313,10 +315,7 @@ def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autoca
         delta_used = delta.update(L.implicit_rewards(pc, rc, cfg.beta), L.implicit_rewards(pr, rr, cfg.beta))
         losses, r_c, r_r = L.bco(pc, pr, rc, rr, beta=cfg.beta, delta=delta_used)
     elif objective == "kl_sft":
-        with torch.no_grad():
-            ref_out = completion_logps(ref_model, batch, autocast=autocast, keep_logits=True)
-        kl_tokens = _token_kl_flat(out.logits, ref_out.logits)
-        kl_sums = torch.zeros(n, device=device).index_add(0, out.rows, kl_tokens)
+        kl_sums = torch.zeros(n, device=device).index_add(0, out.rows, out.token_kl)
         losses, r_c, r_r = L.kl_sft(pc, None, rc, None, beta=cfg.beta, chosen_counts=counts,
                                     token_kl_sums=kl_sums, kl_coef=cfg.kl_coef)
     elif objective == "sft":
@@ -332,12 +331,6 @@ def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autoca
         result.update({"rr": float(r_r.sum()), "acc": float((r_c > r_r).float().sum()),
                        "lr_": float(pr.detach().sum())})
     return result
-
-
-def _token_kl_flat(policy_logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(policy_logits.float(), dim=-1)
-    logq = torch.log_softmax(ref_logits.float(), dim=-1)
-    return (logp.exp() * (logp - logq)).sum(-1)
 
 
 def _pad(x: torch.Tensor, width: int, value: int) -> torch.Tensor:
