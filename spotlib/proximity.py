@@ -100,7 +100,7 @@ def mean_token_nll(model, tokenizer, prompts: list[str], completions: list[str],
                    batch_size: int = 16, progress: bool = False) -> list[tuple[float, int]]:
     """(summed NLL, token count) of each completion under the model: −Σ_t log π(y_t | x, y_<t)."""
     import torch
-    from tqdm.auto import tqdm
+    from spotlib.progress import bar as tqdm  # tqdm in Jupyter, reported lines under the runner
 
     from spotlib.tokens import build_completion_batch, sequence_logps
 

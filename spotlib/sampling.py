@@ -9,7 +9,7 @@ import os
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
+from spotlib.progress import bar as tqdm  # tqdm in Jupyter, reported lines under the runner
 
 from spotlib.models import chat_prompt
 
