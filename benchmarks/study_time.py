@@ -69,14 +69,17 @@ def table(rows, profile) -> str:
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, native bf16 {'yes' if m['native_bf16'] else 'no'}, "
              f"{m['cuda_devices']} CUDA device(s)",
              f"profile {profile.name}: pre-training {rec['world_pretrain']['precision']} with "
-             f"{rec['world_pretrain']['threads'] or 'default'} threads; training {rec['train']['precision']} "
+             f"threads={rec['world_pretrain']['threads'] or 'default'}; training {rec['train']['precision']} "
              f"({rec['train']['workers']} CPU worker(s)); RL {rec['rl']['precision']}; weights {rec['weights_dtype']}",
              "",
              f"| {'stage':<22} | {'wall':>8} | {'work':>22} | {'throughput':>18} | {'share':>6} |",
              f"|{'-' * 24}|{'-' * 10}|{'-' * 24}|{'-' * 20}|{'-' * 8}|"]
     for name, seconds, work, unit in rows:
         work_s = f"{work:,.0f} {unit}" if work is not None else "-"
-        rate = f"{work / seconds:,.1f}/s" if work is not None and seconds > 0 else "-"
+        rate = "-"
+        if work is not None and seconds > 0:
+            per_s = work / seconds
+            rate = f"{per_s:,.1f}/s" if per_s >= 1 else f"{60 * per_s:,.2f}/min"
         lines.append(f"| {name:<22} | {seconds:>7.1f}s | {work_s:>22} | {rate:>18} | {100 * seconds / total:>5.1f}% |")
     lines.append(f"| {'total':<22} | {total:>7.1f}s | {'':>22} | {'':>18} | {100.0:>5.1f}% |")
     return "\n".join(lines)
