@@ -4,11 +4,12 @@
 
 Trains the profile's world model on its own pre-training batches with
   old      the loop as it was: full-sequence logits, per-tensor AdamW, 1 torch thread
-  old+2t   the same loop with the profile's threads (what threads alone buy)
-  new      spotlib.world.pretrain's loop: head on response positions only, fused AdamW,
-           the profile's threads and precision
+  new@1t   spotlib.world.pretrain's loop (head on response positions only, fused AdamW), 1 thread
+  old@Nt   the old loop with the profile's N threads (what threads alone buy)
+  new      the new loop with the profile's threads: what `make reproduce` runs
 Each variant runs `--steps` steps per round, rounds interleaved (old, old+2t, new, old, ...)
-so a busy machine slows all of them alike; the figure to read is the ratio of median
+so a busy machine slows all of them alike (but a machine with more runnable
+threads than cores punishes the multi-thread variants: measure threads on idle cores); the figure to read is the ratio of median
 tokens/s, not the absolute rate. Every variant starts from the same weights and batches.
 """
 from __future__ import annotations
@@ -84,8 +85,8 @@ def main(argv=None):
     encoded = encode_examples(tok, pretrain_examples(cfg, (args.steps + 1) * cfg.pretrain_batch))
     batches = [encoded[i * cfg.pretrain_batch:(i + 1) * cfg.pretrain_batch] for i in range(args.steps + 1)]
     use_bf16 = cfg.bf16_autocast
-    variants = {"old": (old_step, old_optimizer, 1), f"old+{threads}t": (old_step, old_optimizer, threads),
-                "new": (new_step, make_optimizer, threads)}
+    variants = {"old": (old_step, old_optimizer, 1), "new@1t": (new_step, make_optimizer, 1),
+                f"old@{threads}t": (old_step, old_optimizer, threads), "new": (new_step, make_optimizer, threads)}
     state = {}
     for name, (step_fn, make_opt, _) in variants.items():
         model = copy.deepcopy(base).train()
