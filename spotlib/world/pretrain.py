@@ -13,7 +13,6 @@ and `world.num_threads`, whatever the CPU (`spotlib.precision`); both are in the
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
