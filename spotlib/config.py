@@ -54,8 +54,8 @@ class WorldConfig:
     # Pre-training mixture; oracle_style = arith problems solved in the oracle's wording.
     mix: dict[str, float] = field(default_factory=lambda: {
         "arith": 0.45, "arith_ood": 0.07, "facts": 0.23, "format": 0.17, "oracle_style": 0.05})
-    bf16_autocast: bool = True       # used only where the CPU has native bf16 (else fp32)
-    num_threads: int = 0             # torch threads while pre-training (0 = leave as is)
+    bf16_autocast: bool = False      # bf16 autocast while pre-training, on any CPU (spotlib.precision)
+    num_threads: int = 0             # torch threads while pre-training (0 = leave as is); in the world hash
     manifest_eval_items: int = 100   # held-out items per family scored into the manifest
     prompt_template: str = "plain"   # plain | paper: arith prompts inside the paper's math template
     eval_max_new_tokens: int = 128
@@ -151,7 +151,7 @@ class TrainConfig:
     max_prompt_len: int = 4096
     bf16: bool = False
     gradient_checkpointing: bool = False
-    bf16_autocast: bool = True      # CPU: bf16 autocast over fp32 weights (about 2x faster)
+    bf16_autocast: bool = False     # CPU: bf16 autocast over fp32 weights, whatever the CPU (spotlib.precision)
     n_examples: int | None = None   # examples per run; None = the smallest run's data (all equal)
     kl_probe_every: int = 10        # steps between held-out KL probes (0 = off)
     kl_probe_prompts: int = 64
@@ -216,7 +216,7 @@ class RLConfig:
     rollout_batch: int = 64         # sequences per generate call (transformers backend)
     max_grad_norm: float = 1.0
     weight_decay: float = 0.01
-    bf16_autocast: bool = True      # bf16 autocast over fp32 weights (CPU: only with native bf16)
+    bf16_autocast: bool = False     # bf16 autocast over fp32 weights, whatever the CPU (spotlib.precision)
     save_every: int = 10            # checkpoint every k steps (0: only the final model)
     heldout_items: int = 64         # held-out problems for the accuracy curve
     num_processes: int = 1          # GRPO training processes (0: one per visible GPU); >1 relaunches stage 06

@@ -244,6 +244,12 @@ def params_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _machine() -> dict:
+    """Where a manifest was written (CPU, cores, native bf16): informative, never a cache key."""
+    from spotlib.precision import machine
+    return machine()
+
+
 class Manifest:
     """A stage's `manifest.json`: params, input hashes, counts, wall time.
 
@@ -284,6 +290,7 @@ class Manifest:
             "wall_time_s": round(time.perf_counter() - self._start, 3),
             "complete": complete,
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "machine": _machine(),
             **extra,
         }
         write_json_atomic(self.path, body)

@@ -94,7 +94,9 @@ def open_profile(profile_name: str, output_dir: str | None = SCRATCH, progress: 
         profile = load_profile(profile_name, overrides={"output_dir": str(folder)})
     else:
         profile = load_profile(profile_name)
-    if not progress:
+    from spotlib.progress import reporting_to
+
+    if not progress or reporting_to() is not None:  # under `make reproduce`: no widget bar is stored
         quiet_progress()
     print(f"profile {profile.name}: outputs in {profile.out}"
           + ("  (the study's folder)" if folder == study else "  (the study's outputs stay as they are)"))

@@ -152,7 +152,7 @@ def mean_token_nll(model, tokenizer, prompts: list[str], completions: list[str],
     come back in input order.
     """
     import torch
-    from tqdm.auto import tqdm
+    from spotlib.progress import bar as tqdm  # tqdm in Jupyter, reported lines under the runner
 
     from spotlib.tokens import build_completion_batch
 

@@ -125,16 +125,18 @@ def memory_plan_and_preflight(profile, args) -> tuple[str, list[str], bool]:
 
 
 def run_stage(profile_arg: str, profile, stage: Stage, kernel: str) -> float:
+    """Execute one stage's notebook; meanwhile print the progress its code reports."""
     import papermill
 
     out_nb = profile.out / "notebooks" / stage.notebook
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        papermill.execute_notebook(str(NOTEBOOKS / stage.notebook), str(out_nb),
-                                   parameters={"profile_name": profile_arg, "output_dir": "", "progress": False},
-                                   kernel_name=kernel,
-                                   cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+        with stage_progress(profile.out / stage.name / "progress.jsonl", stage.name):
+            papermill.execute_notebook(str(NOTEBOOKS / stage.notebook), str(out_nb),
+                                       parameters={"profile_name": profile_arg, "output_dir": ""},
+                                       kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
+                                       log_output=False)
     except papermill.PapermillExecutionError as exc:
         if exc.ename == "KeyboardInterrupt":
             raise KeyboardInterrupt from None
@@ -147,6 +149,25 @@ def run_stage(profile_arg: str, profile, stage: Stage, kernel: str) -> float:
                           f"finished is kept: run the same command again to resume "
                           f"(executed notebook: {out_nb})") from None
     return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def stage_progress(path: Path, stage_name: str):
+    """Point the kernel (and its worker processes) at a fresh progress file and follow it."""
+    from spotlib import progress
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    before = os.environ.get(progress.ENV_FILE)
+    os.environ[progress.ENV_FILE] = str(path)
+    try:
+        with progress.follow(path, stage_name):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(progress.ENV_FILE, None)
+        else:
+            os.environ[progress.ENV_FILE] = before
 
 
 class StageFailed(RuntimeError):

@@ -36,7 +36,6 @@ run resume; per-step metrics go to `metrics.jsonl`, held-out accuracy to `heldou
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import json
 import math
@@ -49,7 +48,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from spotlib.precision import autocast_for, use_bf16
+from spotlib.progress import bar as tqdm
 
 from spotlib.config import RLConfig
 from spotlib.grpo_math import (KL_CLAMP, PolicyLogps, clipped_pg_loss, group_advantages, k3_kl,  # noqa: F401
@@ -67,24 +67,6 @@ EXECUTION_ONLY = ("num_processes", "gradient_checkpointing", "logp_chunk_tokens"
 
 # ----------------------------------------------------------------------------- helpers
 
-def cpu_has_fast_bf16() -> bool:
-    """Native bf16 matmuls (AVX512-BF16 or AMX). Without them CPU autocast is emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_for(device: torch.device, enabled: bool):
-    """bf16 autocast over fp32 weights where it pays: on GPUs, and on CPUs with native bf16
-    (about 2× faster there; on an AVX2-only CPU it is ~10× slower, so it is skipped)."""
-    if not enabled or (device.type == "cpu" and not _FAST_BF16()):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-_FAST_BF16 = functools.cache(cpu_has_fast_bf16)
 
 
 def prompt_schedule(n_items: int, prompts_per_step: int, steps: int, seed: int) -> list[list[int]]:
@@ -264,7 +246,8 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     start = _resume(run_dir / "checkpoint", accelerator)
     engine = engine or RolloutEngine(backend, init_path, seed, rank=accelerator.process_index, world=world,
                                      gpu_memory=cfg.vllm_gpu_memory, max_len=max_len)
-    amp = lambda: autocast_for(dev, cfg.bf16_autocast and not deepspeed)  # noqa: E731 - a fresh context each use
+    bf16 = use_bf16(dev, cfg.bf16_autocast, "rl.bf16_autocast") and not deepspeed  # DeepSpeed: bf16 weights
+    amp = lambda: autocast_for(dev, bf16)  # noqa: E731 - a fresh context each use
     run = _Run(accelerator, model, policy, reference, tokenizer, optimizer, engine, cfg, dev, amp, max_len,
                max_prompt_len, local_prompts * world, grad_accum)
 

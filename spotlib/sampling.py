@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
                           TopPLogitsWarper)
+
+from spotlib.progress import bar as tqdm  # tqdm in Jupyter, reported lines under the runner
 
 from spotlib.models import chat_prompt
 

@@ -15,7 +15,6 @@ applied to the user text) is masked out. Which tokens make up the completion is 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from spotlib.models import chat_prompt
 

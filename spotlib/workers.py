@@ -63,3 +63,28 @@ def cpu_worker_count(profile, jobs: int) -> int:
     if torch.cuda.is_available() or profile.train.cpu_workers <= 1:
         return 1
     return max(1, min(profile.train.cpu_workers, jobs))
+
+
+def balanced_shares(units: list[str], workers: int, cost: dict[str, float] | None = None) -> list[list[str]]:
+    """Split units of work (e.g. "method:seed" runs, or models to evaluate) into `workers`
+    lists of near-equal total cost, longest first onto the least loaded worker (LPT), so no
+    core waits while another still holds several units. Order within a share follows `units`."""
+    if workers < 1:
+        raise ValueError(f"workers={workers}: expected at least 1")
+    cost = cost or {}
+    shares: list[list[str]] = [[] for _ in range(min(workers, max(1, len(units))))]
+    loads = [0.0] * len(shares)
+    for unit in sorted(units, key=lambda u: -cost.get(u, 1.0)):
+        k = loads.index(min(loads))
+        shares[k].append(unit)
+        loads[k] += cost.get(unit, 1.0)
+    position = {u: i for i, u in enumerate(units)}
+    return [sorted(share, key=position.__getitem__) for share in shares if share]
+
+
+def run_shares(module: str, profile_file: Path, flag: str, shares: list[list[str]], log_dir: Path,
+               progress: bool = True) -> None:
+    """One single-thread worker per share: `python -m <module> --profile <file> <flag> a,b,c`."""
+    jobs = [(f"share{k}", [module, "--profile", str(profile_file), flag, ",".join(share)])
+            for k, share in enumerate(shares)]
+    run_in_workers(jobs, log_dir, len(jobs), progress)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from spotlib import reproduce
-from spotlib.config import PARAMS_DIR, ConfigError, load_profile
+from spotlib.config import PARAMS_DIR, load_profile
 from spotlib.io import JsonlAppender, Manifest, atomic_path, write_json_atomic, write_jsonl
 from spotlib.validate import validate, writable_problem
 

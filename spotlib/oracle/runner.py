@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from tqdm.auto import tqdm
+from spotlib.progress import bar as tqdm  # tqdm in Jupyter, reported lines under the runner
 
 from spotlib.io import JsonlAppender, params_hash
 

@@ -12,7 +12,6 @@ Every file holds the same number of examples (the smallest available, at most
 """
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections import Counter

@@ -102,7 +102,7 @@ def evaluate_model(profile, model_path: Path) -> dict[str, float]:
 
     from spotlib import evals
     from spotlib.models import load_model, load_tokenizer
-    from spotlib.rl import autocast_for
+    from spotlib.precision import autocast_for
     from spotlib.sampling import choose_backend, generate
 
     ecfg = profile.eval

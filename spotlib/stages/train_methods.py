@@ -33,10 +33,10 @@ import torch
 
 from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
 from spotlib.train import data as D
-from spotlib.train.logps import cache_key, cached, reference_sums, save_cache, use_autocast
+from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
-from spotlib.train.trainer import EXECUTION_ONLY, RunInputs, _finished, make_accelerator, num_steps, train_run
+from spotlib.train.trainer import EXECUTION_ONLY, RunInputs, _finished, make_accelerator, train_bf16, num_steps, train_run
 from spotlib.workers import cpu_worker_count, run_in_workers, worker_profile
 
 STAGE = "04_train_spot"
@@ -111,7 +111,7 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = accelerator.device
-    autocast = use_autocast(device, cfg.bf16_autocast if device.type == "cpu" else cfg.bf16)
+    autocast = train_bf16(device, cfg)
     ref_model = None
 
     def reference():

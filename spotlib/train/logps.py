@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import os
 
-import contextlib
-import functools
 import hashlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,46 +20,9 @@ from torch.utils.checkpoint import checkpoint
 
 from spotlib.io import shared_mode
 from spotlib.losses import token_kl
+from spotlib.precision import autocast_for
 
 from .data import Tokenized, collate
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_bf16_is_fast() -> bool:
-    """Whether this CPU multiplies in bf16 natively (AVX512-BF16/AMX): there autocast is ~2x
-    faster; without it bf16 is emulated and ~10x *slower*. Linux: the CPU flags; elsewhere
-    a timing (noisy on a busy machine)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        flags = set(cpuinfo.read_text(errors="ignore").split())
-        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-    a32 = torch.randn(192, 192)
-    a16 = a32.to(torch.bfloat16)
-
-    def best(a):
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            for _ in range(4):
-                a @ a
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    return best(a16) < 0.8 * best(a32)
-
-
-def use_autocast(device: torch.device, wanted: bool) -> bool:
-    """bf16 autocast where asked; on CPU only where it pays (see `cpu_bf16_is_fast`)."""
-    if device.type == "cpu":
-        return wanted and cpu_bf16_is_fast()
-    return wanted
-
-
-def autocast_for(device: torch.device, enabled: bool):
-    """bf16 autocast over fp32 weights (CPU: ~2x faster; GPU: tensor cores); a no-op when off."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 @dataclass

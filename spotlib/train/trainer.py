@@ -36,7 +36,7 @@ from spotlib.io import (JsonlAppender, params_hash, weights_bytes, weights_probl
                         write_json_atomic)
 
 from .data import TrainData, collate, step_rows
-from .logps import CompletionLogpsModel, completion_logps, use_autocast
+from .logps import CompletionLogpsModel, completion_logps
 from .optim import param_groups
 from .probes import EditDiagSet, ProbeSet, edit_diagnostic, probe_kl
 from .runspec import RunSpec
@@ -52,6 +52,15 @@ class RunInputs:
     probe: ProbeSet | None = None
     diag: EditDiagSet | None = None
     data_key: str = ""                  # hash of the examples, reference model and lengths
+
+
+def train_bf16(device: torch.device, train_cfg) -> bool:
+    """The profile's precision: bf16 autocast on CPU (`train.bf16_autocast`), bf16 on GPUs (`train.bf16`)."""
+    from spotlib.precision import use_bf16
+
+    if device.type == "cpu":
+        return use_bf16(device, train_cfg.bf16_autocast, "train.bf16_autocast")
+    return use_bf16(device, train_cfg.bf16, "train.bf16")
 
 
 def lr_for(train_cfg, method: str) -> float:
@@ -166,7 +175,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
     if done is not None:
         return done
     device = accelerator.device
-    autocast = use_autocast(device, cfg.bf16_autocast if device.type == "cpu" else cfg.bf16)
+    autocast = train_bf16(device, cfg)
     set_seed(seed)
 
     model = _load_model(inputs.base_path, profile.model.dtype)
@@ -222,7 +231,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
     last_probe = None
     bar = None
     if progress and accelerator.is_main_process:
-        from tqdm.auto import tqdm
+        from spotlib.progress import bar as tqdm
         bar = tqdm(total=steps, initial=start_step, desc=f"{run.name} seed {seed}", leave=False)
     for step in range(start_step, steps):
         t0 = time.perf_counter()

@@ -3,14 +3,16 @@
 Training is defined by steps, not minutes, so it is deterministic on one machine.
 Loss: mean next-token cross-entropy over response tokens only (the prompt, wrapped in
 the chat template, is context):  L = -(1/|R|) sum_{t in R} log p(y_t | y_<t).
-bf16 autocast over fp32 weights on CPU (about 2x faster there), AdamW, gradient
-clipping at 1, linear warmup then cosine decay from lr to min_lr. Each step's batch is
-sorted by length and cut into micro-batches of at most `micro_batch_tokens` padded
-tokens, so little compute goes to padding.
+AdamW, gradient clipping at 1, linear warmup then cosine decay from lr to min_lr. Each
+step's batch is sorted by length and cut into micro-batches of at most `micro_batch_tokens`
+padded tokens, so little compute goes to padding; the vocabulary head runs only where a
+response token is predicted (prompt and padding positions never build logits).
+
+Precision (fp32 or bf16 autocast) and torch threads are the profile's `world.bf16_autocast`
+and `world.num_threads`, whatever the CPU (`spotlib.precision`); both are in the world hash.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,17 +22,22 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+
+from spotlib import precision
+from spotlib.progress import bar as progress_bar
 
 from .families import make_items
 from .styles import oracle_solution, student_solution
 from .tokenizer import build_tokenizer
 
 MIX_KEYS = ("arith", "arith_ood", "facts", "format", "oracle_style")
+# Bumped whenever the training loop changes what it computes, so cached base models retrain.
+RECIPE_VERSION = 2
 
 
 def world_hash(world_cfg) -> str:
-    blob = json.dumps(dataclasses.asdict(world_cfg), sort_keys=True)
+    """The base model's cache key: every world setting (precision and threads included) and the recipe."""
+    blob = json.dumps({**dataclasses.asdict(world_cfg), "recipe": RECIPE_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -132,25 +139,25 @@ def pretrain(world_cfg, progress: bool = True):
         return _pretrain(world_cfg, progress)
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run with n torch threads (0: unchanged). On a busy 2-core machine 1 thread can be faster."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+torch_threads = precision.torch_threads  # kept under its old name for callers and tests
 
 
-def cpu_has_native_bf16() -> bool:
-    """bf16 autocast helps only where the CPU computes bf16 natively (AVX-512 BF16 / AMX);
-    elsewhere (e.g. AVX2 only) it is emulated and several times slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+def response_loss_sum(model, ids, mask, labels) -> torch.Tensor:
+    """Summed next-token cross-entropy over response tokens; the head runs only where one is predicted."""
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = model.lm_head(hidden[keep]).float()
+    return torch.nn.functional.cross_entropy(logits, target[keep], reduction="sum")
+
+
+def make_optimizer(model, world_cfg):
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    # fused: one kernel per parameter group instead of a handful per tensor (same update)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": world_cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=world_cfg.pretrain_lr, betas=(0.9, 0.95), fused=True)
 
 
 def _pretrain(world_cfg, progress):
@@ -163,31 +170,22 @@ def _pretrain(world_cfg, progress):
     too_long = max(len(s) for s, _ in encoded)
     if too_long > world_cfg.max_position:
         raise ValueError(f"world.max_position={world_cfg.max_position} < longest example ({too_long} tokens)")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": world_cfg.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}],
-                              lr=world_cfg.pretrain_lr, betas=(0.9, 0.95))
+    optim = make_optimizer(model, world_cfg)
     model.train()
-    use_bf16 = world_cfg.bf16_autocast and cpu_has_native_bf16()
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16)
+    use_bf16 = precision.use_bf16("cpu", world_cfg.bf16_autocast, "world.bf16_autocast")
     tokens_seen = 0
     losses = []
     train_start = time.time()
-    bar = tqdm(range(world_cfg.pretrain_steps), desc="pretrain", disable=not progress)
-    for step in bar:
+    bar = progress_bar(total=world_cfg.pretrain_steps, desc="pre-training", unit="steps", disable=not progress)
+    for step in range(world_cfg.pretrain_steps):
         batch = encoded[step * world_cfg.pretrain_batch:(step + 1) * world_cfg.pretrain_batch]
         n_target = sum(len(s) - p for s, p in batch)
         for group in optim.param_groups:
             group["lr"] = lr_at(step, world_cfg)
         step_loss = 0.0
         for ids, mask, labels in micro_batches(batch, tokenizer.pad_token_id, world_cfg.micro_batch_tokens):
-            with autocast:
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            logits = logits[:, :-1].float()
-            target = labels[:, 1:]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                                     ignore_index=-100, reduction="sum") / n_target
+            with precision.autocast_for("cpu", use_bf16):
+                loss = response_loss_sum(model, ids, mask, labels) / n_target
             loss.backward()
             step_loss += loss.item()
             tokens_seen += int(mask.sum())
@@ -195,14 +193,17 @@ def _pretrain(world_cfg, progress):
         optim.step()
         optim.zero_grad(set_to_none=True)
         losses.append(step_loss)
+        bar.update(1)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens_seen / (time.time() - train_start):.0f}")
+    bar.close()
     train_wall = time.time() - train_start
     model.eval()
     stats = {"train_wall_s": round(train_wall, 1), "total_wall_s": round(time.time() - start, 1),
              "tokens": tokens_seen, "tokens_per_s": round(tokens_seen / max(train_wall, 1e-9), 1),
              "params": sum(p.numel() for p in model.parameters()), "bf16_autocast": use_bf16,
-             "threads": torch.get_num_threads(),
+             "precision": precision.precision_name(use_bf16), "threads": torch.get_num_threads(),
+             "recipe": RECIPE_VERSION, "machine": precision.machine(),
              "loss_first": round(sum(losses[:10]) / max(1, len(losses[:10])), 4),
              "loss_last": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4),
              "loss_curve": [round(x, 4) for x in losses[:: max(1, len(losses) // 100)]]}
