@@ -18,12 +18,16 @@ _PERCENT = re.compile(r"(\d{1,3})%\|")
 
 
 def reproduce_parameters(monkeypatch, profile, tmp_path) -> dict:
-    """The parameters `make reproduce` gives a notebook (papermill itself not run)."""
+    """The parameters and environment `make reproduce` gives a notebook (papermill itself not run):
+    its kernel reports progress to a file the runner follows."""
     import papermill
+
+    from spotlib.progress import ENV_FILE
 
     seen = {}
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: seen.update(k["parameters"]))
     reproduce.run_stage(str(profile_yaml(profile, tmp_path / "p.yaml")), profile, reproduce.STAGES[0], "python3")
+    monkeypatch.setenv(ENV_FILE, str(tmp_path / "progress.jsonl"))
     return seen
 
 
@@ -131,7 +135,7 @@ def test_rectify_notebook_reruns_cleanly_with_reproduce_parameters(sampled_profi
     from spotlib.report import build_report
 
     parameters = reproduce_parameters(monkeypatch, sampled_profile, tmp_path)
-    assert parameters["output_dir"] == "" and parameters["progress"] is False
+    assert parameters["output_dir"] == "" and "progress" not in parameters
     runs = execute_twice(NOTEBOOKS / "02_rectify.ipynb", parameters)
     check_executed("02_rectify", runs)
     check_in_report("02_rectify", build_report(sampled_profile).read_text())
