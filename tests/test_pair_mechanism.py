@@ -177,3 +177,42 @@ def test_one_sided_variants_split_the_gradient(micro):
     assert torch.allclose(chosen, reward_sft, atol=1e-6)  # chosen term only = Reward-SFT
     assert not torch.allclose(rejected, torch.zeros_like(rejected))
     assert out_c["wr"] == 0.0 and out_r["wc"] == 0.0 and out_both["wc"] > 0 and out_both["wr"] > 0
+
+
+def test_chosen_edit_regions_split_y_plus_at_the_same_edit():
+    from spotlib.train.probes import chosen_edit_regions, first_edit_regions, first_edit_span
+
+    neg, pos = [1, 2, 3, 4, 5], [1, 2, 9, 8, 4, 5]
+    assert first_edit_span(neg, pos) == (2, 3, 2, 4)
+    assert first_edit_regions(neg, pos) == [0, 0, 1, 2, 2]
+    assert chosen_edit_regions(neg, pos) == [0, 0, 1, 1, 2, 2]
+    assert chosen_edit_regions([1, 2, 7, 3], [1, 2, 3]) == [0, 0, 2]  # y⁺ deletes: nothing of it is "at"
+    assert chosen_edit_regions([1, 2], [1, 2]) == [0, 0]
+
+
+def test_edit_diagnostic_reports_both_sides_and_the_first_edit_token(micro):
+    from spotlib.train.probes import build_edit_diag, edit_diagnostic, first_edit_span
+
+    profile, tokenizer, ref, policy, _ = micro
+    _, inputs, _ = _inputs(micro, "spot_bco")
+    cho, rej = inputs.data.chosen, inputs.data.rejected
+    cpu = torch.device("cpu")
+    diag = build_edit_diag(ref, cho, rej, tokenizer.pad_token_id, cpu, autocast=False)
+    at_start = edit_diagnostic(ref, diag, tokenizer.pad_token_id, cpu, beta=0.1, autocast=False)
+    for key in ("edit/at", "edit/chosen_before", "edit/chosen_at", "edit/chosen_after"):
+        assert at_start[key] == pytest.approx(0.0, abs=1e-6), key
+    assert at_start["edit/p_correct"] == pytest.approx(at_start["edit/p_correct_ref"])
+    moved = edit_diagnostic(policy, diag, tokenizer.pad_token_id, cpu, beta=0.1, autocast=False)
+    p_correct, p_wrong, chosen_at = [], [], []
+    for i in range(len(cho)):
+        neg, pos = D.completion_ids(rej, i), D.completion_ids(cho, i)
+        i1, _, j1, j2 = first_edit_span(neg, pos)
+        assert rej.ids[i][:rej.prompt_lens[i] + i1] == cho.ids[i][:cho.prompt_lens[i] + j1]  # one shared context
+        now, before = (_token_logps(m, cho.ids[i])[cho.prompt_lens[i] - 1:] for m in (policy, ref))
+        p_correct.append(float(now[j1].exp()))
+        chosen_at += (now[j1:j2] - before[j1:j2]).tolist()
+        p_wrong.append(float(_token_logps(policy, rej.ids[i])[rej.prompt_lens[i] - 1 + i1].exp()))
+    assert moved["edit/p_correct"] == pytest.approx(sum(p_correct) / len(p_correct), rel=1e-4)
+    assert moved["edit/p_wrong"] == pytest.approx(sum(p_wrong) / len(p_wrong), rel=1e-4)
+    assert moved["edit/chosen_at"] == pytest.approx(sum(chosen_at) / len(chosen_at), abs=1e-4)
+    assert all(c + w <= 1 + 1e-6 for c, w in zip(p_correct, p_wrong))  # two tokens of one distribution
