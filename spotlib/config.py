@@ -179,6 +179,7 @@ class TrainConfig:
     cpu_workers: int = 1            # CPU only: stage 04's seeds / the sweep's methods in parallel single-thread processes
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
     sweep_seeds: list[int] = field(default_factory=list)  # the sweep's training seeds ([] = the first of `seeds`)
+    sweep_variants: list[str] = field(default_factory=list)  # extra runs on the sweep's frontier, e.g. spot_bco+edit_only
     # Which tokens a completion is trained on (docs/training-format.md): `conversational` is what the
     # authors' trainer (TRL 0.20, conversational pairs) saw; `clean` is the raw text and one eos.
     completion_format: str = "conversational"

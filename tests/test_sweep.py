@@ -192,3 +192,23 @@ def test_several_seeds_replicate_the_run_and_give_mean_and_se(profile, swept, tm
     assert result["chosen"] == {"sft_plus": sweep.choose(rows)["sft_plus"]}
     assert json.loads((out / "matched_lr.json").read_text()) == {"sft_plus": frontier.matched_lrs(rows)["sft_plus"]}
     assert "2 seed(s)" in (out / "sweep.md").read_text()
+
+
+def test_variants_are_swept_and_drawn_but_never_chosen_into_train_lr(profile, swept, tmp_path):
+    import shutil
+
+    shutil.copytree(profile.out / "03_filter", tmp_path / "03_filter")
+    cfg = profile.train.__class__(**{**profile.train.__dict__, "methods": ["spot_bco"], "lr_grid": [GRID[0]],
+                                     "sweep_variants": ["spot_bco+edit_only"]})
+    result = sweep.run(profile.replace(output_dir=str(tmp_path), train=cfg), progress=False)
+    out = tmp_path / "sweep"
+    assert [p["run"] for p in result["points"]] == ["spot_bco", "spot_bco+edit_only"]
+    assert json.loads((out / "chosen_lr.json").read_text()) == {"spot_bco": GRID[0]}
+    assert set(json.loads((out / "matched_lr.json").read_text())) == {"spot_bco", "spot_bco+edit_only"}
+    plain, variant = (read_jsonl(sweep.point_dir(out, run, GRID[0], 0) / "metrics.jsonl")
+                      for run in ("spot_bco", "spot_bco+edit_only"))
+    last = lambda rows: [r for r in rows if r["kind"] == "train"][-1]  # noqa: E731
+    assert last(plain)["logps/rejected"] != pytest.approx(last(variant)["logps/rejected"])  # y⁻ scored on its edit
+    assert "spot_bco+edit_only" in (out / "sweep.md").read_text()
+    with pytest.raises(ValueError, match="not in train.methods or train.sweep_variants"):
+        sweep.run(profile.replace(output_dir=str(tmp_path), train=cfg), progress=False, methods=["dpo"])

@@ -21,6 +21,10 @@ the smaller retention loss, then to the smaller learning rate. Beside it, each m
 **matched point** (`spotlib.frontier.matched_point`): its best in-domain gain within 2
 points of retention loss, so that no method is judged only where it trains least.
 
+`train.sweep_variants` adds runs swept on the same grid and seeds and drawn on the same
+frontier without being chosen into `train.lr` — the pair objectives taken apart
+(`spot_bco+edit_only`, `spot_bce+rejected_only`, ...; see `spotlib.train.runspec`).
+
 Writes outputs/<profile>/sweep/: `base/seed<k>/results.jsonl` and `<run>/lr<lr>/seed<k>/`
 (per point: `results.jsonl` per item, `point.json` when finished, the training
 `summary.json` and `metrics.jsonl`); `points.jsonl` (per seed), `frontier.jsonl` (mean ± SE
@@ -143,7 +147,7 @@ def _points_in_workers(profile, runs, grid, out: Path, key: str, workers: int, s
     for cost, run_spec in todo:
         group = min(groups, key=lambda g: g[0])
         group[0] += cost
-        group[1].append(run_spec.method)
+        group[1].append(run_spec.name)
     spec = worker_profile(profile, out)
     jobs = [(f"sweep{i}", ["spotlib.stages.sweep", "--profile", str(spec), "--methods", *names])
             for i, (_, names) in enumerate(groups)]
@@ -233,27 +237,35 @@ def chosen_yaml(chosen: dict[str, float], profile) -> str:
 # ---------------------------------------------------------------- the stage
 def run(profile, progress: bool = True, methods: list[str] | None = None) -> dict:
     """Sweep `train.lr_grid` for each method; write the points, the chosen LRs and the frontier."""
-    plan = train_methods.plan_stage(profile)  # all of stage 04's runs: the same n and steps as there
     cfg = profile.train
+    # Stage 04's runs plus the variants: the same n and steps as there (variants share their data).
+    plan = train_methods.plan_stage(profile.replace(train=dataclasses.replace(
+        cfg, ablations=list(cfg.ablations) + list(cfg.sweep_variants))))
     if methods:
-        unknown = sorted(set(methods) - set(cfg.methods))
+        canon = lambda specs: {parse_run(m, cfg.delta_mode).name: m for m in specs}  # noqa: E731
+        wanted = set(canon(methods))
+        known = canon(cfg.methods) | canon(cfg.sweep_variants)
+        unknown = sorted(wanted - set(known))
         if unknown:
-            raise ValueError(f"--methods: {', '.join(unknown)} not in train.methods ({', '.join(cfg.methods)})")
-        cfg = dataclasses.replace(cfg, methods=list(methods))
+            raise ValueError(f"--methods: {', '.join(unknown)} not in train.methods or train.sweep_variants "
+                             f"({', '.join(known)})")
+        cfg = dataclasses.replace(cfg, methods=[m for n, m in canon(cfg.methods).items() if n in wanted],
+                                  sweep_variants=[m for n, m in canon(cfg.sweep_variants).items() if n in wanted])
         profile = profile.replace(train=cfg)
     grid = sorted(set(cfg.lr_grid))
     if not grid:
         raise ValueError(f"{profile.source or profile.name}: key train.lr_grid is empty "
                          "(list the learning rates to sweep, e.g. [1.0e-5, 3.0e-5, 1.0e-4])")
     specs = [parse_run(m, cfg.delta_mode) for m in cfg.methods]
+    variants = [parse_run(m, cfg.delta_mode) for m in cfg.sweep_variants]
     methods_seen = [s.method for s in specs]
     if len(set(methods_seen)) != len(methods_seen):
         raise ValueError("train.methods: the sweep tunes one LR per method (train.lr is keyed by method); "
                          f"got several runs of one method: {', '.join(s.name for s in specs)}")
     seeds = sweep_seeds(profile)
     out = profile.stage_dir(STAGE)
-    names = {s.name for s in specs}
-    runs = [r for r in plan.runs if r.name in names]
+    names = [s.name for s in specs + variants]
+    runs = [next(r for r in plan.runs if r.name == name) for name in dict.fromkeys(names)]
     params = {"train": dataclasses.asdict(cfg), "eval": dataclasses.asdict(profile.eval),
               "model": dataclasses.asdict(profile.model), "seeds": seeds, "split": SPLIT, "rule": RULE,
               "matched_retention_loss": frontier.MATCHED_RETENTION_LOSS}
@@ -301,9 +313,9 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
     rows = frontier.with_changes(points, bases)
     table = frontier.aggregate(rows)
     chosen = choose(table)
-    method_of = {r.name: r.method for r in runs}
-    by_method = {method_of[name]: lr for name, lr in chosen.items()}
-    matched = {method_of[name]: lr for name, lr in frontier.matched_lrs(table).items()}
+    plain = {s.name: s.method for s in specs}  # variants are drawn, never chosen into train.lr
+    by_method = {plain[name]: lr for name, lr in chosen.items() if name in plain}
+    matched = {plain.get(name, name): lr for name, lr in frontier.matched_lrs(table).items()}
 
     write_jsonl(out / "points.jsonl", rows)
     write_jsonl(out / "frontier.jsonl", table)
@@ -325,7 +337,8 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--methods", nargs="+", help="a subset of train.methods (default: all)")
+    parser.add_argument("--methods", nargs="+",
+                        help="a subset of train.methods and train.sweep_variants (default: all)")
     parser.add_argument("--lr-grid", nargs="+", type=float, help="overrides train.lr_grid")
     args = parser.parse_args(argv)
     overrides = {"train.lr_grid": args.lr_grid} if args.lr_grid else None
