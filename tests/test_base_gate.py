@@ -24,6 +24,7 @@ def test_generous_targets_pass_and_the_verdict_is_written(tmp_path):
     assert result["passed"] and not result["overridden"]
     assert json.loads((tmp_path / gate.VERDICT_FILE).read_text()) == result
     assert "passed" in gate.report_line(result)
+    assert "arith 0.10 (0.00-1.00)" in (tmp_path / gate.NOTE_FILE).read_text()
 
 
 def test_outside_targets_stops_with_scores_targets_and_the_fix(tmp_path):
@@ -48,6 +49,9 @@ def test_warn_goes_on_and_the_report_states_the_override(tmp_path, capsys):
     assert "WARNING" in capsys.readouterr().out
     line = gate.report_line(json.loads((tmp_path / gate.VERDICT_FILE).read_text()))
     assert "outside its targets" in line and "base_gate.mode: warn" in line and "arith 0.02" in line
+    assert line in (tmp_path / gate.NOTE_FILE).read_text()  # the report takes in the stage's .md notes
+    from spotlib.report import stage_section
+    assert line in "\n".join(stage_section(tmp_path))
 
 
 def test_no_scores_at_the_temperature_and_bad_targets_fail_clearly(tmp_path):

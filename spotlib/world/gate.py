@@ -7,8 +7,8 @@ them with `base_gate.targets` (family -> [low, high]) at `base_gate.temperature`
 
 Outside the targets, `base_gate.mode: enforce` stops with one message (the scores, the
 targets, what to change); `warn` goes on. Either way stage 01 writes the verdict to
-`01_sample/base_gate.json`, so the report can say that the study ran on a base model outside
-its targets, and by how much.
+`01_sample/base_gate.json` and its sentence to `base_gate.md`, which the report takes in
+with the stage's other notes: a study that ran on a base model outside its targets says so.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from spotlib.io import write_json_atomic
 
 VERDICT_FILE = "base_gate.json"
+NOTE_FILE = "base_gate.md"
 
 
 class BaseModelOutsideTargets(RuntimeError):
@@ -62,9 +63,10 @@ def check_base_model(profile, out_dir: Path) -> dict | None:
     world's own model). Raises `BaseModelOutsideTargets` when a target is missed and the
     mode is `enforce`, and `ValueError` when the manifest holds no scores to check."""
     cfg = profile.base_gate
-    path = Path(out_dir) / VERDICT_FILE
+    path, note = Path(out_dir) / VERDICT_FILE, Path(out_dir) / NOTE_FILE
     if not cfg.targets or profile.model.name_or_path != "world":
         path.unlink(missing_ok=True)  # no gate: no verdict from another setting left behind
+        note.unlink(missing_ok=True)
         return None
     source = profile.source or profile.name
     manifest_path = profile.base_model_path() / "manifest.json"
@@ -83,10 +85,12 @@ def check_base_model(profile, out_dir: Path) -> dict | None:
         text = message(families, cfg.temperature, source, manifest_path)
         if cfg.mode == "enforce":
             path.unlink(missing_ok=True)
+            note.unlink(missing_ok=True)
             raise BaseModelOutsideTargets(text)
         result["message"] = text
         print(f"WARNING (base_gate.mode: warn): {text}")
     write_json_atomic(path, result)
+    note.write_text(f"# Base-model gate\n\n{report_line(result)}\n")
     return result
 
 
