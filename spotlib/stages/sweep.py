@@ -35,6 +35,7 @@ A finished point is skipped when the sweep runs again. On a CPU with
 single-thread worker processes (`--methods`), and this process then writes the summary.
 
     python -m spotlib.stages.sweep --profile tiny [--methods sft spot_bco] [--lr-grid 1e-4 3e-4]
+        [--seeds 0 1 2] [--variants spot_bco+edit_only spot_bco+rejected_only]
 """
 from __future__ import annotations
 
@@ -340,8 +341,11 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", nargs="+",
                         help="a subset of train.methods and train.sweep_variants (default: all)")
     parser.add_argument("--lr-grid", nargs="+", type=float, help="overrides train.lr_grid")
+    parser.add_argument("--variants", nargs="+", help="overrides train.sweep_variants (e.g. spot_bco+edit_only)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="overrides train.sweep_seeds")
     args = parser.parse_args(argv)
-    overrides = {"train.lr_grid": args.lr_grid} if args.lr_grid else None
+    overrides = {key: value for key, value in (("train.lr_grid", args.lr_grid), ("train.sweep_variants", args.variants),
+                                               ("train.sweep_seeds", args.seeds)) if value}
     result = run(load_profile(args.profile, overrides=overrides), methods=args.methods)
     print(json.dumps(result["chosen"], indent=2))
 
