@@ -190,7 +190,10 @@ def test_several_seeds_replicate_the_run_and_give_mean_and_se(profile, swept, tm
         assert row["in_domain_gain_se"] == pytest.approx(abs(mine[0] - mine[1]) / 2)
     assert not math.isnan(rows[0]["overall_se"])
     assert result["chosen"] == {"sft_plus": sweep.choose(rows)["sft_plus"]}
-    assert json.loads((out / "matched_lr.json").read_text()) == {"sft_plus": frontier.matched_lrs(rows)["sft_plus"]}
+    matched = frontier.matched_lrs(rows)["sft_plus"]
+    assert json.loads((out / "matched_lr.json").read_text()) == {"sft_plus": matched}
+    pasted = yaml.safe_load((out / "matched_lr.yaml").read_text())["train"]["lr"]
+    assert pasted["sft_plus"] == (matched if matched is not None else result["chosen"]["sft_plus"])
     assert "2 seed(s)" in (out / "sweep.md").read_text()
 
 

@@ -29,7 +29,8 @@ Writes outputs/<profile>/sweep/: `base/seed<k>/results.jsonl` and `<run>/lr<lr>/
 (per point: `results.jsonl` per item, `point.json` when finished, the training
 `summary.json` and `metrics.jsonl`); `points.jsonl` (per seed), `frontier.jsonl` (mean ± SE
 per run and LR), `chosen_lr.json` ({method: lr}), `matched_lr.json`, `chosen_lr.yaml` (a
-`train: lr:` mapping for the profile), `frontier.png`, `sweep.md` and `manifest.json`.
+`train: lr:` mapping for the profile; `matched_lr.yaml` the same at the matched points, to run
+stages 04-05 there on the test split), `frontier.png`, `sweep.md` and `manifest.json`.
 A finished point is skipped when the sweep runs again. On a CPU with
 `train.cpu_workers` > 1, the unfinished points are shared out by method among that many
 single-thread worker processes (`--methods`), and this process then writes the summary.
@@ -226,13 +227,17 @@ def sweep_markdown(rows: list[dict], bases: dict[int, dict], chosen: dict[str, f
     return "\n".join(lines) + "\n"
 
 
-def chosen_yaml(chosen: dict[str, float], profile) -> str:
+def chosen_yaml(chosen: dict[str, float], profile, rule: str = RULE) -> str:
     import yaml
 
     lrs = {"default": profile.train.lr["default"]} if "default" in profile.train.lr else {}
     lrs.update(chosen)
-    head = f"# Chosen on the {SPLIT} split by spotlib.stages.sweep ({profile.name}): {RULE}.\n"
+    head = f"# Chosen on the {SPLIT} split by spotlib.stages.sweep ({profile.name}): {rule}.\n"
     return head + yaml.safe_dump({"train": {"lr": lrs}}, sort_keys=False)
+
+
+MATCHED_RULE = (f"each method's matched point: the best mean in-domain gain within "
+                f"{frontier.MATCHED_RETENTION_LOSS:g} points of retention loss (the chosen LR where none is)")
 
 
 # ---------------------------------------------------------------- the stage
@@ -323,6 +328,9 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
     write_json_atomic(out / "chosen_lr.json", by_method)
     write_json_atomic(out / "matched_lr.json", matched)
     (out / "chosen_lr.yaml").write_text(chosen_yaml(by_method, profile))
+    # Stage 04/05 at the matched points (test split): the same study with these learning rates.
+    at_matched = {m: (matched.get(m) if matched.get(m) is not None else lr) for m, lr in by_method.items()}
+    (out / "matched_lr.yaml").write_text(chosen_yaml(at_matched, profile, MATCHED_RULE))
     plot_frontier(table, chosen, out / "frontier.png")
     (out / "sweep.md").write_text(sweep_markdown(table, bases, chosen, profile))
     manifest.counts.update({"runs": len(runs), "lrs": len(grid), "seeds": len(seeds), "points": len(rows),
