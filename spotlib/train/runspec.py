@@ -3,7 +3,7 @@
 A run is named `method[@data][:delta][+option...]`:
 
 - `method` — one of METHODS below (the paper's baselines and SPoT's two forms);
-- `@data` — the data cross (PAPER.md §8 Q2): `direct` (the Oracle's direct solutions),
+- `@data` — the data × objective cross (docs/method.md): `direct` (the Oracle's direct solutions),
   `rectified` (the minimally edited y⁺), or `rft` (the student's own correct samples).
   For pair objectives `@direct` keeps each pair's y⁻ and swaps y⁺ for the Oracle's
   direct solution of the same problem. Without `@data`, a method uses its own data.
