@@ -62,6 +62,19 @@ class WorldConfig:
 
 
 @dataclass
+class BaseGateConfig:
+    """Stage 01's check of the base model before any study is built on it.
+
+    The world manifest's held-out accuracies (`heldout_scores`, at `temperature`) must lie
+    in `targets` (family -> [low, high], fractions in [0, 1]); outside them stage 01 stops
+    unless `mode: warn`, which goes on and records the override. Kept apart from `world`
+    so that moving a target never changes the world's hash (and never re-trains the model)."""
+    temperature: float = 0.7
+    targets: dict[str, list[float]] = field(default_factory=dict)  # empty: no gate
+    mode: str = "enforce"           # enforce | warn
+
+
+@dataclass
 class ModelConfig:
     """The student. `world` means the profile's own pre-trained tiny base model."""
     name_or_path: str = "world"
@@ -166,6 +179,8 @@ class TrainConfig:
     logits_chunk_tokens: int = 2048  # completion tokens per LM-head chunk in training (one chunk's logits alive)
     cpu_workers: int = 1            # CPU only: stage 04's seeds / the sweep's methods in parallel single-thread processes
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
+    sweep_seeds: list[int] = field(default_factory=list)  # the sweep's training seeds ([] = the first of `seeds`)
+    sweep_variants: list[str] = field(default_factory=list)  # extra runs on the sweep's frontier, e.g. spot_bco+edit_only
     # Which tokens a completion is trained on (docs/training-format.md): `conversational` is what the
     # authors' trainer (TRL 0.20, conversational pairs) saw; `clean` is the raw text and one eos.
     completion_format: str = "conversational"
@@ -247,6 +262,7 @@ class Profile:
     output_dir: str = ""
     device: str = "auto"            # auto | cpu | cuda
     world: WorldConfig = field(default_factory=WorldConfig)
+    base_gate: BaseGateConfig = field(default_factory=BaseGateConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
@@ -422,6 +438,7 @@ _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "assets": ("", "rehearsal"),
     "world.prompt_template": ("plain", "paper"),
+    "base_gate.mode": ("enforce", "warn"),
     "sample.backend": ("auto", "transformers", "vllm", "vllm_standin"),
     "sample.grading": ("world", "math_verify", "paper_regex"),
     "eval.grading": ("math_verify", "paper_regex"),
@@ -486,6 +503,12 @@ def check_values(profile: Profile, path: Path | str) -> None:
         for name, value in _get(profile, dotted).items():
             if value <= 0:
                 raise ConfigError(f"{path}: key {dotted}.{name}: expected a value > 0, got {value}")
+    for family, bounds in profile.base_gate.targets.items():
+        if len(bounds) != 2 or not 0.0 <= bounds[0] <= bounds[1] <= 1.0:
+            raise ConfigError(f"{path}: key base_gate.targets.{family}: expected [low, high] with "
+                              f"0 <= low <= high <= 1 (accuracy as a fraction), got {bounds}")
+    if len(set(profile.train.sweep_seeds)) != len(profile.train.sweep_seeds):
+        raise ConfigError(f"{path}: key train.sweep_seeds: each seed once, got {profile.train.sweep_seeds}")
     for i, lr in enumerate(profile.train.lr_grid):
         if lr <= 0:
             raise ConfigError(f"{path}: key train.lr_grid[{i}]: expected a learning rate > 0, got {lr}")

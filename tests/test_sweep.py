@@ -70,7 +70,7 @@ def swept(profile):
 def test_sweep_writes_points_choices_table_and_frontier(profile, swept):
     out = profile.out / "sweep"
     for name in ("points.jsonl", "chosen_lr.json", "chosen_lr.yaml", "frontier.png", "sweep.md", "manifest.json",
-                 "base/results.jsonl"):
+                 "base/seed0/results.jsonl", "frontier.jsonl", "matched_lr.json"):
         assert (out / name).is_file(), name
     assert (out / "frontier.png").stat().st_size > 1000
     points = read_jsonl(out / "points.jsonl")
@@ -81,7 +81,7 @@ def test_sweep_writes_points_choices_table_and_frontier(profile, swept):
         assert p["retention_loss"] == pytest.approx(base["general"] - p["general"])
         assert p["in_domain_gain"] == pytest.approx(p["arith"] - base["arith"])
         assert p["steps"] == 2
-        point_dir = out / p["run"] / sweep.lr_name(p["lr"])
+        point_dir = sweep.point_dir(out, p["run"], p["lr"], p["seed"])
         records = read_jsonl(point_dir / "results.jsonl")
         assert len(records) == 4 * 3 and all("-val-" in r["id"] for r in records)  # never the test items
         assert (point_dir / "summary.json").is_file() and not (point_dir / "model").exists()
@@ -120,7 +120,7 @@ def test_chosen_lr_is_the_argmax_of_the_rule(profile, swept):
 def test_resume_skips_finished_points(profile, swept, monkeypatch):
     out = profile.out / "sweep"
     assert sweep.run(profile, progress=False)["chosen"] == swept["chosen"]  # fresh: nothing runs
-    redo = out / "spot_bco" / sweep.lr_name(GRID[1])
+    redo = sweep.point_dir(out, "spot_bco", GRID[1], 0)
     (redo / "point.json").unlink()
     (redo / "results.jsonl").unlink()
     (out / "manifest.json").unlink()
@@ -160,3 +160,58 @@ def test_workers_give_the_same_points_as_one_process(profile, swept, tmp_path):
     by_point = lambda rows: {(r["run"], r["lr"]): r["overall"] for r in rows}  # noqa: E731
     assert by_point(result["points"]) == by_point(swept["points"])
     assert result["chosen"] == swept["chosen"]
+
+
+def test_several_seeds_replicate_the_run_and_give_mean_and_se(profile, swept, tmp_path):
+    """`train.sweep_seeds`: every LR trained and evaluated under each seed; seed 0 is the same
+    replicate as the one-seed sweep's; the frontier holds mean ± SE over the seeds."""
+    import math
+    import shutil
+
+    from spotlib import frontier
+
+    shutil.copytree(profile.out / "03_filter", tmp_path / "03_filter")
+    cfg = profile.train.__class__(**{**profile.train.__dict__, "methods": ["sft_plus"], "sweep_seeds": [0, 1]})
+    result = sweep.run(profile.replace(output_dir=str(tmp_path), train=cfg), progress=False)
+    out = tmp_path / "sweep"
+    assert sorted((p["lr"], p["seed"]) for p in result["points"]) == sorted((lr, s) for lr in GRID for s in (0, 1))
+    assert (out / "base" / "seed1" / "results.jsonl").is_file()
+    one_seed = {(p["run"], p["lr"]): p["overall"] for p in swept["points"]}
+    for p in result["points"]:
+        if p["seed"] == 0:
+            assert p["overall"] == one_seed[(p["run"], p["lr"])]
+        base = result["bases"][str(p["seed"])]
+        assert p["retention_loss"] == pytest.approx(base["general"] - p["general"])
+    rows = read_jsonl(out / "frontier.jsonl")
+    assert [r["n_seeds"] for r in rows] == [2, 2]
+    for row in rows:
+        mine = [p["in_domain_gain"] for p in result["points"] if p["lr"] == row["lr"]]
+        assert row["in_domain_gain"] == pytest.approx(sum(mine) / 2)
+        assert row["in_domain_gain_se"] == pytest.approx(abs(mine[0] - mine[1]) / 2)
+    assert not math.isnan(rows[0]["overall_se"])
+    assert result["chosen"] == {"sft_plus": sweep.choose(rows)["sft_plus"]}
+    matched = frontier.matched_lrs(rows)["sft_plus"]
+    assert json.loads((out / "matched_lr.json").read_text()) == {"sft_plus": matched}
+    pasted = yaml.safe_load((out / "matched_lr.yaml").read_text())["train"]["lr"]
+    assert pasted["sft_plus"] == (matched if matched is not None else result["chosen"]["sft_plus"])
+    assert "2 seed(s)" in (out / "sweep.md").read_text()
+
+
+def test_variants_are_swept_and_drawn_but_never_chosen_into_train_lr(profile, swept, tmp_path):
+    import shutil
+
+    shutil.copytree(profile.out / "03_filter", tmp_path / "03_filter")
+    cfg = profile.train.__class__(**{**profile.train.__dict__, "methods": ["spot_bco"], "lr_grid": [GRID[0]],
+                                     "sweep_variants": ["spot_bco+edit_only"]})
+    result = sweep.run(profile.replace(output_dir=str(tmp_path), train=cfg), progress=False)
+    out = tmp_path / "sweep"
+    assert [p["run"] for p in result["points"]] == ["spot_bco", "spot_bco+edit_only"]
+    assert json.loads((out / "chosen_lr.json").read_text()) == {"spot_bco": GRID[0]}
+    assert set(json.loads((out / "matched_lr.json").read_text())) == {"spot_bco", "spot_bco+edit_only"}
+    plain, variant = (read_jsonl(sweep.point_dir(out, run, GRID[0], 0) / "metrics.jsonl")
+                      for run in ("spot_bco", "spot_bco+edit_only"))
+    last = lambda rows: [r for r in rows if r["kind"] == "train"][-1]  # noqa: E731
+    assert last(plain)["logps/rejected"] != pytest.approx(last(variant)["logps/rejected"])  # y⁻ scored on its edit
+    assert "spot_bco+edit_only" in (out / "sweep.md").read_text()
+    with pytest.raises(ValueError, match="not in train.methods or train.sweep_variants"):
+        sweep.run(profile.replace(output_dir=str(tmp_path), train=cfg), progress=False, methods=["dpo"])

@@ -52,6 +52,8 @@ def grade(profile, records: list[dict], responses: list[str]) -> list[tuple[bool
 def run(profile, progress: bool = True) -> dict:
     out_dir = profile.stage_dir(STAGE)
     student = ensure_student(profile)
+    from spotlib.world.gate import check_base_model
+    check_base_model(profile, out_dir)  # stops here on a base model outside the profile's targets
     problems = load_train_problems(profile)
     model_hash = dir_sha256(student) if Path(student).is_dir() else student  # a local model: its files
     # "seeding" names the scheme: samples drawn under another one are not this run's (no mixing on resume).

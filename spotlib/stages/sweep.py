@@ -1,30 +1,42 @@
 """Learning-rate sweep: tune each method's LR on the validation split, and draw the frontier.
 
-For every method in `train.methods` and every learning rate in `train.lr_grid`, train
-one seed (the first of `profile.seeds`) exactly as stage 04 does — same examples, steps,
-batch, reference log-probs and trainer; only the learning rate differs — then evaluate
-the model on the tiny world's **val** split (never the test items of stage 05) with the
-profile's eval sampling settings, and delete its weights. The base model is evaluated
-once on the same items. With base scores b and a model's scores m (accuracy in %):
+For every method in `train.methods`, every learning rate in `train.lr_grid` and every seed
+in `train.sweep_seeds` (default: the first of `profile.seeds`), train exactly as stage 04
+does — same examples, steps, batch, reference log-probs and trainer; only the learning rate
+differs — then evaluate the model on the tiny world's **val** split (never the test items of
+stage 05) with the profile's eval sampling settings, and delete its weights. A seed is one
+replicate of everything (training order, evaluation draws), shared by every LR of the grid;
+the base model is evaluated once per seed on the same items. With base scores b and a
+model's scores m (accuracy in %), per seed and then as mean ± SE over seeds
+(`spotlib.frontier`):
 
     in-domain gain  = m.in_domain − b.in_domain                (arith)
     OOD gain        = m.ood − b.ood                            (arith_ood)
     retention loss  = b.general − m.general                    (mean of facts and format)
     overall         = mean of the four families' accuracies
 
-Selection rule, the same for every method: the chosen LR maximises the val **overall**
-score, which rewards in-domain gains and penalises forgetting alike; ties go to the
-smaller retention loss, then to the smaller learning rate.
+Selection rule, the same for every method: the chosen LR maximises the mean val
+**overall** score, which rewards in-domain gains and penalises forgetting alike; ties go to
+the smaller retention loss, then to the smaller learning rate. Beside it, each method's
+**matched point** (`spotlib.frontier.matched_point`): its best in-domain gain within 2
+points of retention loss, so that no method is judged only where it trains least.
 
-Writes outputs/<profile>/sweep/: `base/results.jsonl` and `<run>/lr<lr>/` (per point:
-`results.jsonl` per item, `point.json` when finished, the training `summary.json` and
-`metrics.jsonl`); `points.jsonl`, `chosen_lr.json` ({method: lr}), `chosen_lr.yaml` (a
-`train: lr:` mapping for the profile), `frontier.png`, `sweep.md` and `manifest.json`.
+`train.sweep_variants` adds runs swept on the same grid and seeds and drawn on the same
+frontier without being chosen into `train.lr` — the pair objectives taken apart
+(`spot_bco+edit_only`, `spot_bce+rejected_only`, ...; see `spotlib.train.runspec`).
+
+Writes outputs/<profile>/sweep/: `base/seed<k>/results.jsonl` and `<run>/lr<lr>/seed<k>/`
+(per point: `results.jsonl` per item, `point.json` when finished, the training
+`summary.json` and `metrics.jsonl`); `points.jsonl` (per seed), `frontier.jsonl` (mean ± SE
+per run and LR), `chosen_lr.json` ({method: lr}), `matched_lr.json`, `chosen_lr.yaml` (a
+`train: lr:` mapping for the profile; `matched_lr.yaml` the same at the matched points, to run
+stages 04-05 there on the test split), `frontier.png`, `sweep.md` and `manifest.json`.
 A finished point is skipped when the sweep runs again. On a CPU with
 `train.cpu_workers` > 1, the unfinished points are shared out by method among that many
 single-thread worker processes (`--methods`), and this process then writes the summary.
 
     python -m spotlib.stages.sweep --profile tiny [--methods sft spot_bco] [--lr-grid 1e-4 3e-4]
+        [--seeds 0 1 2] [--variants spot_bco+edit_only spot_bco+rejected_only]
 """
 from __future__ import annotations
 
@@ -36,7 +48,7 @@ import shutil
 import time
 from pathlib import Path
 
-from spotlib import evals
+from spotlib import evals, frontier
 from spotlib.io import JsonlAppender, Manifest, params_hash, write_json_atomic, write_jsonl
 from spotlib.stages import evaluate, train_methods
 from spotlib.train.runspec import parse_run
@@ -51,6 +63,15 @@ RULE = ("maximise the validation overall score (mean of the four families' accur
 
 def lr_name(lr: float) -> str:
     return f"lr{lr:g}"
+
+
+def point_dir(out: Path, run_dirname: str, lr: float, seed: int) -> Path:
+    return out / run_dirname / lr_name(lr) / f"seed{seed}"
+
+
+def sweep_seeds(profile) -> list[int]:
+    """`train.sweep_seeds`, or the first of the profile's seeds."""
+    return list(profile.train.sweep_seeds) or [profile.seeds[0]]
 
 
 def _entry(model: str, run: str, seed: int, path: Path, method: str, data=None, delta_mode=None, kl=None) -> dict:
@@ -116,7 +137,8 @@ def _points_in_workers(profile, runs, grid, out: Path, key: str, workers: int, s
     Pair objectives cost about twice a single-sequence one, so methods go to the least
     loaded worker, costliest first. The reference pass runs here once, before the workers."""
     def pending(run_spec):
-        return sum(_finished_point(out / run_spec.dirname / lr_name(lr), key) is None for lr in grid)
+        return sum(_finished_point(point_dir(out, run_spec.dirname, lr, seed), key) is None
+                   for lr in grid for seed in sweep_seeds(profile))
 
     todo = [(pending(r) * (2 if r.info.pairs else 1), r) for r in runs]
     todo = sorted([t for t in todo if t[0]], key=lambda t: -t[0])
@@ -127,21 +149,15 @@ def _points_in_workers(profile, runs, grid, out: Path, key: str, workers: int, s
     for cost, run_spec in todo:
         group = min(groups, key=lambda g: g[0])
         group[0] += cost
-        group[1].append(run_spec.method)
+        group[1].append(run_spec.name)
     spec = worker_profile(profile, out)
     jobs = [(f"sweep{i}", ["spotlib.stages.sweep", "--profile", str(spec), "--methods", *names])
             for i, (_, names) in enumerate(groups)]
     run_in_workers(jobs, out, len(jobs), progress)
 
 
-def with_gains(rows: list[dict], base: dict) -> list[dict]:
-    """Each point with its gains and retention loss against the base model (points of %)."""
-    return [dict(r, in_domain_gain=r["in_domain"] - base["in_domain"], ood_gain=r["ood"] - base["ood"],
-                 retention_loss=base["general"] - r["general"]) for r in rows]
-
-
 def choose(rows: list[dict]) -> dict[str, float]:
-    """{run: lr} by the selection rule (see RULE) over each run's points."""
+    """{run: lr} by the selection rule (see RULE) over each run's points (mean over seeds)."""
     chosen = {}
     for run in dict.fromkeys(r["run"] for r in rows):
         mine = [r for r in rows if r["run"] == run]
@@ -158,7 +174,9 @@ def _num(x, inf: bool = False) -> float:
 
 
 # ---------------------------------------------------------------- outputs
-def plot_frontier(rows: list[dict], chosen: dict[str, float], path: Path) -> Path:
+def plot_frontier(rows: list[dict], chosen: dict[str, float], path: Path,
+                  budget: float = frontier.MATCHED_RETENTION_LOSS) -> Path:
+    """In-domain gain against retention loss, one line per method over its LRs (mean ± SE)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -166,18 +184,26 @@ def plot_frontier(rows: list[dict], chosen: dict[str, float], path: Path) -> Pat
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8)
+    ax.axvline(budget, color="grey", lw=0.8, ls="--")
     ax.plot([0], [0], "kx", ms=8, label="base")
-    for run in dict.fromkeys(r["run"] for r in rows):
-        mine = sorted((r for r in rows if r["run"] == run), key=lambda r: r["lr"])
-        xs, ys = [r["retention_loss"] for r in mine], [r["in_domain_gain"] for r in mine]
-        line, = ax.plot(xs, ys, "o-", ms=4, label=run)
-        for r, x, y in zip(mine, xs, ys):
-            ax.annotate(f"{r['lr']:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-            if r["lr"] == chosen.get(run):
-                ax.plot([x], [y], "*", ms=14, color=line.get_color(), markeredgecolor="black")
+    matched = frontier.matched_lrs(rows, budget)
+    for run, line_data in frontier.frontier_lines(rows).items():
+        xs, ys = line_data["x"], line_data["y"]
+        xerr = [0.0 if math.isnan(e) else e for e in line_data["x_se"]]
+        yerr = [0.0 if math.isnan(e) else e for e in line_data["y_se"]]
+        container = ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o-", ms=4, lw=1.2, elinewidth=0.7, capsize=2,
+                                label=run)
+        color = container[0].get_color()
+        for lr, x, y in zip(line_data["lr"], xs, ys):
+            ax.annotate(f"{lr:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            if lr == chosen.get(run):
+                ax.plot([x], [y], "*", ms=14, color=color, markeredgecolor="black")
+            if lr == matched.get(run):
+                ax.plot([x], [y], "D", ms=8, mfc="none", color=color, markeredgecolor="black")
     ax.set_xlabel("retention loss (base − model, general, points)  → more forgetting")
     ax.set_ylabel("in-domain gain (model − base, points)")
-    ax.set_title("LR sweep on the validation split (★ = chosen LR)")
+    ax.set_title(f"LR frontier on the validation split (★ chosen LR, ◇ matched point, "
+                 f"dashed: {budget:g}-point budget)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -185,74 +211,88 @@ def plot_frontier(rows: list[dict], chosen: dict[str, float], path: Path) -> Pat
     return path
 
 
-def sweep_markdown(rows: list[dict], base: dict, chosen: dict[str, float], profile, seed: int) -> str:
-    lines = [f"# Learning-rate sweep ({profile.name}, {SPLIT} split, seed {seed})", "",
+def sweep_markdown(rows: list[dict], bases: dict[int, dict], chosen: dict[str, float], profile) -> str:
+    """`rows`: the frontier (mean ± SE per run and LR); `bases`: the base model's scores per seed."""
+    seeds = sorted(bases)
+    base = {k: frontier.mean_se([b[k] for b in bases.values()])[0] for k in ("in_domain", "ood", "general", "overall")}
+    n_items = next(iter(bases.values()))["n_items"]
+    lines = [f"# Learning-rate frontier ({profile.name}, {SPLIT} split, seeds {', '.join(map(str, seeds))})", "",
              f"Selection rule, the same for every method: {RULE}.", "",
-             f"Base model on {SPLIT}: in-domain {base['in_domain']:.1f}, OOD {base['ood']:.1f}, "
-             f"general {base['general']:.1f}, overall {base['overall']:.1f} (%), on {base['n_items']} items "
-             f"(avg@k at the eval settings; on so few items a point of accuracy is mostly noise).", "",
-             "| method | lr | in-domain gain | OOD gain | retention loss | overall |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        cells = [r["run"], f"{r['lr']:g}", f"{r['in_domain_gain']:+.1f}", f"{r['ood_gain']:+.1f}",
-                 f"{r['retention_loss']:+.1f}", f"{r['overall']:.1f}"]
-        if chosen.get(r["run"]) == r["lr"]:
-            cells = [f"**{c}**" for c in cells]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Chosen learning rates (bold above): "
-              + ", ".join(f"{run} {lr:g}" for run, lr in chosen.items()) + "."]
+             f"Base model on {SPLIT} (mean over the seeds' evaluation draws): in-domain {base['in_domain']:.1f}, "
+             f"OOD {base['ood']:.1f}, general {base['general']:.1f}, overall {base['overall']:.1f} (%), on "
+             f"{n_items} items (avg@k at the eval settings). Changes are against the base evaluated with the "
+             f"same seed; ± is the standard error over {len(seeds)} seed(s) (none with one seed).", "",
+             frontier.frontier_markdown(rows, chosen),
+             "Chosen learning rates: " + ", ".join(f"{run} {lr:g}" for run, lr in chosen.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
-def chosen_yaml(chosen: dict[str, float], profile) -> str:
+def chosen_yaml(chosen: dict[str, float], profile, rule: str = RULE) -> str:
     import yaml
 
     lrs = {"default": profile.train.lr["default"]} if "default" in profile.train.lr else {}
     lrs.update(chosen)
-    head = f"# Chosen on the {SPLIT} split by spotlib.stages.sweep ({profile.name}): {RULE}.\n"
+    head = f"# Chosen on the {SPLIT} split by spotlib.stages.sweep ({profile.name}): {rule}.\n"
     return head + yaml.safe_dump({"train": {"lr": lrs}}, sort_keys=False)
+
+
+MATCHED_RULE = (f"each method's matched point: the best mean in-domain gain within "
+                f"{frontier.MATCHED_RETENTION_LOSS:g} points of retention loss (the chosen LR where none is)")
 
 
 # ---------------------------------------------------------------- the stage
 def run(profile, progress: bool = True, methods: list[str] | None = None) -> dict:
     """Sweep `train.lr_grid` for each method; write the points, the chosen LRs and the frontier."""
-    plan = train_methods.plan_stage(profile)  # all of stage 04's runs: the same n and steps as there
     cfg = profile.train
+    # Stage 04's runs plus the variants: the same n and steps as there (variants share their data).
+    plan = train_methods.plan_stage(profile.replace(train=dataclasses.replace(
+        cfg, ablations=list(cfg.ablations) + list(cfg.sweep_variants))))
     if methods:
-        unknown = sorted(set(methods) - set(cfg.methods))
+        canon = lambda specs: {parse_run(m, cfg.delta_mode).name: m for m in specs}  # noqa: E731
+        wanted = set(canon(methods))
+        known = canon(cfg.methods) | canon(cfg.sweep_variants)
+        unknown = sorted(wanted - set(known))
         if unknown:
-            raise ValueError(f"--methods: {', '.join(unknown)} not in train.methods ({', '.join(cfg.methods)})")
-        cfg = dataclasses.replace(cfg, methods=list(methods))
+            raise ValueError(f"--methods: {', '.join(unknown)} not in train.methods or train.sweep_variants "
+                             f"({', '.join(known)})")
+        cfg = dataclasses.replace(cfg, methods=[m for n, m in canon(cfg.methods).items() if n in wanted],
+                                  sweep_variants=[m for n, m in canon(cfg.sweep_variants).items() if n in wanted])
         profile = profile.replace(train=cfg)
     grid = sorted(set(cfg.lr_grid))
     if not grid:
         raise ValueError(f"{profile.source or profile.name}: key train.lr_grid is empty "
                          "(list the learning rates to sweep, e.g. [1.0e-5, 3.0e-5, 1.0e-4])")
     specs = [parse_run(m, cfg.delta_mode) for m in cfg.methods]
+    variants = [parse_run(m, cfg.delta_mode) for m in cfg.sweep_variants]
     methods_seen = [s.method for s in specs]
     if len(set(methods_seen)) != len(methods_seen):
         raise ValueError("train.methods: the sweep tunes one LR per method (train.lr is keyed by method); "
                          f"got several runs of one method: {', '.join(s.name for s in specs)}")
-    seed = profile.seeds[0]
+    seeds = sweep_seeds(profile)
     out = profile.stage_dir(STAGE)
-    names = {s.name for s in specs}
-    runs = [r for r in plan.runs if r.name in names]
+    names = [s.name for s in specs + variants]
+    runs = [next(r for r in plan.runs if r.name == name) for name in dict.fromkeys(names)]
     params = {"train": dataclasses.asdict(cfg), "eval": dataclasses.asdict(profile.eval),
-              "model": dataclasses.asdict(profile.model), "seed": seed, "split": SPLIT, "rule": RULE}
+              "model": dataclasses.asdict(profile.model), "seeds": seeds, "split": SPLIT, "rule": RULE,
+              "matched_retention_loss": frontier.MATCHED_RETENTION_LOSS}
     manifest = Manifest(out, params=params, inputs=plan.inputs_hash)
     if manifest.is_fresh():
         return manifest.load()
 
-    # What a point depends on besides (run, lr): data, steps, trainer and eval settings.
-    point_key = params_hash({"inputs": plan.inputs_hash, "steps": plan.steps, "n": plan.n, "seed": seed,
+    # What a point depends on besides (run, lr, seed): data, steps, trainer and eval settings.
+    point_key = params_hash({"inputs": plan.inputs_hash, "steps": plan.steps, "n": plan.n,
                              "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_RUN_KEY},
                              "eval": dataclasses.asdict(profile.eval), "model": dataclasses.asdict(profile.model)})
     items = {name: evals.load_items(name, profile.eval, profile, split=SPLIT) for name in profile.eval.benchmarks}
-    base_entry = _entry(f"base/seed{seed}", "base", seed, Path(plan.base_path), "base", kl=0.0)
-    base_key = out / "base" / "key.json"
-    if base_key.is_file() and json.loads(base_key.read_text()) != point_key:
-        shutil.rmtree(out / "base")  # other settings: evaluate the base again
-    base = _scores(base_entry, items, profile, out / "base" / "results.jsonl", progress)
-    write_json_atomic(base_key, point_key)
+    bases = {}
+    for seed in seeds:  # the base under each seed's evaluation draws: changes are paired per seed
+        base_dir = out / "base" / f"seed{seed}"
+        base_entry = _entry(f"base/seed{seed}", "base", seed, Path(plan.base_path), "base", kl=0.0)
+        base_key = base_dir / "key.json"
+        if base_key.is_file() and json.loads(base_key.read_text()) != point_key:
+            shutil.rmtree(base_dir)  # other settings: evaluate the base again
+        bases[seed] = _scores(base_entry, items, profile, base_dir / "results.jsonl", progress)
+        write_json_atomic(base_key, point_key)
 
     cache = {}
 
@@ -268,25 +308,37 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
     points = []
     for run_spec in runs:
         for lr in grid:
-            t0 = time.perf_counter()
-            row = _point(profile, run_spec, lr, seed, out / run_spec.dirname / lr_name(lr), items, plan.steps,
-                         shared, progress, point_key)
-            points.append(row)
-            if progress:
-                print(f"{run_spec.name:20s} lr {lr:<8g} overall {row['overall']:5.1f}  "
-                      f"({time.perf_counter() - t0:.1f} s)")
-    rows = with_gains(points, base)
-    chosen = choose(rows)
-    by_method = {next(r.method for r in runs if r.name == name): lr for name, lr in chosen.items()}
+            for seed in seeds:
+                t0 = time.perf_counter()
+                row = _point(profile, run_spec, lr, seed, point_dir(out, run_spec.dirname, lr, seed), items,
+                             plan.steps, shared, progress, point_key)
+                points.append(row)
+                if progress:
+                    print(f"{run_spec.name:20s} lr {lr:<8g} seed {seed} overall {row['overall']:5.1f}  "
+                          f"({time.perf_counter() - t0:.1f} s)")
+    rows = frontier.with_changes(points, bases)
+    table = frontier.aggregate(rows)
+    chosen = choose(table)
+    plain = {s.name: s.method for s in specs}  # variants are drawn, never chosen into train.lr
+    by_method = {plain[name]: lr for name, lr in chosen.items() if name in plain}
+    matched = {plain.get(name, name): lr for name, lr in frontier.matched_lrs(table).items()}
 
     write_jsonl(out / "points.jsonl", rows)
+    write_jsonl(out / "frontier.jsonl", table)
     write_json_atomic(out / "chosen_lr.json", by_method)
+    write_json_atomic(out / "matched_lr.json", matched)
     (out / "chosen_lr.yaml").write_text(chosen_yaml(by_method, profile))
-    plot_frontier(rows, chosen, out / "frontier.png")
-    (out / "sweep.md").write_text(sweep_markdown(rows, base, chosen, profile, seed))
-    manifest.counts.update({"runs": len(runs), "lrs": len(grid), "points": len(rows), "steps": plan.steps,
-                            "examples_per_run": plan.n, "items": {n: len(v) for n, v in items.items()}})
-    return manifest.write(rule=RULE, chosen=by_method, base=base, points=rows)
+    # Stage 04/05 at the matched points (test split): the same study with these learning rates.
+    at_matched = {m: (matched.get(m) if matched.get(m) is not None else lr) for m, lr in by_method.items()}
+    (out / "matched_lr.yaml").write_text(chosen_yaml(at_matched, profile, MATCHED_RULE))
+    plot_frontier(table, chosen, out / "frontier.png")
+    (out / "sweep.md").write_text(sweep_markdown(table, bases, chosen, profile))
+    manifest.counts.update({"runs": len(runs), "lrs": len(grid), "seeds": len(seeds), "points": len(rows),
+                            "steps": plan.steps, "examples_per_run": plan.n,
+                            "items": {n: len(v) for n, v in items.items()}})
+    return manifest.write(rule=RULE, chosen=by_method, matched=matched, base=bases[seeds[0]],
+                          bases={str(k): v for k, v in bases.items()}, points=rows, frontier=table,
+                          main_table=frontier.main_table(table, chosen))
 
 
 def main(argv=None) -> None:
@@ -294,10 +346,14 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--methods", nargs="+", help="a subset of train.methods (default: all)")
+    parser.add_argument("--methods", nargs="+",
+                        help="a subset of train.methods and train.sweep_variants (default: all)")
     parser.add_argument("--lr-grid", nargs="+", type=float, help="overrides train.lr_grid")
+    parser.add_argument("--variants", nargs="+", help="overrides train.sweep_variants (e.g. spot_bco+edit_only)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="overrides train.sweep_seeds")
     args = parser.parse_args(argv)
-    overrides = {"train.lr_grid": args.lr_grid} if args.lr_grid else None
+    overrides = {key: value for key, value in (("train.lr_grid", args.lr_grid), ("train.sweep_variants", args.variants),
+                                               ("train.sweep_seeds", args.seeds)) if value}
     result = run(load_profile(args.profile, overrides=overrides), methods=args.methods)
     print(json.dumps(result["chosen"], indent=2))
 

@@ -4,6 +4,12 @@ An example is `{id, prompt, chosen, rejected}` (`rejected` is None for SFT-type 
 Sequences are tokenized once by `spotlib.tokens.build_completion_batch` (chat template,
 completion + eos in the profile's `completion_format`, prompt masked) and kept unpadded;
 a micro-batch is padded to its own longest row only.
+
+A run with `+edit_only` scores y⁻ on its **edited tokens** only: those outside the longest
+common subsequence (LCS) of y⁻'s and y⁺'s completion tokens (`edit_mask`). Its examples carry
+`rejected_scope: "edit"` (so their hash, and every cache keyed by it, differs from the
+plain run's), and `prepare` gives y⁻ a per-token score mask that `collate` writes into the
+completion mask: the policy's and the reference's log-prob sums then cover the same tokens.
 """
 from __future__ import annotations
 
@@ -22,6 +28,13 @@ from .runspec import DATA_FILES, PAIRS_FILE, RunSpec
 
 def load_examples(filter_dir: Path, run: RunSpec) -> list[dict]:
     """The run's examples in file order; pair runs @direct swap y⁺ for the direct solution."""
+    examples = _load_examples(filter_dir, run)
+    if run.rejected_scope != "all":
+        examples = [dict(e, rejected_scope=run.rejected_scope) for e in examples]
+    return examples
+
+
+def _load_examples(filter_dir: Path, run: RunSpec) -> list[dict]:
     if not run.info.pairs:
         path = filter_dir / DATA_FILES[run.data]
         return [{"id": r["id"], "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r.get("rejected")}
@@ -41,15 +54,60 @@ def load_examples(filter_dir: Path, run: RunSpec) -> list[dict]:
 
 
 def examples_hash(examples: list[dict]) -> str:
-    blob = json.dumps([[e["id"], e["prompt"], e["chosen"], e["rejected"]] for e in examples])
+    blob = json.dumps([[e["id"], e["prompt"], e["chosen"], e["rejected"]]
+                       + ([e["rejected_scope"]] if e.get("rejected_scope", "all") != "all" else [])
+                       for e in examples])
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def lcs_keep(a: list[int], b: list[int]) -> list[bool]:
+    """For each token of `a`: whether it belongs to a longest common subsequence with `b`.
+
+    The common prefix and suffix belong to some LCS, so only the middle is solved by dynamic
+    programming (an edit is local: the middle is short). Among several LCSs: the common
+    prefix and suffix, and in the middle the tokens of `a` matched as late as possible (a
+    fixed rule: the same mask every time)."""
+    n, m = len(a), len(b)
+    start = 0
+    while start < min(n, m) and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < min(n, m) - start and a[n - 1 - end] == b[m - 1 - end]:
+        end += 1
+    mid_a, mid_b = a[start:n - end], b[start:m - end]
+    # table[i][j] = LCS length of mid_a[i:] and mid_b[j:]
+    table = [[0] * (len(mid_b) + 1) for _ in range(len(mid_a) + 1)]
+    for i in range(len(mid_a) - 1, -1, -1):
+        row, below = table[i], table[i + 1]
+        for j in range(len(mid_b) - 1, -1, -1):
+            row[j] = below[j + 1] + 1 if mid_a[i] == mid_b[j] else max(below[j], row[j + 1])
+    keep_mid = [False] * len(mid_a)
+    i = j = 0
+    while i < len(mid_a) and j < len(mid_b):
+        if mid_a[i] == mid_b[j] and table[i][j] == table[i + 1][j + 1] + 1 and table[i + 1][j] < table[i][j]:
+            keep_mid[i] = True
+            i, j = i + 1, j + 1
+        elif table[i + 1][j] >= table[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return [True] * start + keep_mid + [True] * end
+
+
+def edit_mask(rejected: list[int], chosen: list[int]) -> list[int]:
+    """1 for each token of y⁻ outside the LCS with y⁺ (the edited span), else 0."""
+    return [0 if kept else 1 for kept in lcs_keep(rejected, chosen)]
 
 
 @dataclass
 class Tokenized:
-    """Unpadded token ids of each sequence and where its completion starts."""
+    """Unpadded token ids of each sequence and where its completion starts.
+
+    `score_masks` (optional): per sequence, 0/1 over its completion tokens; only the 1s
+    count in its log-prob sum (`collate` puts them in the completion mask)."""
     ids: list[list[int]]
     prompt_lens: list[int]
+    score_masks: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,7 +140,10 @@ def collate(tok: Tokenized, rows: list[int], pad_id: int) -> dict[str, torch.Ten
         seq = tok.ids[i]
         input_ids[k, : len(seq)] = torch.tensor(seq)
         attention[k, : len(seq)] = 1
-        completion[k, tok.prompt_lens[i]: len(seq)] = 1
+        if tok.score_masks is None:
+            completion[k, tok.prompt_lens[i]: len(seq)] = 1
+        else:
+            completion[k, tok.prompt_lens[i]: len(seq)] = torch.tensor(tok.score_masks[i], dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
 
 
@@ -106,7 +167,22 @@ def prepare(tokenizer, examples: list[dict], max_len: int, max_prompt_len: int |
     if with_rejected:
         rejected = tokenize(tokenizer, prompts, [e["rejected"] for e in examples], max_len, max_prompt_len,
                             completion_format=completion_format)
+        scopes = {e.get("rejected_scope", "all") for e in examples}
+        if scopes - {"all", "edit"} or len(scopes) > 1:
+            raise ValueError(f"examples: rejected_scope must be one of all, edit for every example, got {sorted(scopes)}")
+        if scopes == {"edit"}:
+            rejected = edit_scored(rejected, chosen)
     return TrainData(examples, chosen, rejected)
+
+
+def completion_ids(tok: Tokenized, i: int) -> list[int]:
+    return tok.ids[i][tok.prompt_lens[i]:]
+
+
+def edit_scored(rejected: Tokenized, chosen: Tokenized) -> Tokenized:
+    """y⁻ scored on its edited tokens only (outside the LCS with the paired y⁺)."""
+    masks = [edit_mask(completion_ids(rejected, i), completion_ids(chosen, i)) for i in range(len(rejected))]
+    return Tokenized(rejected.ids, rejected.prompt_lens, masks)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

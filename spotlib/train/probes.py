@@ -17,6 +17,14 @@ y⁻ differs from y⁺ (token-level diff) splits y⁻ into *before* (the shared 
 log π(y⁻_t) − log π_ref(y⁻_t) in each region separates "surgery" (down at the edit,
 prefix untouched) from "pull-up" (the shared prefix of y⁻ raised by positive-only
 training). The same pairs give every method's r⁺ and r⁻ on a common set.
+
+**Where probability moves, on both sides.** y⁺ is split the same way (its shared prefix,
+its side of the first edit, the rest), and `edit/chosen_*` report the same per-token change
+there: a pair objective that lowers y⁻ at the edit may lower the shared prefix of both. At
+the first edit the two responses share their context (x and the common prefix), so one
+next-token distribution decides between them: `edit/p_correct` is the mean probability of
+y⁺'s token there (the correction), `edit/p_wrong` that of y⁻'s (the error), each with its
+reference value (`_ref`).
 """
 from __future__ import annotations
 
@@ -47,6 +55,11 @@ class EditDiagSet:
     ref_rejected_tokens: torch.Tensor  # [N_rejected_tokens] reference log-probs on y⁻
     ref_chosen_sums: torch.Tensor    # [P]
     ref_rejected_sums: torch.Tensor  # [P]
+    # Both sides (None in a set cached before they existed: those metrics are then left out).
+    chosen_region: torch.Tensor | None = None      # [N_chosen_tokens] the same split of y⁺
+    ref_chosen_tokens: torch.Tensor | None = None  # [N_chosen_tokens]
+    first_chosen: torch.Tensor | None = None       # [P] flat index of y⁺'s token at the first edit (−1: none)
+    first_rejected: torch.Tensor | None = None     # [P] flat index of y⁻'s token there (−1: none)
 
 
 def probe_items(world_cfg, n_prompts: int, families=PROBE_FAMILIES) -> list[dict]:
@@ -110,27 +123,48 @@ def probe_kl(model, probe: ProbeSet, pad_id: int, device, *, autocast: bool, bat
     return result
 
 
-def first_edit_regions(rejected_ids: list[int], chosen_ids: list[int]) -> list[int]:
-    """0/1/2 per y⁻ completion token: before / inside / after the first span that differs from y⁺."""
+def first_edit_span(rejected_ids: list[int], chosen_ids: list[int]) -> tuple[int, int, int, int] | None:
+    """(i1, i2, j1, j2): the first differing span, y⁻[i1:i2] against y⁺[j1:j2]; None if equal."""
     ops = difflib.SequenceMatcher(None, rejected_ids, chosen_ids, autojunk=False).get_opcodes()
     first = next((op for op in ops if op[0] != "equal"), None)
-    if first is None:
-        return [0] * len(rejected_ids)
-    _, i1, i2, _, _ = first
-    return [0 if t < i1 else 1 if t < i2 else 2 for t in range(len(rejected_ids))]
+    return None if first is None else tuple(first[1:])
+
+
+def _regions(n: int, start: int, stop: int) -> list[int]:
+    return [0 if t < start else 1 if t < stop else 2 for t in range(n)]
+
+
+def first_edit_regions(rejected_ids: list[int], chosen_ids: list[int]) -> list[int]:
+    """0/1/2 per y⁻ completion token: before / inside / after the first span that differs from y⁺."""
+    span = first_edit_span(rejected_ids, chosen_ids)
+    return [0] * len(rejected_ids) if span is None else _regions(len(rejected_ids), span[0], span[1])
+
+
+def chosen_edit_regions(rejected_ids: list[int], chosen_ids: list[int]) -> list[int]:
+    """The same split of y⁺: its shared prefix (0), its side of the first edit (1), the rest (2)."""
+    span = first_edit_span(rejected_ids, chosen_ids)
+    return [0] * len(chosen_ids) if span is None else _regions(len(chosen_ids), span[2], span[3])
 
 
 @torch.no_grad()
 def build_edit_diag(ref_model, chosen: Tokenized, rejected: Tokenized, pad_id, device, *,
                     autocast: bool, batch_size: int = 32) -> EditDiagSet:
-    regions = []
+    regions, chosen_regions, first_pos, first_neg = [], [], [], []
+    offset_neg = offset_pos = 0
     for i in range(len(rejected)):
         neg = rejected.ids[i][rejected.prompt_lens[i]:]
         pos = chosen.ids[i][chosen.prompt_lens[i]:]
         regions += first_edit_regions(neg, pos)
+        chosen_regions += chosen_edit_regions(neg, pos)
+        span = first_edit_span(neg, pos)
+        # At the first edit both share the context; a side that ends there has no token to score.
+        first_neg.append(offset_neg + span[0] if span and span[0] < len(neg) else -1)
+        first_pos.append(offset_pos + span[2] if span and span[2] < len(pos) else -1)
+        offset_neg, offset_pos = offset_neg + len(neg), offset_pos + len(pos)
     ref_tokens, ref_neg, _ = _token_logps(ref_model, rejected, pad_id, device, autocast, batch_size)
-    _, ref_pos, _ = _token_logps(ref_model, chosen, pad_id, device, autocast, batch_size)
-    return EditDiagSet(chosen, rejected, torch.tensor(regions), ref_tokens, ref_pos, ref_neg)
+    ref_pos_tokens, ref_pos, _ = _token_logps(ref_model, chosen, pad_id, device, autocast, batch_size)
+    return EditDiagSet(chosen, rejected, torch.tensor(regions), ref_tokens, ref_pos, ref_neg,
+                       torch.tensor(chosen_regions), ref_pos_tokens, torch.tensor(first_pos), torch.tensor(first_neg))
 
 
 def _token_logps(model, tok, pad_id, device, autocast, batch_size):
@@ -151,15 +185,28 @@ def edit_diagnostic(model, diag: EditDiagSet, pad_id: int, device, *, beta: floa
     was_training = model.training
     model.eval()
     neg_tokens, neg_sums, _ = _token_logps(model, diag.rejected, pad_id, device, autocast, batch_size)
-    _, pos_sums, _ = _token_logps(model, diag.chosen, pad_id, device, autocast, batch_size)
+    pos_tokens, pos_sums, _ = _token_logps(model, diag.chosen, pad_id, device, autocast, batch_size)
     model.train(was_training)
-    change = neg_tokens - diag.ref_rejected_tokens
-    result = {}
-    for code, name in enumerate(("before", "at", "after")):
-        mask = diag.region == code
-        result[f"edit/{name}"] = float(change[mask].mean()) if mask.any() else float("nan")
+    result = _region_changes(neg_tokens - diag.ref_rejected_tokens, diag.region, "edit/")
+    if diag.chosen_region is not None:
+        result.update(_region_changes(pos_tokens - diag.ref_chosen_tokens, diag.chosen_region, "edit/chosen_"))
+        for name, index, now, ref in (("correct", diag.first_chosen, pos_tokens, diag.ref_chosen_tokens),
+                                      ("wrong", diag.first_rejected, neg_tokens, diag.ref_rejected_tokens)):
+            kept = index[index >= 0]
+            result[f"edit/p_{name}"] = float(now[kept].exp().mean()) if len(kept) else float("nan")
+            result[f"edit/p_{name}_ref"] = float(ref[kept].exp().mean()) if len(kept) else float("nan")
     r_pos = beta * (pos_sums - diag.ref_chosen_sums)
+    # (the token-level changes above are per token; the rewards below are β × whole-sequence sums)
     r_neg = beta * (neg_sums - diag.ref_rejected_sums)
     result.update({"fixed/rewards_chosen": float(r_pos.mean()), "fixed/rewards_rejected": float(r_neg.mean()),
                    "fixed/margins": float((r_pos - r_neg).mean())})
+    return result
+
+
+def _region_changes(change: torch.Tensor, region: torch.Tensor, prefix: str) -> dict:
+    """Mean per-token log-prob change (policy − reference) before / at / after the first edit."""
+    result = {}
+    for code, name in enumerate(("before", "at", "after")):
+        mask = region == code
+        result[f"{prefix}{name}"] = float(change[mask].mean()) if mask.any() else float("nan")
     return result

@@ -1,17 +1,23 @@
 """Run specs: which objective trains on which data with which δ.
 
-A run is named `method[@data][:delta]`:
+A run is named `method[@data][:delta][+option...]`:
 
 - `method` — one of METHODS below (the paper's baselines and SPoT's two forms);
-- `@data` — the data cross (PAPER.md §8 Q2): `direct` (the Oracle's direct solutions),
+- `@data` — the data × objective cross (docs/method.md): `direct` (the Oracle's direct solutions),
   `rectified` (the minimally edited y⁺), or `rft` (the student's own correct samples).
   For pair objectives `@direct` keeps each pair's y⁻ and swaps y⁺ for the Oracle's
   direct solution of the same problem. Without `@data`, a method uses its own data.
 - `:delta` — δ mode for `spot_bco` (`running_mean`, `ema`, `none`); without it the
   profile's `train.delta_mode`.
+- `+option` — pair objectives only, to take their loss apart (OPTIONS below):
+  `+edit_only` scores y⁻ on its edited tokens only (those outside the longest common
+  subsequence with y⁺; the reference log-probs use the same tokens); `+rejected_only` and
+  `+chosen_only` let the gradient through one side only (the other side's log-probs are
+  detached, so the loss keeps its value and δ its inputs). `spot_bce+chosen_only` trains
+  exactly as `reward_sft`.
 
 Examples: `sft`, `spot_bco`, `spot_bco@direct`, `sft_plus@direct` (= `sft`),
-`spot_bco:ema`, `spot_bco@direct:none`. The run's folder name is the spec with `:`
+`spot_bco:ema`, `spot_bco@direct:none`, `spot_bco+edit_only`, `dpo+edit_only+rejected_only`. The run's folder name is the spec with `:`
 written as `~` (`spot_bco~ema`), which every filesystem accepts.
 """
 from __future__ import annotations
@@ -45,7 +51,9 @@ DATA_KINDS = ("direct", "rectified", "rft")
 DATA_FILES = {"direct": "sft_direct.jsonl", "rectified": "sft_plus.jsonl", "rft": "rft.jsonl"}
 PAIRS_FILE = "pairs.jsonl"
 
-_SPEC = re.compile(r"^(?P<method>[a-z_]+)(@(?P<data>[a-z_]+))?(:(?P<delta>[a-z_]+))?$")
+OPTIONS = ("edit_only", "rejected_only", "chosen_only")
+
+_SPEC = re.compile(r"^(?P<method>[a-z_]+)(@(?P<data>[a-z_]+))?(:(?P<delta>[a-z_]+))?(?P<options>(\+[a-z_]+)*)$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class RunSpec:
     method: str
     data: str
     delta_mode: str
+    options: tuple[str, ...] = ()   # in OPTIONS order
 
     @property
     def info(self) -> Method:
@@ -70,7 +79,19 @@ class RunSpec:
             text += f"@{self.data}"
         if self.objective == "bco" and self._explicit_delta:
             text += f":{self.delta_mode}"
-        return text
+        return text + "".join(f"+{o}" for o in self.options)
+
+    @property
+    def rejected_scope(self) -> str:
+        """Which tokens of y⁻ its log-prob sums: `all`, or `edit` (outside the LCS with y⁺)."""
+        return "edit" if "edit_only" in self.options else "all"
+
+    @property
+    def gradient(self) -> str:
+        """Which side the gradient flows through: `both`, `chosen` or `rejected`."""
+        if "chosen_only" in self.options:
+            return "chosen"
+        return "rejected" if "rejected_only" in self.options else "both"
 
     @property
     def dirname(self) -> str:
@@ -83,8 +104,10 @@ def parse_run(spec: str, default_delta: str = "running_mean") -> RunSpec:
     """`method[@data][:delta]` -> RunSpec; a clear error for anything else."""
     match = _SPEC.match(spec.strip())
     if not match:
-        raise ValueError(f"train run {spec!r}: expected method[@data][:delta], e.g. spot_bco@direct:ema")
+        raise ValueError(f"train run {spec!r}: expected method[@data][:delta][+option], e.g. spot_bco@direct:ema "
+                         "or spot_bco+edit_only")
     method, data, delta = match["method"], match["data"], match["delta"]
+    options = [o for o in match["options"].split("+") if o]
     if method not in METHODS:
         raise ValueError(f"train run {spec!r}: unknown method {method!r} (expected one of {', '.join(METHODS)})")
     info = METHODS[method]
@@ -97,8 +120,21 @@ def parse_run(spec: str, default_delta: str = "running_mean") -> RunSpec:
         raise ValueError(f"train run {spec!r}: a δ mode applies to spot_bco only")
     if delta is not None and delta not in DELTA_MODES:
         raise ValueError(f"train run {spec!r}: unknown δ mode {delta!r} (expected one of {', '.join(DELTA_MODES)})")
+    for option in options:
+        if option not in OPTIONS:
+            raise ValueError(f"train run {spec!r}: unknown option +{option} (expected some of "
+                             f"{', '.join('+' + o for o in OPTIONS)})")
+    if options and not info.pairs:
+        raise ValueError(f"train run {spec!r}: +{options[0]} applies to pair objectives only "
+                         "(dpo, spot_bce, spot_bco)")
+    if len(set(options)) != len(options):
+        raise ValueError(f"train run {spec!r}: an option given twice")
+    if "chosen_only" in options and len(options) > 1:
+        raise ValueError(f"train run {spec!r}: +chosen_only drops the rejected term's gradient; "
+                         "it combines with no other option")
     explicit = delta is not None and delta != default_delta
-    return RunSpec(method, data, delta or default_delta, _explicit_delta=explicit)
+    ordered = tuple(o for o in OPTIONS if o in options)
+    return RunSpec(method, data, delta or default_delta, ordered, _explicit_delta=explicit)
 
 
 def plan_runs(train_cfg) -> list[RunSpec]:

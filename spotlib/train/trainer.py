@@ -122,7 +122,7 @@ class _Registered:
 # Train settings that say how runs are scheduled, not what they compute.
 EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens", "logits_chunk_tokens")
 # ... and, for one run, also which other runs exist and their LRs (its own LR is keyed apart).
-NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid") + EXECUTION_ONLY
+NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep_variants") + EXECUTION_ONLY
 
 
 def run_key(profile, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:
@@ -315,9 +315,13 @@ def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autoca
     pc, counts = out.sums[:n], out.counts[:n]
     rc = inputs.ref_chosen[rows].to(device)
     pr = rr = None
-    if pairs:
+    if pairs:  # y⁻'s sums cover the tokens its score mask keeps (all, or the edit for +edit_only)
         pr = out.sums[n:]
         rr = inputs.ref_rejected[rows].to(device)
+        if run.gradient == "rejected":  # +rejected_only: y⁺'s term a constant (same loss value, same δ)
+            pc = pc.detach()
+        elif run.gradient == "chosen":  # +chosen_only
+            pr = pr.detach()
     objective = run.objective
     delta_used = 0.0
     if objective == "bco":
@@ -334,6 +338,8 @@ def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autoca
     else:
         losses, r_c, r_r = getattr(L, objective)(pc, pr, rc, rr, beta=cfg.beta)
     w_c, w_r = L.gradient_weights(objective, r_c, r_r, beta=cfg.beta, delta=delta_used, chosen_counts=counts)
+    if pairs and run.gradient != "both":  # the detached side gets no pull
+        w_c, w_r = (w_c, torch.zeros_like(w_r)) if run.gradient == "chosen" else (torch.zeros_like(w_c), w_r)
     result = {"loss": losses.mean(), "rc": float(r_c.sum()), "wc": float(w_c.sum()), "wr": float(w_r.sum()),
               "lc": float(pc.detach().sum()), "tokens": tokens, "rr": 0.0, "acc": 0.0, "lr_": 0.0}
     if pairs:
