@@ -64,7 +64,8 @@ def run_in_workers(jobs: list[tuple[str, list[str]]], log_dir: Path, workers: in
 
 
 def cpu_worker_count(profile, jobs: int) -> int:
-    """How many workers to use: `train.cpu_workers` on a machine without CUDA, else 1."""
+    """How many workers to use for `jobs` units of work: `train.cpu_workers` (at most one per
+    unit) on a machine without CUDA, else 1. Stages 04 and 05 and the sweep share this key."""
     import torch
 
     if torch.cuda.is_available() or profile.train.cpu_workers <= 1:

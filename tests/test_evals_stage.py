@@ -102,8 +102,9 @@ def test_report_collects_stages_and_tolerates_missing_ones(evaluated):
     assert "Against the paper's main table" in text
 
 
-def _distinct_checkpoints(out, workers: int):
-    """The test profile with a base model and four checkpoints of different weights under `out`."""
+def _distinct_checkpoints(out, workers: int, copy_of=None):
+    """The test profile with a base model and four checkpoints of different weights under `out`
+    (copied from `copy_of`'s output folder when given)."""
     import torch
 
     from spotlib.config import load_profile
@@ -113,6 +114,10 @@ def _distinct_checkpoints(out, workers: int):
     profile = load_profile("test", overrides={
         "output_dir": str(out), "seeds": [0, 1], "train.methods": ["spot_bco", "sft"], "train.cpu_workers": workers,
         "eval.n_items": {"default": 3}, "eval.max_new_tokens": 8})
+    if copy_of is not None:
+        for folder in ("base_model", "04_train_spot"):
+            shutil.copytree(copy_of.out / folder, out / folder)
+        return profile
     tokenizer = build_tokenizer(profile.world)
     torch.manual_seed(0)
     model = build_model(profile.world, tokenizer)
@@ -144,7 +149,7 @@ def test_workers_share_the_models_and_give_the_table_of_one_process(tmp_path, mo
         evaluate.run(alone, progress=False)
     finally:
         torch.set_num_threads(threads)
-    shared = _distinct_checkpoints(tmp_path / "shared", workers=2)
+    shared = _distinct_checkpoints(tmp_path / "shared", workers=2, copy_of=alone)
     monkeypatch.setenv("SPOTLIB_PROGRESS", str(tmp_path / "progress.jsonl"))
     evaluate.run(shared, progress=True)
 

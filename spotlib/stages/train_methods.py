@@ -206,7 +206,8 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     manifest.timings["reference_s"] = round(time.perf_counter() - t0, 2)
     show = progress and accelerator.is_main_process
     counter = RunCounter(profile, plan, shared, selected, show and not partial)
-    workers = 1 if partial else cpu_worker_count(profile, len(counter.pending()))
+    # Launched processes (torchrun, accelerate) already share each run's batch: no workers there.
+    workers = 1 if partial or accelerator.num_processes > 1 else cpu_worker_count(profile, len(counter.pending()))
     if workers > 1:  # the loop below then finds every run complete and only collects it
         train_units_in_workers(profile, counter, workers, progress)
 
