@@ -177,7 +177,7 @@ class TrainConfig:
     num_processes: int | None = None  # training processes; None = the visible GPUs (CPU: set it, with torchrun)
     ref_batch_tokens: int = 16384   # padded tokens per reference log-prob batch (rows × longest row; memory plan)
     logits_chunk_tokens: int = 2048  # completion tokens per LM-head chunk in training (one chunk's logits alive)
-    cpu_workers: int = 1            # CPU only: stage 04's seeds / the sweep's methods in parallel single-thread processes
+    cpu_workers: int = 1            # CPU only: single-thread processes side by side for 04's runs, 05's models, the sweep
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
     sweep_seeds: list[int] = field(default_factory=list)  # the sweep's training seeds ([] = the first of `seeds`)
     sweep_variants: list[str] = field(default_factory=list)  # extra runs on the sweep's frontier, e.g. spot_bco+edit_only

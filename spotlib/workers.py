@@ -1,4 +1,5 @@
-"""Side-by-side single-thread worker processes for CPU-only stages (training seeds, sweep points).
+"""Side-by-side single-thread worker processes for CPU-only stages (stage 04's runs, stage 05's
+models, sweep points).
 
 The tiny model gains little from a second thread, so on a small CPU two processes with
 one thread each nearly halve a stage. Each worker runs a stage module's command line on a
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 
 def worker_profile(profile, folder: Path) -> Path:
@@ -23,10 +25,13 @@ def worker_profile(profile, folder: Path) -> Path:
     return path
 
 
-def run_in_workers(jobs: list[tuple[str, list[str]]], log_dir: Path, workers: int, progress: bool = True) -> None:
+def run_in_workers(jobs: list[tuple[str, list[str]]], log_dir: Path, workers: int, progress: bool = True,
+                   on_tick: Callable[[], None] | None = None) -> None:
     """Run `python -m <args>` for each (label, args), `workers` at a time, one thread each.
 
-    A failing job stops the others and raises with its log's path; so does Ctrl-C."""
+    `on_tick` is called about twice a second while they run (e.g. to count the work finished
+    on disk for a progress bar). A failing job stops the others and raises with its log's
+    path; so does Ctrl-C."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     pending, running = list(jobs), {}
     try:
@@ -40,6 +45,8 @@ def run_in_workers(jobs: list[tuple[str, list[str]]], log_dir: Path, workers: in
                 if progress:
                     print(f"{label}: started in a worker process (log: {log_path})")
             time.sleep(0.5)
+            if on_tick is not None:
+                on_tick()
             for label, (proc, log, log_path, t0) in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -57,7 +64,8 @@ def run_in_workers(jobs: list[tuple[str, list[str]]], log_dir: Path, workers: in
 
 
 def cpu_worker_count(profile, jobs: int) -> int:
-    """How many workers to use: `train.cpu_workers` on a machine without CUDA, else 1."""
+    """How many workers to use for `jobs` units of work: `train.cpu_workers` (at most one per
+    unit) on a machine without CUDA, else 1. Stages 04 and 05 and the sweep share this key."""
     import torch
 
     if torch.cuda.is_available() or profile.train.cpu_workers <= 1:
@@ -83,8 +91,13 @@ def balanced_shares(units: list[str], workers: int, cost: dict[str, float] | Non
 
 
 def run_shares(module: str, profile_file: Path, flag: str, shares: list[list[str]], log_dir: Path,
-               progress: bool = True) -> None:
-    """One single-thread worker per share: `python -m <module> --profile <file> <flag> a,b,c`."""
+               progress: bool = True, on_tick: Callable[[], None] | None = None) -> None:
+    """One single-thread worker per share: `python -m <module> --profile <file> <flag> a,b,c`
+    (log: `<log_dir>/worker-share<k>.log`). A unit's name must not contain a comma."""
+    for share in shares:
+        bad = [u for u in share if "," in u or not u]
+        if bad:
+            raise ValueError(f"{module} {flag}: unit {bad[0]!r} is empty or holds a comma (units are comma-joined)")
     jobs = [(f"share{k}", [module, "--profile", str(profile_file), flag, ",".join(share)])
             for k, share in enumerate(shares)]
-    run_in_workers(jobs, log_dir, len(jobs), progress)
+    run_in_workers(jobs, log_dir, len(jobs), progress, on_tick)

@@ -100,3 +100,85 @@ def test_report_collects_stages_and_tolerates_missing_ones(evaluated):
     assert "| 04_train_spot | 6 s | 6.0 min | complete |" in text
     assert "## 05_eval_forgetting" in text and "05_eval_forgetting/scores_bar.png" in text
     assert "Against the paper's main table" in text
+
+
+def _distinct_checkpoints(out, workers: int, copy_of=None):
+    """The test profile with a base model and four checkpoints of different weights under `out`
+    (copied from `copy_of`'s output folder when given)."""
+    import torch
+
+    from spotlib.config import load_profile
+    from spotlib.world.pretrain import build_model
+    from spotlib.world.tokenizer import build_tokenizer
+
+    profile = load_profile("test", overrides={
+        "output_dir": str(out), "seeds": [0, 1], "train.methods": ["spot_bco", "sft"], "train.cpu_workers": workers,
+        "eval.n_items": {"default": 3}, "eval.max_new_tokens": 8})
+    if copy_of is not None:
+        for folder in ("base_model", "04_train_spot"):
+            shutil.copytree(copy_of.out / folder, out / folder)
+        return profile
+    tokenizer = build_tokenizer(profile.world)
+    torch.manual_seed(0)
+    model = build_model(profile.world, tokenizer)
+    model.save_pretrained(profile.base_model_path())
+    tokenizer.save_pretrained(profile.base_model_path())
+    for k, (run, seed) in enumerate((("spot_bco", 0), ("spot_bco", 1), ("sft", 0), ("sft", 1))):
+        ckpt = out / "04_train_spot" / run / f"seed{seed}"
+        with torch.no_grad():  # each its own weights: a model scored as another would show
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(k)))
+        model.save_pretrained(ckpt)
+        tokenizer.save_pretrained(ckpt)
+        (ckpt / "summary.json").write_text(json.dumps({"run": run, "method": run, "seed": seed,
+                                                       "final_probe": {"kl/probe": 0.1}, "complete": True}))
+    return profile
+
+
+def test_workers_share_the_models_and_give_the_table_of_one_process(tmp_path, monkeypatch):
+    """Two single-thread workers against one single-thread process: the same records, the same
+    table; a worker file left by an interrupted run is merged (torn line dropped, none twice)."""
+    import torch
+
+    from spotlib.stages import evaluate
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a worker runs
+    try:
+        alone = _distinct_checkpoints(tmp_path / "alone", workers=1)
+        evaluate.run(alone, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    shared = _distinct_checkpoints(tmp_path / "shared", workers=2, copy_of=alone)
+    monkeypatch.setenv("SPOTLIB_PROGRESS", str(tmp_path / "progress.jsonl"))
+    evaluate.run(shared, progress=True)
+
+    def records(profile):
+        path = profile.out / "05_eval_forgetting" / "results.jsonl"
+        return {(r["model"], r["identity"], r["benchmark"], r["id"]): r["responses"]
+                for r in map(json.loads, path.read_text().splitlines())}
+
+    stage = shared.out / "05_eval_forgetting"
+    got, want = records(shared), records(alone)
+    assert len(got) == len(stage.joinpath("results.jsonl").read_text().splitlines()) == 6 * 4 * 3  # none twice
+    assert got == want and len({k[1] for k in got}) == 5  # base + four distinct checkpoints
+    for name in ("table.md", "table_models.csv"):
+        assert (stage / name).read_text() == (alone.out / "05_eval_forgetting" / name).read_text()
+    logs = [(stage / f"worker-share{k}.log").read_text() for k in (0, 1)]
+    assert all("Traceback" not in log for log in logs) and not list(stage.glob("results.worker-*"))
+    bars = [r for r in map(json.loads, (tmp_path / "progress.jsonl").read_text().splitlines())
+            if r["desc"] == "models evaluated"]
+    assert len({r["pid"] for r in bars}) == 3  # a bar in each worker, and the stage's own
+    assert sum(r["total"] for r in bars if r["closed"] and r["pid"] != bars[-1]["pid"]) == 6
+    assert bars[-1]["n"] == bars[-1]["total"] == 6 and bars[-1]["closed"]
+
+    # Interrupted: a worker had written sft/seed1's last records (one torn) when the stage stopped.
+    lines = (stage / "results.jsonl").read_text().splitlines()
+    moved = [i for i, line in enumerate(lines) if json.loads(line)["model"] == "sft/seed1"][-3:]
+    (stage / "results.jsonl").write_text("".join(lines[i] + "\n" for i in range(len(lines)) if i not in moved))
+    (stage / "results.worker-999.jsonl").write_text(lines[moved[0]] + "\n" + lines[moved[1]] + "\n"
+                                                    + lines[moved[2]][:20])
+    (stage / "manifest.json").unlink()
+    evaluate.run(shared, progress=False)  # one item left to sample: in this process
+    assert records(shared) == want and not list(stage.glob("results.worker-*"))
+    assert len((stage / "results.jsonl").read_text().splitlines()) == 6 * 4 * 3

@@ -52,3 +52,19 @@ def test_notebook_01_runs_under_papermill(sampled_profile, tmp_path):
     executed = sampled_profile.out / "notebooks" / "01_sample.ipynb"
     nb = json.loads(executed.read_text())
     assert any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def test_sampling_reports_samples_done_of_total(sampled_profile, tmp_path, monkeypatch):
+    """Under the runner (progress to a file), stage 01 reports samples k/N across its chunks."""
+    import shutil
+
+    from spotlib.config import load_profile
+
+    profile = load_profile("test", overrides={"output_dir": str(tmp_path / "out")})
+    shutil.copytree(sampled_profile.base_model_path(), profile.base_model_path())
+    monkeypatch.setenv("SPOTLIB_PROGRESS", str(tmp_path / "progress.jsonl"))
+    summary = sample.run(profile, progress=True)
+    bars = [r for r in read_jsonl(tmp_path / "progress.jsonl") if r["desc"] == "samples"]
+    total = profile.sample.num_problems * profile.sample.n
+    assert bars[0]["n"] == 0 and bars[-1]["n"] == bars[-1]["total"] == total and bars[-1]["closed"]
+    assert bars[-1]["postfix"]["wrong"] == str(summary["errors"])

@@ -202,25 +202,44 @@ def test_stage_trains_every_method_with_probes(tmp_path, base, filter_dir):
     assert train_methods.run(profile, progress=False)["complete"]
 
 
-def test_stage_trains_seeds_in_parallel_workers(tmp_path, base, filter_dir):
-    from spotlib.stages import train_methods
-    out = tmp_path / "out"
+def _stage_profile(out, base, filter_dir, workers: int):
     shutil.copytree(filter_dir, out / "03_filter")  # stage 03's data only: no runs from other tests
-    shutil.copy2(filter_dir.parent / "probe.jsonl", out / "probe.jsonl")
-    profile = load_profile("test", overrides={
+    return load_profile("test", overrides={
         "output_dir": str(out), "model.name_or_path": str(base), "seeds": [0, 1],
-        "train.kl_probe_file": str(out / "probe.jsonl"), "train.kl_probe_max_tokens": 8,
+        "train.kl_probe_file": str(filter_dir.parent / "probe.jsonl"), "train.kl_probe_max_tokens": 8,
         "train.max_steps": 2, "train.kl_probe_every": 0, "train.per_device_batch": 2, "train.grad_accum": 1,
-        "train.methods": ["sft", "spot_bco"], "train.ablations": [], "train.cpu_workers": 2})
-    assert train_methods.cpu_workers(profile, None) == 2 and train_methods.cpu_workers(profile, [0]) == 1
-    result = train_methods.run(profile, progress=False)
-    stage = out / "04_train_spot"
+        "train.methods": ["sft", "spot_bco"], "train.ablations": [], "train.cpu_workers": workers})
+
+
+def test_stage_shares_runs_among_workers_with_the_weights_of_one_process(tmp_path, base, filter_dir, monkeypatch):
+    from spotlib.stages import train_methods
+    alone = _stage_profile(tmp_path / "alone", base, filter_dir, workers=1)
+    train_methods.run(alone, progress=False)
+    shared = _stage_profile(tmp_path / "shared", base, filter_dir, workers=2)
+    monkeypatch.setenv("SPOTLIB_PROGRESS", str(tmp_path / "progress.jsonl"))
+    result = train_methods.run(shared, progress=True)
     assert result["complete"] and len(result["runs"]) == 4
+    logs = [(shared.out / "04_train_spot" / f"worker-share{k}.log").read_text() for k in (0, 1)]
     for seed in (0, 1):
-        assert "spot_bco" in (stage / f"worker-seed{seed}.log").read_text()  # trained there, not here
         for run in ("sft", "spot_bco"):
-            summary = json.loads((stage / run / f"seed{seed}" / "summary.json").read_text())
-            assert summary["complete"] and summary["seed"] == seed and summary["steps"] == 2
+            trained_in = [k for k, log in enumerate(logs) if f"{run:24s} seed {seed}:" in log]
+            assert len(trained_in) == 1, (run, seed, trained_in)   # in one worker, not here
+            got, want = (json.loads((p.out / "04_train_spot" / run / f"seed{seed}" / "summary.json").read_text())
+                         for p in (shared, alone))
+            assert got["complete"] and got["steps"] == 2 and got["weights_sha256"] == want["weights_sha256"]
+            keys = [(p.out / "04_train_spot" / run / f"seed{seed}" / "run_key.json").read_text()
+                    for p in (shared, alone)]
+            assert keys[0] == keys[1]
+    # By cost (a pair run reads two sequences): each worker holds one spot_bco run, not both.
+    assert [log.count("spot_bco                 seed") for log in logs] == [1, 1]
+    records = read_jsonl(tmp_path / "progress.jsonl")
+    runs_bar = [r for r in records if r["desc"] == "runs"]
+    assert runs_bar[-1]["n"] == runs_bar[-1]["total"] == 4 and runs_bar[-1]["closed"]
+    step_pids = {r["pid"] for r in records if r["desc"].startswith("spot_bco seed")}
+    assert step_pids and runs_bar[0]["pid"] not in step_pids  # steps reported from the workers
+    with pytest.raises(ValueError, match="--units 'dpo:0'"):
+        train_methods.parse_units(["dpo:0"], plan_runs(shared.train), [0, 1])
+    assert train_methods.parse_units(["sft:1"], plan_runs(shared.train), [0, 1]) == [("sft", 1)]
 
 
 def test_kl_sft_micro_step_takes_the_token_kl_by_lm_head_chunks(base):

@@ -15,19 +15,34 @@ Retention loss = general(base) − general(model): positive means forgetting.
 The models are the base and exactly the checkpoints the profile names (`train.methods`,
 `train.ablations` × `seeds`); each result is keyed by the checksum of the weights that
 produced it, so a retrained model is evaluated anew and never reported with old scores.
+
+On a CPU with `train.cpu_workers` > 1 (the same key as stage 04's: how many single-thread
+processes the machine runs side by side), the models still to evaluate are shared out
+among that many worker processes (`--models`), balanced by the samples each has left. Each
+worker appends to its own `results.worker-<pid>.jsonl`; this process merges them into
+`results.jsonl` (by the same record key: none twice, none lost) and deletes them, also
+when it finds them left by an interrupted run. Every sample has its own seed, so where a
+model is evaluated changes nothing.
+
+    python -m spotlib.stages.evaluate --profile tiny [--models base/seed0,sft/seed1]
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 from spotlib import evals
 from spotlib.io import (DataError, JsonlAppender, Manifest, read_jsonl, weights_problem, weights_sha256,
                         write_json_atomic)
+from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
 
 STAGE = "05_eval_forgetting"
+RESULTS = "results.jsonl"
+WORKER_RESULTS = "results.worker-*.jsonl"   # one per worker process, merged into RESULTS
 TRAIN_STAGE = "04_train_spot"
 COLUMNS = ("in_domain", "ood", "general", "overall")
 # PAPER.md §7 (Qwen3-8B): ID avg, OOD avg, IFEval (general), overall.
@@ -117,11 +132,7 @@ def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: 
     from spotlib.sampling import open_generator
 
     cfg = profile.eval
-    entry.setdefault("identity", weights_sha256(entry["path"])[:16])
-    # The sink's own key of the record each item would get: what is there is not sampled again.
-    todo = {name: [it for it in its if results.key_fn({"model": entry["model"], "identity": entry["identity"],
-                                                      "benchmark": name, "id": it["id"]}) not in results]
-            for name, its in items.items()}
+    todo = items_to_do(entry, items, results)
     if not any(todo.values()):
         return
     device = "cpu" if profile.device == "cpu" else "auto"
@@ -129,6 +140,15 @@ def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: 
     with open_generator(cfg.backend, entry["path"], dtype=profile.model.dtype, device=device, seed=entry["seed"],
                         log_dir=results.path.parent / "engines") as (target, tokenizer):
         _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress)
+
+
+def items_to_do(entry: dict, items: dict[str, list[dict]], results: JsonlAppender) -> dict[str, list[dict]]:
+    """Per benchmark, the items of `entry` with no record in `results` yet."""
+    entry.setdefault("identity", weights_sha256(entry["path"])[:16])
+    # The sink's own key of the record each item would get: what is there is not sampled again.
+    return {name: [it for it in its if results.key_fn({"model": entry["model"], "identity": entry["identity"],
+                                                      "benchmark": name, "id": it["id"]}) not in results]
+            for name, its in items.items()}
 
 
 def _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress) -> None:
@@ -361,18 +381,104 @@ def run(profile, progress: bool = True) -> dict:
     if manifest.is_fresh() and (stage / "results.json").is_file():
         return json.loads((stage / "results.json").read_text())
     items = {name: evals.load_items(name, cfg, profile) for name in cfg.benchmarks}
-    with JsonlAppender(stage / "results.jsonl", key_fn=_record_key) as results:
-        for entry in entries:
+    merge_worker_results(stage)  # what workers of an interrupted run finished counts
+    with JsonlAppender(stage / RESULTS, key_fn=_record_key) as results:
+        cost = {e["model"]: sum(len(its) * evals.k_for(cfg, name)
+                                for name, its in items_to_do(e, items, results).items()) for e in entries}
+    pending = [e["model"] for e in entries if cost[e["model"]]]
+    workers = cpu_worker_count(profile, len(pending))
+    if workers > 1:
+        shares = balanced_shares(pending, workers, cost)
+        run_shares("spotlib.stages.evaluate", worker_profile(profile, stage), "--models", shares, stage, progress)
+        merge_worker_results(stage)
+    bar = None
+    if progress:
+        from spotlib.progress import bar as progress_bar
+        bar = progress_bar(total=len(entries), initial=len(entries) - len(pending), desc="models evaluated",
+                           unit="model")
+    with JsonlAppender(stage / RESULTS, key_fn=_record_key) as results:
+        for entry in entries:  # after workers: every model is found done, and only collected
+            if bar is not None and entry["model"] in pending and workers == 1:
+                bar.set_postfix(model=entry["model"])
             evaluate_model(entry, items, profile, results, progress=progress)
+            if bar is not None and entry["model"] in pending:
+                bar.update(1)
         # Only the results of these exact weights: an earlier model of the same name is not reported.
         wanted = {(e["model"], e["identity"]) for e in entries}
         records = [r for r in results.records
                    if (r["model"], r.get("identity")) in wanted and r["benchmark"] in items]
+    if bar is not None:
+        bar.close()
     summary = summarize(records, cfg.benchmarks, entries, stage, cfg.tie_sigmas)
     manifest.counts = {"models": len(entries), "items": {n: len(v) for n, v in items.items()},
                        "records": len(records)}
     manifest.write(complete=True)
     return summary
+
+
+def evaluate_share(profile, models: list[str], progress: bool = True) -> list[str]:
+    """A worker's share: evaluate these models (names as `sft/seed1`) into this process's own
+    `results.worker-<pid>.jsonl`, skipping what `results.jsonl` already holds."""
+    stage = profile.stage_dir(STAGE)
+    entries = {e["model"]: e for e in models_to_evaluate(profile)}
+    unknown = [m for m in models if m not in entries]
+    if unknown:
+        raise ValueError(f"--models {unknown[0]!r}: not among the models this profile evaluates "
+                         f"({', '.join(list(entries)[:4])}, ...)")
+    cfg = profile.eval
+    items = {name: evals.load_items(name, cfg, profile) for name in cfg.benchmarks}
+    bar = None
+    if progress:
+        from spotlib.progress import bar as progress_bar
+        bar = progress_bar(total=len(models), desc="models evaluated", unit="model")
+    with JsonlAppender(stage / WORKER_RESULTS.replace("*", str(os.getpid())), key_fn=_record_key) as sink:
+        if (stage / RESULTS).is_file():  # the main file is not written while workers run
+            sink.done |= {_record_key(r) for r in read_jsonl(stage / RESULTS)}
+        for model in models:
+            if bar is not None:
+                bar.set_postfix(model=model)
+            evaluate_model(entries[model], items, profile, sink, progress=progress)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return models
+
+
+def merge_worker_results(stage: Path) -> int:
+    """Append the workers' records to `results.jsonl` (those it lacks, by record key; a torn
+    last line is dropped: that item is sampled again), then delete the worker files."""
+    parts = sorted(stage.glob(WORKER_RESULTS))
+    if not parts:
+        return 0
+    added = 0
+    with JsonlAppender(stage / RESULTS, key_fn=_record_key, fsync=False) as results:
+        for part in parts:
+            with JsonlAppender(part, key_fn=_record_key, fsync=False) as records:
+                added += sum(results.append(r) for r in records.records)
+    with (stage / RESULTS).open("rb+") as handle:  # once, for all the records merged
+        os.fsync(handle.fileno())
+    for part in parts:
+        part.unlink()
+    return added
+
+
+def main(argv=None) -> None:
+    from spotlib.config import load_profile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--models", help="evaluate only these models, as run/seed<k>,... (a worker's share)")
+    args = parser.parse_args(argv)
+    profile = load_profile(args.profile)
+    if args.models is not None:
+        evaluate_share(profile, [m for m in args.models.split(",") if m])
+    else:
+        run(profile)
+
+
+if __name__ == "__main__":
+    main()
 
 
 def summarize(records: list[dict], benchmarks: list[str], entries: list[dict], stage: Path,

@@ -75,8 +75,14 @@ def run(profile, progress: bool = True) -> dict:
             from spotlib.sampling import open_generator, generate
 
             # One model (or one engine per GPU) for the whole stage, reused by every chunk.
-            with open_generator(cfg.backend, student, dtype=profile.model.dtype, device=profile.device,
-                                seed=profile.seed, log_dir=out_dir / "engines") as (model, tokenizer):
+            from spotlib.progress import bar
+
+            # samples done/total across chunks (each chunk's generation has its own bar)
+            samples_bar = bar(total=len(problems) * cfg.n, initial=len(sink.records), desc="samples",
+                              unit="sample", disable=not progress)
+            with samples_bar, open_generator(cfg.backend, student, dtype=profile.model.dtype,
+                                             device=profile.device, seed=profile.seed,
+                                             log_dir=out_dir / "engines") as (model, tokenizer):
                 for start in range(0, len(todo), CHUNK):
                     chunk = todo[start:start + CHUNK]
                     # Seeds from (profile seed, problem id, sample index): a resumed run repeats an
@@ -91,6 +97,8 @@ def run(profile, progress: bool = True) -> dict:
                     verdicts = grade(profile, [p for p, _, _ in flat], [y for _, _, y in flat])
                     for (p, j, y), (ok, pred) in zip(flat, verdicts):
                         sink.append({**p, "sample_id": j, "response": y, "pred": pred, "correct": ok})
+                    samples_bar.update(len(flat))
+                    samples_bar.set_postfix(wrong=sum(not r["correct"] for r in sink.records))
         samples = sorted(sink.records, key=lambda r: (r["id"], r["sample_id"]))
 
     errors = [r for r in samples if not r["correct"]]

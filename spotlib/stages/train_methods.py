@@ -15,7 +15,13 @@ reference model is then freed. With `train.accelerate_config` (GPUs: DeepSpeed Z
 `train.launcher: torchrun` (CPU, gloo), the stage relaunches itself in
 `train.num_processes` processes (default: the visible GPUs); see `launch_command`.
 
-    python -m spotlib.stages.train_methods --profile tiny
+On a CPU with `train.cpu_workers` > 1, the unfinished (run, seed) units are shared out among
+that many single-thread worker processes (`--units run:seed,...`), balanced by each run's
+expected cost (`unit_cost`: a pair run costs about two SFT runs), so no core waits while
+another still holds several runs; this process then collects the finished runs. A run
+trains the same wherever it runs: the same run keys and the same weights as in one process.
+
+    python -m spotlib.stages.train_methods --profile tiny [--units sft:0,spot_bco:1]
 """
 from __future__ import annotations
 
@@ -36,8 +42,9 @@ from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
-from spotlib.train.trainer import EXECUTION_ONLY, RunInputs, _finished, make_accelerator, train_bf16, num_steps, train_run
-from spotlib.workers import cpu_worker_count, run_in_workers, worker_profile
+from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, _finished, make_accelerator, num_steps, run_key,
+                                   train_bf16, train_run)
+from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
 
 STAGE = "04_train_spot"
 
@@ -162,11 +169,13 @@ def cached_across_processes(accelerator, path: Path, compute):
     return value
 
 
-def run(profile, progress: bool = True, seeds: list[int] | None = None, processes: int | None = None) -> dict:
-    """Train every run for every seed. `seeds` trains only those (a worker among several
-    processes sharing the work); the stage manifest is then left to the full run, which
-    skips the runs already complete. `processes`: how many the launcher was asked for
-    (checked: a launcher that starts fewer would silently change the batch)."""
+def run(profile, progress: bool = True, seeds: list[int] | None = None, processes: int | None = None,
+        units: list[str] | None = None) -> dict:
+    """Train every run for every seed. `seeds` or `units` ("run:seed", see `parse_units`)
+    trains only those (a worker among several processes sharing the work); the stage
+    manifest is then left to the full run, which skips the runs already complete.
+    `processes`: how many the launcher was asked for (checked: a launcher that starts fewer
+    would silently change the batch)."""
     command = launch_command(profile)
     if command is not None:
         return _relaunch(profile, command)
@@ -186,27 +195,37 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     unknown = sorted(set(seeds or []) - set(profile.seeds))
     if unknown:
         raise ValueError(f"--seeds {unknown}: not among the profile's seeds {profile.seeds}")
+    partial = seeds is not None or units is not None
+    selected = [(r, s) for s in (seeds or profile.seeds) for r in plan.runs]
+    if units is not None:
+        wanted = set(parse_units(units, plan.runs, profile.seeds))
+        selected = [(r, s) for r, s in selected if (r.name, s) in wanted]
 
     t0 = time.perf_counter()
-    shared = shared_inputs(profile, plan)
+    shared = shared_inputs(profile, plan, runs=list({r.name: r for r, _ in selected}.values()))
     manifest.timings["reference_s"] = round(time.perf_counter() - t0, 2)
-    workers = cpu_workers(profile, seeds)
+    show = progress and accelerator.is_main_process
+    counter = RunCounter(profile, plan, shared, selected, show and not partial)
+    # Launched processes (torchrun, accelerate) already share each run's batch: no workers there.
+    workers = 1 if partial or accelerator.num_processes > 1 else cpu_worker_count(profile, len(counter.pending()))
     if workers > 1:  # the loop below then finds every run complete and only collects it
-        train_seeds_in_workers(profile, workers, progress)
+        train_units_in_workers(profile, counter, workers, progress)
 
     summaries = []
-    for seed in (seeds or profile.seeds):
-        for run_spec in plan.runs:
-            run_dir = stage_dir / run_spec.dirname / f"seed{seed}"
-            start = time.perf_counter()
-            summary = train_run(profile, run_spec, seed, shared[run_spec.name], run_dir, steps=plan.steps,
-                                progress=progress)
-            summary = dict(summary, wall_s=round(time.perf_counter() - start, 2), dir=str(run_dir))
-            summaries.append(summary)
-            if progress and accelerator.is_main_process:
-                print(f"{run_spec.name:24s} seed {seed}: {summary.get('train_seconds', 0):6.1f} s training, "
-                      f"{summary.get('tokens_per_s', 0):7.0f} tok/s")
-    if seeds:
+    for run_spec, seed in selected:
+        run_dir = stage_dir / run_spec.dirname / f"seed{seed}"
+        counter.now_training(run_spec, seed)
+        start = time.perf_counter()
+        summary = train_run(profile, run_spec, seed, shared[run_spec.name], run_dir, steps=plan.steps,
+                            progress=progress)
+        summary = dict(summary, wall_s=round(time.perf_counter() - start, 2), dir=str(run_dir))
+        summaries.append(summary)
+        counter.finished(run_spec, seed)
+        if show:
+            print(f"{run_spec.name:24s} seed {seed}: {summary.get('train_seconds', 0):6.1f} s training, "
+                  f"{summary.get('tokens_per_s', 0):7.0f} tok/s", flush=True)
+    counter.close()
+    if partial:
         return {"runs": summaries}
     if accelerator.is_main_process:
         write_jsonl(stage_dir / "runs.jsonl", summaries)
@@ -217,18 +236,99 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     return {"runs": summaries}
 
 
-def cpu_workers(profile, seeds: list[int] | None) -> int:
-    """Processes that train seeds side by side (1 = all in this process)."""
-    return 1 if seeds else cpu_worker_count(profile, len(profile.seeds))
+def unit_label(run_spec, seed: int) -> str:
+    return f"{run_spec.name}:{seed}"
 
 
-def train_seeds_in_workers(profile, workers: int, progress: bool = True) -> None:
-    """Train each seed in its own single-thread process (`--seeds k`), `workers` at a time."""
-    stage_dir = profile.stage_dir(STAGE)
-    spec = worker_profile(profile, stage_dir)
-    jobs = [(f"seed{seed}", ["spotlib.stages.train_methods", "--profile", str(spec), "--seeds", str(seed)])
-            for seed in profile.seeds]
-    run_in_workers(jobs, stage_dir, workers, progress)
+def parse_units(units: list[str], runs: list, seeds: list[int]) -> list[tuple[str, int]]:
+    """("run", seed) for each "run:seed" label (a run name may hold ':', e.g. `spot_bco:ema:1`),
+    checked against the profile's runs and seeds."""
+    names = {r.name for r in runs}
+    parsed = []
+    for label in units:
+        name, _, seed = label.rpartition(":")
+        if name not in names or not seed.lstrip("-").isdigit() or int(seed) not in seeds:
+            raise ValueError(f"--units {label!r}: expected run:seed with a run among {sorted(names)} "
+                             f"and a seed among {seeds}")
+        parsed.append((name, int(seed)))
+    return parsed
+
+
+def unit_cost(run_spec, inputs: RunInputs) -> float:
+    """A run's expected training cost: the tokens its model reads per pass over the data (a
+    pair run reads y⁺ and y⁻, about twice an SFT run), a third more for kl_sft, which also runs
+    π_ref forward at every step. Every run takes the same steps on the same number of examples."""
+    data = inputs.data
+    tokens = sum(len(ids) for ids in data.chosen.ids)
+    if data.rejected is not None:
+        tokens += sum(len(ids) for ids in data.rejected.ids)
+    return tokens * (4 / 3 if run_spec.objective == "kl_sft" else 1.0)
+
+
+class RunCounter:
+    """Which of the stage's (run, seed) units are done, and the "runs" bar that shows it:
+    run m/M and the run now training (its steps have the trainer's own bar)."""
+
+    def __init__(self, profile, plan: StagePlan, shared: dict[str, RunInputs], selected: list, show: bool):
+        self.profile, self.plan, self.shared, self.selected = profile, plan, shared, selected
+        self.stage_dir = profile.stage_dir(STAGE)
+        self.done: set[str] = set()
+        self.last_check = 0.0
+        self.bar = None
+        if show:
+            from spotlib.progress import bar
+            self.bar = bar(total=len(selected), desc="runs", unit="run")
+
+    def run_dir(self, run_spec, seed: int) -> Path:
+        return self.stage_dir / run_spec.dirname / f"seed{seed}"
+
+    def is_done(self, run_spec, seed: int) -> bool:
+        """Finished under this run's key (other settings leave a run to train anew)."""
+        run_dir = self.run_dir(run_spec, seed)
+        key_path = run_dir / "run_key.json"
+        if not key_path.is_file() or _finished(run_dir, full=False) is None:
+            return False
+        key = run_key(self.profile, run_spec, seed, self.shared[run_spec.name], self.plan.steps)
+        return json.loads(key_path.read_text()) == key
+
+    def pending(self) -> list:
+        return [(r, s) for r, s in self.selected if not self.is_done(r, s)]
+
+    def poll(self, every_s: float = 2.0) -> None:
+        """Count the units workers have finished since the last look (at most every `every_s`)."""
+        if self.bar is None or time.perf_counter() - self.last_check < every_s:
+            return
+        self.last_check = time.perf_counter()
+        for run_spec, seed in self.selected:
+            if unit_label(run_spec, seed) not in self.done and self.is_done(run_spec, seed):
+                self.finished(run_spec, seed)
+
+    def now_training(self, run_spec, seed: int) -> None:
+        if self.bar is not None and unit_label(run_spec, seed) not in self.done:
+            self.bar.set_postfix(run=f"{run_spec.name} seed {seed}")
+
+    def finished(self, run_spec, seed: int) -> None:
+        label = unit_label(run_spec, seed)
+        if label not in self.done:
+            self.done.add(label)
+            if self.bar is not None:
+                self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train_units_in_workers(profile, counter: RunCounter, workers: int, progress: bool = True) -> None:
+    """Share the unfinished (run, seed) units among single-thread worker processes
+    (`--units run:seed,...`), balanced by `unit_cost` so that no core waits while another
+    still holds several runs. The reference pass has run here already; workers read its cache."""
+    pending = counter.pending()
+    cost = {unit_label(r, s): unit_cost(r, counter.shared[r.name]) for r, s in pending}
+    shares = balanced_shares([unit_label(r, s) for r, s in pending], workers, cost)
+    spec = worker_profile(profile, counter.stage_dir)
+    run_shares("spotlib.stages.train_methods", spec, "--units", shares, counter.stage_dir, progress,
+               on_tick=counter.poll)
 
 
 def _seconds_by_run(summaries: list[dict]) -> dict[str, float]:
@@ -357,11 +457,12 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--seeds", nargs="+", type=int,
-                        help="train only these seeds (run several workers side by side)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="train only these seeds")
+    parser.add_argument("--units", help="train only these runs, as run:seed,run:seed (a worker's share)")
     parser.add_argument("--processes", type=int, help="processes the launcher was asked for (checked)")
     args = parser.parse_args(argv)
-    run(load_profile(args.profile), seeds=args.seeds, processes=args.processes)
+    units = [u for u in args.units.split(",") if u] if args.units is not None else None
+    run(load_profile(args.profile), seeds=args.seeds, processes=args.processes, units=units)
 
 
 if __name__ == "__main__":
