@@ -13,7 +13,8 @@ import json
 import re
 from pathlib import Path
 
-STAGES = ("01_sample", "02_rectify", "03_filter", "04_train_spot", "05_eval_forgetting", "06_rl_init")
+from spotlib.stages import STAGES
+
 TITLES = {
     "01_sample": "Sampling the student",
     "02_rectify": "Rectifying the student's mistakes",
@@ -311,7 +312,7 @@ def build_report(profile) -> Path:
     if base.get("stats"):  # the tiny world's pre-training, cached and reused by later runs
         timing.append(f"| base model (pre-training) | {_wall(base['stats'].get('total_wall_s'))} | "
                       f"{_wall(base['stats'].get('train_wall_s'))} | cached |")
-    for name in sorted(set(STAGES) | set(present)):
+    for name in sorted({s.name for s in STAGES} | set(present)):
         manifest = _manifest(present[name]) if name in present else {}
         state = "not run" if name not in present else ("complete" if manifest.get("complete") else "incomplete")
         work = _wall(recorded_seconds(manifest.get("timings")))

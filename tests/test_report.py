@@ -84,7 +84,7 @@ def report(tmp_path_factory):
 
 def test_report_holds_every_stage_in_order_with_every_figure(report):
     text = report.read_text()
-    positions = [text.index(f"## {stage}") for stage in STAGES]
+    positions = [text.index(f"## {stage.name}") for stage in STAGES]
     assert positions == sorted(positions)
     for stage, figures in plots.FIGURES.items():
         section = text[text.index(f"## {stage}"):]

@@ -59,7 +59,7 @@ def make_grader(profile):
 
 def rl_problems(profile) -> tuple[list[dict], list[dict]]:
     """(training prompts, held-out problems). Held-out: the world's `val` split, else the data's tail."""
-    from spotlib.data import load_train_problems
+    from spotlib.problems import load_train_problems
 
     cfg = profile.rl
     if profile.sample.dataset == "world":

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from collections import Counter
 
-from spotlib.data import load_train_problems
+from spotlib.problems import load_train_problems
 from spotlib.io import JsonlAppender, Manifest, dir_sha256, params_hash, read_jsonl, write_jsonl
 
 STAGE = "01_sample"

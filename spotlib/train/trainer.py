@@ -206,9 +206,9 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
         accelerator.load_state(str(checkpoint))
         start_step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
 
-    world = accelerator.num_processes
+    processes = accelerator.num_processes
     micro = cfg.per_device_batch
-    effective = micro * cfg.grad_accum * world
+    effective = micro * cfg.grad_accum * processes
     data = inputs.data
     metrics = JsonlAppender(run_dir / "metrics.jsonl", key_fn=lambda r: (r["kind"], r["step"])) \
         if accelerator.is_main_process else None
@@ -238,7 +238,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
         rows = step_rows(len(data), seed, step, effective)
         sums = {k: 0.0 for k in ("loss", "rc", "rr", "acc", "wc", "wr", "lc", "lr_", "n", "tokens")}
         for m in range(cfg.grad_accum):
-            first = (m * world + accelerator.process_index) * micro
+            first = (m * processes + accelerator.process_index) * micro
             mrows = rows[first: first + micro]
             # accumulate(): DDP all-reduces on the last micro-batch only, DeepSpeed steps its
             # engine there; backward divides by grad_accum (DeepSpeed scales by itself).
