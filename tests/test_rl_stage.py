@@ -96,7 +96,7 @@ def test_rollout_engines_are_released_before_evaluation(tmp_path, monkeypatch):
         return {"arith": 0.5}
 
     monkeypatch.setattr(rl, "RolloutEngine", RecordingEngine)
-    monkeypatch.setattr(rl_init, "evaluate_model", evaluate)
+    monkeypatch.setattr(rl_init, "score_model", evaluate)
     profile = _test_profile(tmp_path, **{"eval.benchmarks": ["arith"], "rl.max_steps": 1})
     rl_init.run(profile, progress=False)
     assert events == ["built", "released", "built", "released"] + ["evaluate"] * 4
