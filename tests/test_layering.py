@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "spotlib"
 
 # (layer, module prefixes); a module belongs to the layer of its longest matching prefix.
