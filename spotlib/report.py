@@ -15,14 +15,7 @@ from pathlib import Path
 
 from spotlib.stages import STAGES
 
-TITLES = {
-    "01_sample": "Sampling the student",
-    "02_rectify": "Rectifying the student's mistakes",
-    "03_filter": "Verifying and filtering: how proximal are the pairs?",
-    "04_train_spot": "Training every method, and measuring the tether",
-    "05_eval_forgetting": "Evaluation: what each method gained, and what it forgot",
-    "06_rl_init": "RL from the SPoT checkpoint",
-}
+TITLES = {stage.name: stage.title for stage in STAGES}
 FIGURES_DIR = "report_figures"
 _MAX_CSV_ROWS = 40
 

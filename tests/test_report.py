@@ -7,8 +7,9 @@ import pytest
 
 from spotlib import plots
 from spotlib.io import write_jsonl
-from spotlib.report import STAGES, build_report
+from spotlib.report import build_report
 from spotlib.report_html import markdown_to_html
+from spotlib.stages import STAGES
 from spotlib.world import make_items, student_solution
 
 RUNS = ["sft_plus", "spot_bco", "spot_bco@direct"]
