@@ -137,8 +137,11 @@ def test_no_import_cycle():
 
 
 def test_checker_sees_a_cycle_and_an_upward_import():
-    """The checks can fail: a planted cycle is found, and a stage is above the world."""
+    """The checks can fail: a planted cycle is found, layers are ordered, imports are read."""
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert find_cycles({"a": {"b"}, "b": set()}) == []
     assert layer_of("spotlib.stages.sample") > layer_of("spotlib.world.pretrain")
     assert layer_of("spotlib.report_html") == len(LAYERS) - 1
+    # relative imports resolve to their module; a function-local import is marked as such
+    assert ("spotlib.world.families", False) in {(t, local) for t, _, local in GRAPH["spotlib.world.styles"]}
+    assert ("spotlib.sampling", True) in {(t, local) for t, _, local in GRAPH["spotlib.world.evaluate"]}
