@@ -14,7 +14,7 @@ class Stage:
     name: str       # the stage's folder under outputs/<profile>/
     notebook: str   # its notebook under notebooks/
     produces: str
-    title: str      # its section heading in the report
+    title: str = ""  # its section heading in the report
 
 
 STAGES = [
