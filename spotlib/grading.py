@@ -14,6 +14,9 @@ Two modes:
 
 math-verify bounds its own work with `signal.alarm`, which only works in a main thread:
 `grade_many` therefore grades in worker processes, each item under a timeout.
+
+`grade_records` is the one dispatch every stage uses: the tiny world's scorers when the
+profile's `sample.grading` is `world`, one of the two modes above otherwise.
 """
 from __future__ import annotations
 
@@ -196,3 +199,27 @@ def grade_many(responses: Sequence[str | None], golds: Sequence[str], mode: str 
             pool.terminate()
             pool.join()
     return [bool(r) for r in results]
+
+
+def grade_records(records: Sequence[dict], responses: Sequence[str | None],
+                  sample_cfg) -> list[tuple[bool, str | None]]:
+    """(correct, extracted answer) for each response to its record, under the profile's
+    `sample` settings (`grading`, `grading_processes`, `grading_timeout_s`).
+
+    A `None` response (nothing was produced) is wrong, with no answer.
+    """
+    if len(records) != len(responses):
+        raise ValueError(f"grade_records: {len(records)} records but {len(responses)} responses")
+    mode = sample_cfg.grading
+    if mode == "world":
+        from spotlib import world
+
+        return [(False, None) if y is None else (bool(world.score(r, y)), world.extract_answer(r, y))
+                for r, y in zip(records, responses)]
+    present = [i for i, y in enumerate(responses) if y is not None]
+    verdicts = grade_many([responses[i] for i in present], [records[i]["answer"] for i in present], mode=mode,
+                          processes=sample_cfg.grading_processes, timeout_s=sample_cfg.grading_timeout_s)
+    graded: list[tuple[bool, str | None]] = [(False, None)] * len(responses)
+    for i, ok in zip(present, verdicts):
+        graded[i] = (bool(ok), extract_boxed(responses[i]))
+    return graded

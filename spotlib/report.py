@@ -13,15 +13,9 @@ import json
 import re
 from pathlib import Path
 
-STAGES = ("01_sample", "02_rectify", "03_filter", "04_train_spot", "05_eval_forgetting", "06_rl_init")
-TITLES = {
-    "01_sample": "Sampling the student",
-    "02_rectify": "Rectifying the student's mistakes",
-    "03_filter": "Verifying and filtering: how proximal are the pairs?",
-    "04_train_spot": "Training every method, and measuring the tether",
-    "05_eval_forgetting": "Evaluation: what each method gained, and what it forgot",
-    "06_rl_init": "RL from the SPoT checkpoint",
-}
+from spotlib.stages import STAGES
+
+TITLES = {stage.name: stage.title for stage in STAGES}
 FIGURES_DIR = "report_figures"
 _MAX_CSV_ROWS = 40
 
@@ -311,7 +305,7 @@ def build_report(profile) -> Path:
     if base.get("stats"):  # the tiny world's pre-training, cached and reused by later runs
         timing.append(f"| base model (pre-training) | {_wall(base['stats'].get('total_wall_s'))} | "
                       f"{_wall(base['stats'].get('train_wall_s'))} | cached |")
-    for name in sorted(set(STAGES) | set(present)):
+    for name in sorted({s.name for s in STAGES} | set(present)):
         manifest = _manifest(present[name]) if name in present else {}
         state = "not run" if name not in present else ("complete" if manifest.get("complete") else "incomplete")
         work = _wall(recorded_seconds(manifest.get("timings")))

@@ -18,32 +18,15 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from spotlib.config import REPO_ROOT, ConfigError, load_profile
+from spotlib.stages import STAGES, Stage
 from spotlib.validate import validate
 
 LOCK_NAME = ".reproduce.lock"
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    notebook: str
-    produces: str
-
-
-STAGES = [
-    Stage("01_sample", "01_sample.ipynb", "base model; all/errors/correct.jsonl"),
-    Stage("02_rectify", "02_rectify.ipynb", "rectified.jsonl, direct.jsonl (Oracle)"),
-    Stage("03_filter", "03_filter.ipynb", "pairs/sft_plus/sft_direct/rft.jsonl, proximity report"),
-    Stage("04_train_spot", "04_train_spot.ipynb", "one checkpoint per method and seed, metrics.jsonl"),
-    Stage("05_eval_forgetting", "05_eval_forgetting.ipynb", "results table, figures, report.md"),
-    Stage("06_rl_init", "06_rl_init.ipynb", "GRPO from base vs from SPoT, Table 4"),
-]
 
 
 def available_stages() -> list[Stage]:

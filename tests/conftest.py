@@ -7,6 +7,17 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module that asks for it (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    micro models run fastest on one, and on 2 cores shared by several processes two threads spin-wait
+    on each other (measured: the stage-06 test 169 s with 2 threads, 15 s with 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tmp_profile(tmp_path):
     """The test profile writing into a temporary output folder."""

@@ -30,6 +30,15 @@ def plant_error(text: str, step: int, delta: int) -> str:
     return _BOX.sub(lambda m: "\\boxed{%d}" % carried, text) if carried is not None else text
 
 
+def change_one_result(text: str, rng: random.Random) -> str:
+    """y⁻: a correct solution with one intermediate result changed (nothing carried after it)."""
+    lines = text.split("\n")
+    i = 1 + rng.randrange(max(1, len(lines) - 2))
+    head, _, value = lines[i].rpartition("= ")
+    lines[i] = f"{head}= {int(value) + 1 + rng.randrange(9)}" if value.isdigit() else lines[i] + " 1"
+    return "\n".join(lines)
+
+
 def fake_samples(n: int, seed: int = 0, error_rate: float = 0.6) -> list[dict]:
     """Sample records as stage 01 writes them: student-style solutions, some with a planted slip."""
     rng = random.Random(seed)

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from spotlib.grading import extract_boxed, grade_many, paper_regex_answer, verify_answer
+from spotlib.grading import extract_boxed, grade_many, grade_records, paper_regex_answer, verify_answer
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -85,3 +85,35 @@ def test_grade_many_times_out_a_hung_item(monkeypatch):
     responses = ["ok", "hang"] + ["ok"] * 6  # enough items for the pool path
     got = grading.grade_many(responses, ["1"] * len(responses), processes=2, timeout_s=1)
     assert got == [True, False] + [True] * 6
+
+
+def _sample_cfg(grading):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(grading=grading, grading_processes=1, grading_timeout_s=2.0)
+
+
+def test_grade_records_dispatches_on_the_grading_mode():
+
+    records = [{"answer": "7"}, {"answer": "7"}, {"answer": "\\frac{1}{2}"}]
+    responses = ["so $\\boxed{7}$", None, "$\\boxed{\\frac{1}{2}}$"]
+    assert grade_records(records, responses, _sample_cfg("paper_regex")) == [
+        (True, "7"), (False, None), (False, "\\frac{1}{2}")]  # the regex reads `\frac{1`
+    with pytest.raises(ValueError, match="2 records but 1 responses"):
+        grade_records(records[:2], responses[:1], _sample_cfg("paper_regex"))
+
+
+def test_grade_records_uses_the_world_scorer():
+    import random
+
+    from spotlib import world
+
+    record = world.make_items("arith", 1, "eval", seed=0)[0]
+    right = world.student_solution(record, random.Random(0))
+    boxed = f"\\boxed{{{record['answer']}}}"
+    assert boxed in right
+    wrong = right.replace(boxed, f"\\boxed{{{record['answer']}1}}")
+    graded = grade_records([record] * 3, [right, wrong, None], _sample_cfg("world"))
+    assert graded == [(True, world.extract_answer(record, right)),
+                      (False, world.extract_answer(record, wrong)), (False, None)]
+    assert graded[0][1] != graded[1][1]

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from spotlib.io import DataError, JsonlAppender, Manifest, read_jsonl, write_jsonl
+from spotlib.io import DataError, JsonlAppender, Manifest, read_jsonl, write_json_atomic, write_jsonl
 
 
 def test_read_jsonl_reports_file_and_line(tmp_path):
@@ -72,6 +72,23 @@ def test_write_jsonl_is_atomic_replace(tmp_path):
     write_jsonl(path, [{"a": 2}, {"a": 3}])
     assert read_jsonl(path) == [{"a": 2}, {"a": 3}]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
+    def records():
+        yield {"a": 2}
+        raise RuntimeError("interrupted")
+
+    path = tmp_path / "w.jsonl"
+    write_jsonl(path, [{"a": 1}])
+    with pytest.raises(RuntimeError, match="interrupted"):
+        write_jsonl(path, records())
+    assert read_jsonl(path) == [{"a": 1}]
+    write_json_atomic(tmp_path / "m.json", {"k": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(tmp_path / "m.json", {1j: 0})  # a complex key is not JSON
+    assert json.loads((tmp_path / "m.json").read_text()) == {"k": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "w.jsonl"]
 
 
 def test_manifest_freshness(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pairs_helpers import change_one_result
 from spotlib import losses as L
 from spotlib import world
 from spotlib.config import load_profile
@@ -52,14 +53,6 @@ def test_run_options_parse_name_and_refuse_nonsense():
             parse_run(bad)
 
 
-def _corrupt(text, rng):
-    lines = text.split("\n")
-    i = 1 + rng.randrange(max(1, len(lines) - 2))
-    head, _, value = lines[i].rpartition("= ")
-    lines[i] = f"{head}= {int(value) + 1 + rng.randrange(9)}" if value.isdigit() else lines[i] + " 1"
-    return "\n".join(lines)
-
-
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     """A micro reference model, a policy that differs from it, and pairs written as stage 03 does."""
@@ -76,7 +69,7 @@ def micro(tmp_path_factory):
     pairs = []
     for it in world.make_items("arith", 4, "train", world_cfg=profile.world):
         good = world.student_solution(it, rng)
-        pairs.append({"id": it["id"], "prompt": it["prompt"], "chosen": good, "rejected": _corrupt(good, rng)})
+        pairs.append({"id": it["id"], "prompt": it["prompt"], "chosen": good, "rejected": change_one_result(good, rng)})
     filter_dir = tmp_path_factory.mktemp("out") / "03_filter"
     write_jsonl(filter_dir / "pairs.jsonl", pairs)
     write_jsonl(filter_dir / "sft_plus.jsonl", pairs)  # Reward-SFT's data: the same y⁺

@@ -6,7 +6,7 @@ import pytest
 
 from spotlib import evals, rehearsal
 from spotlib.config import load_profile
-from spotlib.data import load_train_problems
+from spotlib.problems import load_train_problems
 from spotlib.evals import connect4
 from spotlib.oracle.programmatic import ProgrammaticOracle
 from spotlib.world.families import parse_arith_problem
@@ -61,7 +61,7 @@ def test_connect4_answers_are_the_positions_immediate_wins(files):
 
 
 def test_the_programmatic_oracle_repairs_a_dapo_record():
-    from spotlib.data import dapo_records, math_prompt
+    from spotlib.problems import dapo_records, math_prompt
     from spotlib.world.families import arith_prompt
 
     record = dapo_records([{"prompt": arith_prompt([12, 30, 5], ["+", "-"]), "solution": "37",

@@ -7,8 +7,9 @@ import pytest
 
 from spotlib import plots
 from spotlib.io import write_jsonl
-from spotlib.report import STAGES, build_report
+from spotlib.report import build_report
 from spotlib.report_html import markdown_to_html
+from spotlib.stages import STAGES
 from spotlib.world import make_items, student_solution
 
 RUNS = ["sft_plus", "spot_bco", "spot_bco@direct"]
@@ -84,7 +85,7 @@ def report(tmp_path_factory):
 
 def test_report_holds_every_stage_in_order_with_every_figure(report):
     text = report.read_text()
-    positions = [text.index(f"## {stage}") for stage in STAGES]
+    positions = [text.index(f"## {stage.name}") for stage in STAGES]
     assert positions == sorted(positions)
     for stage, figures in plots.FIGURES.items():
         section = text[text.index(f"## {stage}"):]

@@ -13,14 +13,7 @@ from spotlib.config import RLConfig
 from spotlib.rl import clipped_pg_loss, group_advantages, k3_kl, prompt_schedule, train_grpo
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on 2 cores shared by several processes, two threads spin-wait on each
-    other and run ~10x slower (measured: the stage test 169 s with 2 threads, 15 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_group_advantages_match_hand_computation():

@@ -15,14 +15,7 @@ from spotlib.world.pretrain import build_model
 from spotlib.world.tokenizer import build_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on 2 cores shared by several processes, two threads spin-wait on each
-    other and run ~10x slower (measured: the stage test 169 s with 2 threads, 15 s with 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rl_init_stage_runs_both_inits_with_equal_budgets(tmp_path):
@@ -96,7 +89,7 @@ def test_rollout_engines_are_released_before_evaluation(tmp_path, monkeypatch):
         return {"arith": 0.5}
 
     monkeypatch.setattr(rl, "RolloutEngine", RecordingEngine)
-    monkeypatch.setattr(rl_init, "evaluate_model", evaluate)
+    monkeypatch.setattr(rl_init, "score_model", evaluate)
     profile = _test_profile(tmp_path, **{"eval.benchmarks": ["arith"], "rl.max_steps": 1})
     rl_init.run(profile, progress=False)
     assert events == ["built", "released", "built", "released"] + ["evaluate"] * 4

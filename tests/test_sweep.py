@@ -3,9 +3,9 @@ import json
 import random
 
 import pytest
-import torch
 import yaml
 
+from pairs_helpers import change_one_result, save_untrained_student
 from spotlib import world
 from spotlib.config import load_profile
 from spotlib.io import read_jsonl, write_jsonl
@@ -15,40 +15,21 @@ METHODS = ["sft_plus", "spot_bco"]
 GRID = [1e-4, 3e-3]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _corrupt(text: str, rng: random.Random) -> str:
-    """y⁻: a correct solution with one intermediate result changed."""
-    lines = text.split("\n")
-    i = 1 + rng.randrange(max(1, len(lines) - 2))
-    head, _, value = lines[i].rpartition("= ")
-    lines[i] = f"{head}= {int(value) + 1 + rng.randrange(9)}" if value.isdigit() else lines[i] + " 1"
-    return "\n".join(lines)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def profile(tmp_path_factory):
     """An untrained micro student as base and stage-03 files written directly (as in test_train)."""
-    from spotlib.world.pretrain import build_model
-    from spotlib.world.tokenizer import build_tokenizer
-
     out = tmp_path_factory.mktemp("sweep")
     test = load_profile("test")
     base = out / "student"
-    tokenizer = build_tokenizer(test.world)
-    build_model(test.world, tokenizer).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    save_untrained_student(base, test.world)
     rng = random.Random(0)
     pairs, direct = [], []
     for it in world.make_items("arith", 8, "train", world_cfg=test.world):
         good = world.student_solution(it, rng)
-        pairs.append({"id": it["id"], "prompt": it["prompt"], "rejected": _corrupt(good, rng), "chosen": good,
+        pairs.append({"id": it["id"], "prompt": it["prompt"], "rejected": change_one_result(good, rng), "chosen": good,
                       "answer": it["answer"], "source": "rectified"})
         direct.append({"id": it["id"], "prompt": it["prompt"], "rejected": None,
                        "chosen": world.oracle_solution(it, rng), "answer": it["answer"], "source": "direct"})

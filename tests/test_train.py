@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from pairs_helpers import change_one_result, save_untrained_student
 from spotlib import world
 from spotlib.config import load_profile
 from spotlib.io import read_jsonl, write_jsonl
@@ -16,41 +17,17 @@ from spotlib.train.logps import completion_logps, reference_sums
 from spotlib.train.probes import first_edit_regions
 from spotlib.train.runspec import parse_run, plan_runs
 from spotlib.train.trainer import RunInputs, train_run
-from spotlib.world.pretrain import build_model
-from spotlib.world.tokenizer import build_tokenizer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Micro models run fastest on one thread, and a shared machine's cores stay free."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A micro Qwen3 with the world's tokenizer, saved like a base model."""
-    profile = load_profile("test")
-    tokenizer = build_tokenizer(profile.world)
-    model = build_model(profile.world, tokenizer)
     path = tmp_path_factory.mktemp("base")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    save_untrained_student(path, load_profile("test").world)
     return path
-
-
-def _corrupt(text: str, rng: random.Random) -> str:
-    """y⁻: the student's solution with one intermediate result changed."""
-    lines = text.split("\n")
-    i = 1 + rng.randrange(max(1, len(lines) - 2))
-    head, _, value = lines[i].rpartition("= ")
-    if value.isdigit():
-        lines[i] = f"{head}= {int(value) + 1 + rng.randrange(9)}"
-    else:
-        lines[i] = lines[i] + " 1"
-    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +38,7 @@ def filter_dir(tmp_path_factory):
     pairs, direct, plus = [], [], []
     for it in items:
         good = world.student_solution(it, rng)
-        pairs.append({"id": it["id"], "prompt": it["prompt"], "rejected": _corrupt(good, rng), "chosen": good,
+        pairs.append({"id": it["id"], "prompt": it["prompt"], "rejected": change_one_result(good, rng), "chosen": good,
                       "answer": it["answer"], "source": "rectified"})
         direct.append({"id": it["id"], "prompt": it["prompt"], "rejected": None,
                        "chosen": world.oracle_solution(it, rng), "answer": it["answer"], "source": "direct"})

@@ -21,14 +21,13 @@ import random
 import pytest
 import torch
 
+from pairs_helpers import save_untrained_student
 from spotlib import world
 from spotlib.config import load_profile
 from spotlib.train import data as D
 from spotlib.train.logps import reference_sums
 from spotlib.train.runspec import parse_run
 from spotlib.train.trainer import RunInputs, train_run
-from spotlib.world.pretrain import build_model
-from spotlib.world.tokenizer import build_tokenizer
 
 
 STEPS, BATCH, N_PAIRS, SEED = 6, 2, 8, 0
@@ -38,23 +37,15 @@ LR, WEIGHT_DECAY, WARMUP_RATIO = 1e-3, 0.1, 0.3   # warmup = ceil(0.3 * 6) = 2 s
 TOLERANCE = {"loss": 1e-5, "rewards": 3e-5, "grad_norm": 1e-4, "weights": 1e-5, "lr": 1e-12}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A random micro Qwen3 saved as a base model, and N_PAIRS world pairs (y⁻: one result changed)."""
     profile = load_profile("test")
-    tokenizer = build_tokenizer(profile.world)
-    model = build_model(profile.world, tokenizer)
     base = tmp_path_factory.mktemp("parity_base")
-    model.save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    save_untrained_student(base, profile.world)
     rng = random.Random(0)
     pairs = []
     for item in world.make_items("arith", N_PAIRS, "train", world_cfg=profile.world):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from spotlib.data import math_prompt
+from spotlib.problems import math_prompt
 from spotlib.evals.base import Benchmark, column, load_rows
 from spotlib.grading import extract_boxed, grade_many, verify_answer
 from spotlib.io import DataError

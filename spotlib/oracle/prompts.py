@@ -1,6 +1,6 @@
 """The Oracle's prompts, in this package's own words, carrying the instructions of the paper.
 
-Three rectification variants (PAPER.md §3): `without_ground_truth` (solve it first,
+Three rectification variants (docs/method.md §3): `without_ground_truth` (solve it first,
 then repair), `with_ground_truth` (compare with the reference answer), `simplified`
 (the bare instruction). The direct prompt writes a fresh solution for the SFT
 baseline, with a one-shot exemplar. Problem, student answer and reference sit in
@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-from .parsing import CORRECTED, SOLUTION
+from spotlib.problems import FINAL_LINE  # the line the student's math prompt asks for
 
-FINAL_LINE = "Therefore, the final answer is: $\\boxed{ANSWER}$."
+from .parsing import CORRECTED, SOLUTION
 
 _RULES = f"""Rules for the corrected solution:
 1. Keep every part of the student's solution that is correct exactly as it is written.

@@ -2,7 +2,7 @@
 
 For each model and benchmark, each item gets k samples (avg@k): the score of sample index j
 is the benchmark's number over all items, and a benchmark reports mean ± std over the k
-indices. Groups follow PAPER.md §5: in-domain = mean of the in-domain benchmarks, OOD =
+indices. Groups follow docs/method.md §5: in-domain = mean of the in-domain benchmarks, OOD =
 mean of the OOD ones, general = mean of the rest, overall = unweighted mean of all
 benchmarks. A method trained with several seeds reports mean ± std across seeds, and a
 difference is called a tie when
@@ -45,7 +45,7 @@ RESULTS = "results.jsonl"
 WORKER_RESULTS = "results.worker-*.jsonl"   # one per worker process, merged into RESULTS
 TRAIN_STAGE = "04_train_spot"
 COLUMNS = ("in_domain", "ood", "general", "overall")
-# PAPER.md §7 (Qwen3-8B): ID avg, OOD avg, IFEval (general), overall.
+# docs/method.md §5 (Qwen3-8B): ID avg, OOD avg, IFEval (general), overall.
 PAPER_TABLE = {
     "base": (46.8, 29.9, 83.0, 47.1), "sft": (41.0, 25.5, 79.6, 41.8), "rft": (47.3, 26.1, 81.5, 46.4),
     "sft_plus": (50.5, 30.7, 80.0, 49.4), "spot_bco": (52.1, 41.4, 84.8, 53.3),
@@ -283,7 +283,7 @@ def markdown_table(table: list[dict], columns: list[str], title_col: str = "run"
 
 
 def cross_table(table: list[dict]) -> str:
-    """Data × objective (PAPER.md §8 Q2): overall and retention loss per cell."""
+    """Data × objective (docs/method.md §7, question 2): overall and retention loss per cell."""
     cells, methods, datas = {}, [], []
     for t in table:
         if t["run"] == "base" or t["data"] is None or ":" in t["run"]:
@@ -305,7 +305,7 @@ def cross_table(table: list[dict]) -> str:
 
 
 def delta_table(table: list[dict]) -> str:
-    """δ modes of SPoT-BCO (PAPER.md §8 Q4)."""
+    """δ modes of SPoT-BCO (docs/method.md §7, question 4)."""
     rows = [t for t in table if t["method"] == "spot_bco" and t.get("data") in (None, "rectified")]
     if len(rows) < 2:
         return "_only one δ mode in this run_"
@@ -317,7 +317,7 @@ def delta_table(table: list[dict]) -> str:
 
 # ---------------------------------------------------------------- the reading
 def reading(table: list[dict]) -> str:
-    """Where the study agrees with PAPER.md §7, with the numbers, column by column."""
+    """Where the study agrees with the paper (docs/method.md §5), with the numbers, column by column."""
     by = {t["run"]: t for t in table}
     base = by.get("base")
     if base is None:

@@ -52,14 +52,14 @@ def init_path(profile, method: str) -> Path:
 
 def make_grader(profile):
     """records, responses -> [correct]: the tiny world's scorer or math-verify (reward ±1)."""
-    from spotlib.stages.sample import grade
+    from spotlib.oracle.verify import verify_many
 
-    return lambda records, responses: [ok for ok, _ in grade(profile, records, responses)]
+    return lambda records, responses: verify_many(profile, records, responses)
 
 
 def rl_problems(profile) -> tuple[list[dict], list[dict]]:
     """(training prompts, held-out problems). Held-out: the world's `val` split, else the data's tail."""
-    from spotlib.data import load_train_problems
+    from spotlib.problems import load_train_problems
 
     cfg = profile.rl
     if profile.sample.dataset == "world":
@@ -92,7 +92,7 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def evaluate_model(profile, model_path: Path) -> dict[str, float]:
+def score_model(profile, model_path: Path) -> dict[str, float]:
     """benchmark -> score (avg@k of the headline metric) with the 05 registry and eval settings.
 
     Same benchmarks, items, k and sampling settings as stage 05 (`spotlib.evals`), so the
@@ -204,7 +204,7 @@ def run(profile, progress: bool = True) -> dict:
         label = START_LABELS.get(method, method)
         models[label] = start
         models[f"{label} + GRPO" if method != "base" else "GRPO"] = Path(runs[method]["final"])
-    scores = {label: evaluate_model(profile, path) for label, path in models.items()}
+    scores = {label: score_model(profile, path) for label, path in models.items()}
     timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
     rows = table4(scores)
     pd.DataFrame(rows).to_csv(stage_dir / "table4.csv", index=False)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from collections import Counter
 
-from spotlib.data import load_train_problems
+from spotlib.problems import load_train_problems
 from spotlib.io import JsonlAppender, Manifest, dir_sha256, params_hash, read_jsonl, write_jsonl
 
 STAGE = "01_sample"
@@ -36,17 +36,9 @@ def ensure_student(profile) -> str:
 
 def grade(profile, records: list[dict], responses: list[str]) -> list[tuple[bool, str | None]]:
     """(correct, extracted answer) for each response."""
-    mode = profile.sample.grading
-    if mode == "world":
-        from spotlib import world
+    from spotlib.grading import grade_records
 
-        return [(bool(world.score(r, y)), world.extract_answer(r, y)) for r, y in zip(records, responses)]
-    from spotlib import grading
-
-    verdicts = grading.grade_many(responses, [r["answer"] for r in records], mode=mode,
-                                  processes=profile.sample.grading_processes,
-                                  timeout_s=profile.sample.grading_timeout_s)
-    return [(bool(ok), grading.extract_boxed(y)) for ok, y in zip(verdicts, responses)]
+    return grade_records(records, responses, profile.sample)
 
 
 def run(profile, progress: bool = True) -> dict:

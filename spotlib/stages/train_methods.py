@@ -124,8 +124,8 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
     def reference():
         nonlocal ref_model
         if ref_model is None:
-            from spotlib.train.trainer import _load_model
-            ref_model = _load_model(base_path, profile.model.dtype).to(device).eval()
+            from spotlib.train.trainer import load_model
+            ref_model = load_model(base_path, profile.model.dtype).to(device).eval()
         return ref_model
 
     def score(tok):

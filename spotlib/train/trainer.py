@@ -98,7 +98,7 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _load_model(path: str, dtype: str):
+def load_model(path: str, dtype: str):
     from transformers import AutoModelForCausalLM
 
     from spotlib.models import torch_dtype
@@ -178,7 +178,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
     autocast = train_bf16(device, cfg)
     set_seed(seed)
 
-    model = _load_model(inputs.base_path, profile.model.dtype)
+    model = load_model(inputs.base_path, profile.model.dtype)
     tokenizer = AutoTokenizer.from_pretrained(inputs.base_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if cfg.gradient_checkpointing:
@@ -187,7 +187,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
     model.train()
     ref_model = None
     if run.objective == "kl_sft":  # the KL term needs π_ref's whole distribution at each token
-        ref_model = _load_model(inputs.base_path, profile.model.dtype).to(device).eval().requires_grad_(False)
+        ref_model = load_model(inputs.base_path, profile.model.dtype).to(device).eval().requires_grad_(False)
 
     lr = lr_for(cfg, run.method)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.adam_betas))
@@ -206,9 +206,9 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
         accelerator.load_state(str(checkpoint))
         start_step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
 
-    world = accelerator.num_processes
+    processes = accelerator.num_processes
     micro = cfg.per_device_batch
-    effective = micro * cfg.grad_accum * world
+    effective = micro * cfg.grad_accum * processes
     data = inputs.data
     metrics = JsonlAppender(run_dir / "metrics.jsonl", key_fn=lambda r: (r["kind"], r["step"])) \
         if accelerator.is_main_process else None
@@ -238,7 +238,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
         rows = step_rows(len(data), seed, step, effective)
         sums = {k: 0.0 for k in ("loss", "rc", "rr", "acc", "wc", "wr", "lc", "lr_", "n", "tokens")}
         for m in range(cfg.grad_accum):
-            first = (m * world + accelerator.process_index) * micro
+            first = (m * processes + accelerator.process_index) * micro
             mrows = rows[first: first + micro]
             # accumulate(): DDP all-reduces on the last micro-batch only, DeepSpeed steps its
             # engine there; backward divides by grad_accum (DeepSpeed scales by itself).

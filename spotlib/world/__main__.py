@@ -1,10 +1,20 @@
 """python -m spotlib.world --profile P [--n N]: pre-train (or reuse) the base model and score it."""
 import argparse
+import json
 
-from .evaluate import main as evaluate_main
+from spotlib.config import load_profile
+from spotlib.models import load_model
+
+from .evaluate import score_model, style_nll
+from .pretrain import ensure_base_model
 
 parser = argparse.ArgumentParser(prog="python -m spotlib.world", description=__doc__)
 parser.add_argument("--profile", default="tiny")
 parser.add_argument("--n", type=int, default=200, help="held-out items per family")
 args = parser.parse_args()
-evaluate_main([args.profile, "--n", str(args.n)])
+profile = load_profile(args.profile)
+model, tokenizer = load_model(ensure_base_model(profile), device="cpu")
+report = {f"T={t}": score_model(model, tokenizer, args.n, t, seed=0, world_cfg=profile.world,
+                                max_new_tokens=profile.world.eval_max_new_tokens) for t in (0.0, 0.7)}
+report["nll_nats_per_token"] = style_nll(model, tokenizer, world_cfg=profile.world)
+print(json.dumps(report, indent=1))

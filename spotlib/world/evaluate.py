@@ -44,27 +44,3 @@ def style_nll(model, tokenizer, n: int = 64, seed: int = 0, world_cfg=None, max_
             logps, counts = sequence_logps(model, batch)
         result[name] = round(float(-logps.sum() / counts.sum()), 4)
     return result
-
-
-def main(argv=None) -> None:
-    """python -m spotlib.world.evaluate PROFILE [--n N]: the base model's held-out scores."""
-    import argparse
-    import json
-
-    from spotlib.config import load_profile
-    from spotlib.models import load_model
-    from .pretrain import ensure_base_model
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("profile")
-    parser.add_argument("--n", type=int, default=200, help="held-out items per family")
-    args = parser.parse_args(argv)
-    profile = load_profile(args.profile)
-    model, tokenizer = load_model(ensure_base_model(profile), device="cpu")
-    report = {f"T={t}": score_model(model, tokenizer, args.n, t, seed=0, world_cfg=profile.world,
-                                    max_new_tokens=profile.world.eval_max_new_tokens) for t in (0.0, 0.7)}
-    report["nll_nats_per_token"] = style_nll(model, tokenizer, world_cfg=profile.world)
-    print(json.dumps(report, indent=1))
-
-
-if __name__ == "__main__":
-    main()

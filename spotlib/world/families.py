@@ -257,7 +257,7 @@ def make_items(family: str, n: int, split: str, seed: int = 0, world_cfg=None) -
             key, prompt, answer, meta = _arith_record(rng, spec, split, ood, min_ops)
             if not ood and getattr(world_cfg, "prompt_template", "plain") == "paper":
                 # The paper's math template around the problem, as the DAPO/MATH loaders build it.
-                from spotlib.data import math_prompt
+                from spotlib.problems import math_prompt
                 meta["problem"], prompt = prompt, math_prompt(prompt)
         else:
             word, case = rng.choice(FORMAT_WORDS), rng.choice(CASES)

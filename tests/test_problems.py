@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from spotlib.data import dapo_records, load_train_problems, math_prompt
+from spotlib.problems import dapo_records, load_train_problems, math_prompt
 from spotlib.io import DataError
 
 

@@ -15,7 +15,7 @@ MATH_PROMPT = (
 
 
 def math_prompt(problem: str) -> str:
-    """The paper's prompt for math, in training and evaluation alike (PAPER.md §3)."""
+    """The paper's prompt for math, in training and evaluation alike (docs/method.md §3)."""
     return MATH_PROMPT.replace("{problem}", problem.strip())
 
 
