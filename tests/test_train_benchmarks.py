@@ -67,7 +67,8 @@ def test_throughput_summary_takes_medians_of_per_round_ratios():
     assert s["ratios"]["memory_vs_trl"]["median"] == 400 / 450
     assert s["sides"]["spotlib"]["wall_tok_s"] == 400.0
     text = "\n".join(tt.report({**s, "rounds": rounds}, "fp32"))
-    assert "spotlib / limit  0.80x" in text and "target ≥ 0.80: met" in text
+    assert "spotlib / limit  0.80x" in text and "target ≥ 0.80: met (wall), met (CPU)" in text
+    assert "spotlib / TRL    2.00x" in text and "target ≥ 1.50: met (wall), met (CPU)" in text
 
 
 def test_throughput_rejects_unknown_sides_and_too_few_steps(capsys):
