@@ -1,13 +1,24 @@
-"""spotlib's trainer against TRL's DPOTrainer(loss_type="bco_pair") on the same job, on CPU.
+"""spotlib's trainer against its limit and against TRL's DPOTrainer(loss_type="bco_pair"), on CPU.
 
-Same tiny-world model (random weights, the tiny profile's shape), same pairs, same
-batch, same sequence lengths, same precision (bf16 autocast over fp32 weights), same
-thread count, reference log-probs precomputed on both sides and not timed. Each
-trainer runs in its own subprocess so its peak memory (max RSS) is its own.
-Throughput = real (non-pad) tokens of chosen + rejected sequences per second of the
-training loop, first step excluded (warm-up).
+Three sides train the same tiny-world model (random weights, the profile's shape) on the
+same pairs, batch and sequence lengths, at the same precision and thread count:
 
-    python benchmarks/train_throughput.py --pairs 96 --batch 8 --threads 1
+  limit    the bare forward + backward of the model on spotlib's exact token stream (same
+           rows per step, chosen + rejected in one batch padded to the longer, LM head on
+           completion positions, a cross-entropy sum): no optimizer, no logging, batches
+           built before the clock starts. What any trainer of this model could reach.
+  spotlib  `spotlib.train.trainer.train_run` (spot_bce = BCO pair loss, δ = 0).
+  TRL      `trl.DPOTrainer(loss_type=["bco_pair"])`, precomputed reference log-probs.
+
+Each side runs in its own subprocess (its peak RSS is its own); sides are interleaved over
+rounds, the order rotating, and every figure is a median over rounds. Throughput = real
+(non-pad) tokens per second between the end of step 1 and the end of the last step (one
+warm-up step excluded), on the wall clock and on the process's CPU clock. On a shared
+machine wall rates move with the load; per-round ratios between sides measured side by
+side are what count.
+
+    python benchmarks/train_throughput.py --pairs 192 --batch 16 --rounds 3
+    python benchmarks/train_throughput.py --smoke          # seconds: the code path only
 """
 from __future__ import annotations
 
@@ -16,6 +27,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,8 +37,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+SIDES = ("limit", "spotlib", "trl")
+SEED = 0
+TARGETS = {"vs_trl": 1.5, "memory_vs_trl": 1.0, "of_limit": 0.80}
+MATTERING_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
-def make_job(workdir: Path, n_pairs: int, size: str):
+
+# ---------------------------------------------------------------- the job
+
+def make_job(workdir: Path, n_pairs: int, size: str) -> None:
     """A saved random-weight model of the chosen profile's shape and n arithmetic pairs."""
     from spotlib import world
     from spotlib.config import load_profile
@@ -49,141 +68,375 @@ def make_job(workdir: Path, n_pairs: int, size: str):
         pairs.append({"id": it["id"], "prompt": it["prompt"], "chosen": good, "rejected": "\n".join(lines),
                       "answer": it["answer"], "source": "rectified"})
     write_jsonl(workdir / "pairs.jsonl", pairs)
-    return sum(p["chosen"].count(" ") for p in pairs)
 
 
-def real_tokens(workdir: Path, max_len: int) -> tuple[int, int]:
-    """(total real tokens of all chosen+rejected sequences, pairs) under the chat template."""
+def prepared_data(workdir: Path, max_len: int):
     from transformers import AutoTokenizer
 
     from spotlib.io import read_jsonl
-    from spotlib.tokens import build_completion_batch
+    from spotlib.train import data as D
 
     tok = AutoTokenizer.from_pretrained(workdir / "model")
-    pairs = read_jsonl(workdir / "pairs.jsonl")
-    total = 0
-    for key in ("chosen", "rejected"):
-        batch = build_completion_batch(tok, [p["prompt"] for p in pairs], [p[key] for p in pairs], max_len)
-        total += int(batch["attention_mask"].sum())
-    return total, len(pairs)
+    examples = [dict(p) for p in read_jsonl(workdir / "pairs.jsonl")]
+    return tok, D.prepare(tok, examples, max_len, max_len, with_rejected=True)
 
 
-def run_spotlib(workdir: Path, batch: int, max_len: int) -> dict:
+def pair_batches(data, pad_id: int, batch: int, steps: int) -> list[dict]:
+    """spotlib's micro-batches, step by step: the seeded rows, chosen then rejected, one width."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from spotlib.train.data import collate, step_rows
+
+    out = []
+    for step in range(steps):
+        rows = step_rows(len(data), SEED, step, batch)
+        c, r = collate(data.chosen, rows, pad_id), collate(data.rejected, rows, pad_id)
+        width = max(c["input_ids"].shape[1], r["input_ids"].shape[1])
+
+        out.append({k: torch.cat([_pad(c[k], width, pad_id if k == "input_ids" else 0),
+                                  _pad(r[k], width, pad_id if k == "input_ids" else 0)]) for k in c})
+    return out
+
+
+def _pad(x, width: int, value: int):
+    import torch
+
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
+# ---------------------------------------------------------------- clocks
+
+class StepClock:
+    """Wall and CPU time and the tokens seen at the end of each step."""
+
+    def __init__(self):
+        self.marks: list[tuple[float, float, int]] = []
+
+    def mark(self, tokens_so_far: int) -> None:
+        self.marks.append((time.perf_counter(), time.process_time(), tokens_so_far))
+
+    def result(self) -> dict:
+        if len(self.marks) < 2:
+            raise RuntimeError(f"{len(self.marks)} step(s) recorded: need at least 2 (one is warm-up)")
+        (w0, c0, k0), (w1, c1, k1) = self.marks[0], self.marks[-1]
+        return {"tokens": k1 - k0, "wall_s": w1 - w0, "cpu_s": c1 - c0, "steps": len(self.marks) - 1,
+                "step_tokens": [b[2] - a[2] for a, b in zip([(0, 0, 0)] + self.marks[:-1], self.marks)]}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_before_training() -> dict:
+    """RSS now and its high-water mark so far (imports, data, reference log-probs)."""
+    return {"rss_before_mb": rss_mb(), "peak_before_mb": peak_rss_mb()}
+
+
+# ---------------------------------------------------------------- the three sides
+
+def run_limit(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tok, data = prepared_data(workdir, max_len)
+    batches = pair_batches(data, tok.pad_token_id, batch, steps)
+    model = AutoModelForCausalLM.from_pretrained(workdir / "model").train()
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    clock, seen, before = StepClock(), 0, memory_before_training()
+    for b in batches:
+        target_mask = b["completion_mask"][:, 1:].bool()
+        targets = b["input_ids"][:, 1:][target_mask]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = decoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                             use_cache=False).last_hidden_state
+            logits = head(hidden[:, :-1][target_mask]).float()
+        torch.nn.functional.cross_entropy(logits, targets, reduction="sum").backward()
+        model.zero_grad(set_to_none=True)
+        seen += int(b["attention_mask"].sum())
+        clock.mark(seen)
+    return {**clock.result(), **before, "precision": "bf16 autocast" if bf16 else "fp32"}
+
+
+def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import spotlib.io
     from spotlib.config import load_profile
-    from spotlib.io import read_jsonl
-    from spotlib.train import data as D
-    from spotlib.train.logps import cpu_bf16_is_fast, reference_sums
+    from spotlib.train.logps import reference_sums, use_autocast
     from spotlib.train.runspec import parse_run
     from spotlib.train.trainer import RunInputs, train_run
 
-    n = len(read_jsonl(workdir / "pairs.jsonl"))
-    steps = n // batch
     profile = load_profile("test", overrides={
         "output_dir": str(workdir / "out"), "model.name_or_path": str(workdir / "model"),
         "train.max_steps": steps, "train.per_device_batch": batch, "train.grad_accum": 1,
         "train.kl_probe_every": 0, "train.max_len": max_len, "train.max_prompt_len": max_len,
-        "train.lr": {"default": 1e-5}})
-    run = parse_run("spot_bce")
-    tok = AutoTokenizer.from_pretrained(workdir / "model")
-    examples = [dict(p) for p in read_jsonl(workdir / "pairs.jsonl")]
-    data = D.prepare(tok, examples, max_len, max_len, with_rejected=True)
+        "train.bf16_autocast": bf16, "train.lr": {"default": 1e-5}})
+    tok, data = prepared_data(workdir, max_len)
     ref = AutoModelForCausalLM.from_pretrained(workdir / "model").eval()
-    fast = cpu_bf16_is_fast()
-    rc = reference_sums(ref, data.chosen, tok.pad_token_id, torch.device("cpu"), autocast=fast)[0]
-    rr = reference_sums(ref, data.rejected, tok.pad_token_id, torch.device("cpu"), autocast=fast)[0]
+    rc = reference_sums(ref, data.chosen, tok.pad_token_id, torch.device("cpu"), autocast=bf16)[0]
+    rr = reference_sums(ref, data.rejected, tok.pad_token_id, torch.device("cpu"), autocast=bf16)[0]
     del ref
-    train_run(profile, run, 0, RunInputs(data, rc, rr, str(workdir / "model")), workdir / "out" / "run",
+    # The trainer's own per-step clock leaves out its metrics write (with fsync): time from
+    # one step's train record being written to the next one's, like TRL's on_step_end.
+    clock, seen = StepClock(), [0]
+    original = spotlib.io.JsonlAppender.append
+
+    def append(self, record):
+        written = original(self, record)
+        if record.get("kind") == "train":
+            seen[0] += record["tokens"]
+            clock.mark(seen[0])
+        return written
+
+    spotlib.io.JsonlAppender.append = append
+    before = memory_before_training()
+    run_dir = workdir / f"out-{os.getpid()}"
+    train_run(profile, parse_run("spot_bce"), SEED, RunInputs(data, rc, rr, str(workdir / "model")), run_dir,
               steps=steps, progress=False)
-    records = [r for r in read_jsonl(workdir / "out" / "run" / "metrics.jsonl") if r["kind"] == "train"][1:]
-    seconds = sum(r["tokens"] / r["tokens_per_s"] for r in records)
-    return {"tokens": sum(r["tokens"] for r in records), "seconds": seconds, "steps": len(records)}
+    own = [r for r in spotlib.io.read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"][1:]
+    return {**clock.result(), **before,
+            "own_clock_s": sum(r["tokens"] / r["tokens_per_s"] for r in own),
+            "precision": "bf16 autocast" if use_autocast(torch.device("cpu"), bf16) else "fp32"}
 
 
-def run_trl(workdir: Path, batch: int, max_len: int) -> dict:
+def run_trl(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from spotlib.train.logps import cpu_bf16_is_fast
-
     from spotlib.io import read_jsonl
 
     tok = AutoTokenizer.from_pretrained(workdir / "model")
-    pairs = read_jsonl(workdir / "pairs.jsonl")
+    pairs = read_jsonl(workdir / "pairs.jsonl")[: steps * batch]
     # Conversational format: TRL applies the same chat template as spotlib.
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p["prompt"]}],
                                   "chosen": [{"role": "assistant", "content": p["chosen"]}],
                                   "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in pairs])
     model = AutoModelForCausalLM.from_pretrained(workdir / "model")
-    times = []
+    clock = StepClock()
+    holder = {}
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter())
+            clock.mark(int(holder["trainer"]._total_train_tokens))
 
-    args = DPOConfig(output_dir=str(workdir / "trl"), per_device_train_batch_size=batch,
+    args = DPOConfig(output_dir=str(workdir / f"trl-{os.getpid()}"), per_device_train_batch_size=batch,
                      gradient_accumulation_steps=1, num_train_epochs=1, learning_rate=1e-5,
                      loss_type=["bco_pair"], beta=0.1, precompute_ref_log_probs=True, max_length=max_len,
-                     bf16=cpu_bf16_is_fast(), use_cpu=True, logging_steps=1, save_strategy="no", report_to=[],
+                     bf16=bf16, use_cpu=True, logging_steps=1, save_strategy="no", report_to=[],
                      lr_scheduler_type="cosine", warmup_steps=0.05, adam_beta2=0.95, weight_decay=0.01,
-                     max_grad_norm=1.0, dataloader_num_workers=0, disable_tqdm=True, seed=0)
+                     max_grad_norm=1.0, dataloader_num_workers=0, disable_tqdm=True, seed=SEED)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, callbacks=[Clock()])
+    holder["trainer"] = trainer
+    before = memory_before_training()   # TRL's reference log-probs were computed in __init__
     trainer.train()
-    steps = len(times) - 1
-    return {"seconds": times[-1] - times[0], "steps": steps}
+    mixed = trainer.accelerator.mixed_precision
+    return {**clock.result(), **before, "precision": "bf16 autocast" if mixed == "bf16" else "fp32"}
 
 
-def child(which: str, workdir: Path, batch: int, max_len: int, threads: int) -> None:
+RUNNERS = {"limit": run_limit, "spotlib": run_spotlib, "trl": run_trl}
+
+
+def child(which: str, workdir: Path, batch: int, max_len: int, steps: int, threads: int, bf16: bool) -> None:
     import torch
     torch.set_num_threads(threads)
-    result = run_spotlib(workdir, batch, max_len) if which == "spotlib" else run_trl(workdir, batch, max_len)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = RUNNERS[which](workdir, batch, max_len, steps, bf16)
+    result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=96)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--max-len", type=int, default=320)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--size", default="tiny", help="profile whose world model shape to use (tiny|test)")
-    parser.add_argument("--child", choices=["spotlib", "trl"])
-    parser.add_argument("--workdir")
-    args = parser.parse_args()
-    if args.child:
-        child(args.child, Path(args.workdir), args.batch, args.max_len, args.threads)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        make_job(workdir, args.pairs, args.size)
-        tokens, n = real_tokens(workdir, args.max_len)
-        per_step = tokens / n * args.batch
-        results = {}
-        for which in ("spotlib", "trl"):
-            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
-            out = subprocess.run([sys.executable, __file__, "--child", which, "--workdir", tmp,
-                                  "--batch", str(args.batch), "--max-len", str(args.max_len),
-                                  "--threads", str(args.threads)],
-                                 capture_output=True, text=True, env=env, cwd=REPO)
-            line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                sys.exit(f"{which} failed:\n{out.stderr[-3000:]}")
-            res = json.loads(line[7:])
-            # Both measured over steps 2..end; tokens from the same pairs at the same batch.
-            res["tokens_per_s"] = res.get("tokens", per_step * res["steps"]) / res["seconds"]
-            results[which] = res
+# ---------------------------------------------------------------- the machine
+
+def machine(threads: int) -> dict:
+    import torch
+
     from spotlib.train.logps import cpu_bf16_is_fast
-    s, t = results["spotlib"], results["trl"]
-    print(f"model: {args.size} world shape; {args.pairs} pairs, batch {args.batch}, "
-          f"{tokens / n / 2:.0f} tokens/sequence, {args.threads} thread(s), bf16 autocast: {cpu_bf16_is_fast()}")
-    for name, r in results.items():
-        print(f"{name:8s} {r['tokens_per_s']:9.0f} tok/s   peak RSS {r['peak_rss_mb']:7.0f} MB   ({r['steps']} steps timed)")
-    print(f"ratio    tokens/s spotlib/TRL = {s['tokens_per_s'] / t['tokens_per_s']:.2f}x   "
-          f"peak memory spotlib/TRL = {s['peak_rss_mb'] / t['peak_rss_mb']:.2f}x")
+
+    model, flags = "unknown", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="ignore").splitlines():
+            if line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    return {"cpu": model, "flags": [f for f in MATTERING_FLAGS if f in flags], "native_bf16": cpu_bf16_is_fast(),
+            "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)), "threads": threads,
+            "torch": torch.__version__}
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# ---------------------------------------------------------------- summary
+
+def summarise(rounds: list[dict[str, dict]]) -> dict:
+    """Medians over rounds of each side's rates and peaks, and of the per-round ratios."""
+    def med(values):
+        return statistics.median(values) if values else None
+
+    sides = [s for s in SIDES if all(s in r for r in rounds)]
+    out = {"sides": {}, "ratios": {}}
+    for s in sides:
+        out["sides"][s] = {
+            "wall_tok_s": med([r[s]["tokens"] / r[s]["wall_s"] for r in rounds]),
+            "cpu_tok_s": med([r[s]["tokens"] / r[s]["cpu_s"] for r in rounds]),
+            "wall_tok_s_range": [min(r[s]["tokens"] / r[s]["wall_s"] for r in rounds),
+                                 max(r[s]["tokens"] / r[s]["wall_s"] for r in rounds)],
+            "peak_rss_mb": med([r[s]["peak_rss_mb"] for r in rounds]),
+            "rss_before_mb": med([r[s]["rss_before_mb"] for r in rounds]),
+            "peak_before_mb": med([r[s]["peak_before_mb"] for r in rounds]),
+            "precision": rounds[0][s]["precision"]}
+    for name, (a, b) in {"of_limit": ("spotlib", "limit"), "vs_trl": ("spotlib", "trl"),
+                         "trl_of_limit": ("trl", "limit")}.items():
+        if a in sides and b in sides:
+            for clock in ("wall", "cpu"):
+                per_round = [(r[a]["tokens"] / r[a][f"{clock}_s"]) / (r[b]["tokens"] / r[b][f"{clock}_s"])
+                             for r in rounds]
+                out["ratios"][f"{name}_{clock}"] = {"median": med(per_round), "min": min(per_round),
+                                                     "max": max(per_round)}
+    if "spotlib" in sides and "trl" in sides:
+        per_round = [r["spotlib"]["peak_rss_mb"] / r["trl"]["peak_rss_mb"] for r in rounds]
+        out["ratios"]["memory_vs_trl"] = {"median": med(per_round), "min": min(per_round), "max": max(per_round)}
+    return out
+
+
+def report(summary: dict, precision: str) -> list[str]:
+    lines = [f"-- {precision} ({len(summary['rounds'])} rounds, median [min-max of the rounds])"]
+    for s, v in summary["sides"].items():
+        lo, hi = v["wall_tok_s_range"]
+        lines.append(f"  {s:8s} {v['wall_tok_s']:8.0f} tok/s wall [{lo:.0f}-{hi:.0f}]  {v['cpu_tok_s']:8.0f} tok/s CPU"
+                     f"   peak RSS {v['peak_rss_mb']:5.0f} MB (at training start: {v['rss_before_mb']:4.0f},"
+                     f" peak {v['peak_before_mb']:4.0f})   {v['precision']}")
+    ratios = summary["ratios"]
+    labels = {"of_limit": ("spotlib / limit", TARGETS["of_limit"], "≥"),
+              "vs_trl": ("spotlib / TRL", TARGETS["vs_trl"], "≥"),
+              "trl_of_limit": ("TRL / limit", None, "")}
+    for key, (label, target, sign) in labels.items():
+        if f"{key}_wall" not in ratios:
+            continue
+        w, c = ratios[f"{key}_wall"], ratios[f"{key}_cpu"]
+        verdict = ("" if target is None else
+                   f"   target {sign} {target:.2f}: {'met' if w['median'] >= target else 'NOT met'} (wall),"
+                   f" {'met' if c['median'] >= target else 'NOT met'} (CPU)")
+        lines.append(f"  {label:16s} {w['median']:.2f}x wall [{w['min']:.2f}-{w['max']:.2f}]"
+                     f"   {c['median']:.2f}x CPU [{c['min']:.2f}-{c['max']:.2f}]{verdict}")
+    if "memory_vs_trl" in ratios:
+        m = ratios["memory_vs_trl"]
+        ok = m["median"] <= TARGETS["memory_vs_trl"]
+        lines.append(f"  peak RSS spotlib / TRL {m['median']:.2f}x [{m['min']:.2f}-{m['max']:.2f}]"
+                     f"   target ≤ 1.00: {'met' if ok else 'NOT met'}")
+    return lines
+
+
+# ---------------------------------------------------------------- driver
+
+def run_side(which: str, workdir: Path, args, steps: int, bf16: bool) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, __file__, "--child", which, "--workdir", str(workdir), "--batch", str(args.batch),
+           "--max-len", str(args.max_len), "--steps", str(steps), "--threads", str(args.threads)]
+    if bf16:
+        cmd.append("--bf16")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        sys.exit(f"train_throughput: the {which} side ({'bf16' if bf16 else 'fp32'}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(line[7:])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=192)
+    parser.add_argument("--batch", type=int, default=16, help="pairs per step (the tiny profile trains 16)")
+    parser.add_argument("--max-len", type=int, default=320)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per side (stage 04 runs 1 per worker)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians over them")
+    parser.add_argument("--size", default="tiny", help="profile whose world model shape to use (tiny|test)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: fp32, and bf16 autocast too where the CPU has native bf16")
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {','.join(SIDES)}")
+    parser.add_argument("--json", help="also write every measurement and the summary here")
+    parser.add_argument("--workdir", help="build the job here and keep it (default: a temporary folder)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the test model, 8 pairs, batch 2, one fp32 round: checks the code path in seconds")
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.pairs, args.batch, args.rounds, args.precision = "test", 8, 2, 1, "fp32"
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    unknown = [s for s in sides if s not in SIDES]
+    if unknown or not sides:
+        parser.error(f"--sides: expected a comma-separated subset of {','.join(SIDES)}, got {args.sides!r}")
+    args.sides = [s for s in SIDES if s in sides]
+    if args.pairs // args.batch < 2:
+        parser.error(f"--pairs {args.pairs} at --batch {args.batch}: need at least 2 steps (one is warm-up)")
+    if args.rounds < 1 or args.threads < 1:
+        parser.error("--rounds and --threads must be at least 1")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.child:
+        child(args.child, Path(args.workdir), args.batch, args.max_len, args.steps, args.threads, args.bf16)
+        return {}
+    info = machine(args.threads)
+    precisions = {"auto": ["fp32"] + (["bf16"] if info["native_bf16"] else []),
+                  "fp32": ["fp32"], "bf16": ["bf16"]}[args.precision]
+    if "bf16" in precisions and not info["native_bf16"]:
+        sys.exit("train_throughput: --precision bf16 asked, but this CPU has no native bf16 (avx512_bf16/amx_bf16):"
+                 " autocast would be emulated, many times slower")
+    steps = args.pairs // args.batch
+    print(f"machine: {info['cpu']}; flags: {' '.join(info['flags']) or 'none of ' + ', '.join(MATTERING_FLAGS)}; "
+          f"native bf16: {'yes' if info['native_bf16'] else 'no'}; {info['cores']} cores "
+          f"({info['cores_usable']} usable); {args.threads} torch thread(s) per side; torch {info['torch']}")
+    start_load = load()
+    print(f"load average at start: {start_load} (1, 5, 15 min)")
+    print(f"job: {args.size} world shape, {args.pairs} pairs, batch {args.batch} pairs = {2 * args.batch} sequences, "
+          f"{steps} steps (step 1 not timed), max_len {args.max_len}; {args.rounds} interleaved round(s) of "
+          f"{', '.join(args.sides)}, each side in its own process")
+    measured: dict[str, list[dict]] = {p: [] for p in precisions}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        make_job(workdir, args.pairs, args.size)
+        for k in range(args.rounds):
+            for precision in precisions:
+                order = args.sides[k % len(args.sides):] + args.sides[: k % len(args.sides)]
+                results = {s: run_side(s, workdir, args, steps, precision == "bf16") for s in order}
+                if "limit" in results and "spotlib" in results and \
+                        results["limit"]["step_tokens"] != results["spotlib"]["step_tokens"]:
+                    sys.exit("train_throughput: the limit and spotlib saw different token streams: "
+                             f"{results['limit']['step_tokens']} vs {results['spotlib']['step_tokens']}")
+                measured[precision].append(results)
+                print(f"  round {k + 1} {precision}: " + ", ".join(
+                    f"{s} {r['tokens'] / r['wall_s']:.0f} tok/s" for s, r in results.items()), flush=True)
+    end_load = load()
+    summaries = {}
+    for precision in precisions:
+        summaries[precision] = summarise(measured[precision])
+        summaries[precision]["rounds"] = measured[precision]
+        print("\n".join(report(summaries[precision], "fp32" if precision == "fp32" else "bf16 autocast")))
+    print(f"load average at end: {end_load} (1, 5, 15 min)")
+    if max(float(start_load.split()[0]), float(end_load.split()[0])) > 0.75 * info["cores_usable"]:
+        print("note: the machine was shared during this run (load average above the cores free for it): absolute "
+              "tokens/s are depressed and noisy; the per-round ratios of sides run side by side are what count, and those on the CPU clock (time this process ran) move least with the load.")
+    result = {"machine": info, "load_start": start_load, "load_end": end_load, "args": {
+        k: v for k, v in vars(args).items() if k not in ("child", "steps", "bf16")}, "steps": steps,
+        "precisions": summaries}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""The GPU check's CPU-size path runs end to end and its FLOP count is sane."""
+"""The benchmarks' CPU paths: the GPU check's FLOP count, the trainer-throughput comparison."""
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -24,3 +26,65 @@ def test_flops_per_token_matches_six_n_for_qwen3_0_6b():
     assert 0.40e9 < g.layer_params(g.QWEN3_0_6B) < 0.46e9   # 0.6B minus the 0.16B embedding
     per_token = g.train_flops_per_token(g.QWEN3_0_6B, 2048, 0.75)
     assert 6 * 0.44e9 < per_token < 6 * 0.75e9
+
+
+# ---- benchmarks/train_throughput.py: spotlib's trainer against its limit and TRL
+
+def test_throughput_smoke_limit_and_spotlib_see_one_token_stream(tmp_path, capsys):
+    import train_throughput as tt
+    result = tt.main(["--smoke", "--sides", "limit,spotlib", "--workdir", str(tmp_path / "job")])
+    printed = capsys.readouterr().out
+    fp32 = result["precisions"]["fp32"]
+    (round_,) = fp32["rounds"]
+    limit, spot = round_["limit"], round_["spotlib"]
+    # the limit replays spotlib's exact batches: same real tokens at every step
+    assert limit["step_tokens"] == spot["step_tokens"] and spot["steps"] == 3 and spot["tokens"] > 0
+    assert spot["own_clock_s"] <= spot["wall_s"] * 1.01   # the trainer's own clock leaves out its metrics write
+    assert limit["precision"] == spot["precision"] == "fp32"
+    share = fp32["ratios"]["of_limit_wall"]["median"]
+    assert share == (spot["tokens"] / spot["wall_s"]) / (limit["tokens"] / limit["wall_s"])
+    for side in (limit, spot):
+        assert side["peak_rss_mb"] >= side["rss_before_mb"] > 50
+    for needle in ("machine:", "native bf16:", "load average at start:", "load average at end:", "spotlib / limit"):
+        assert needle in printed
+
+
+def test_throughput_summary_takes_medians_of_per_round_ratios():
+    import train_throughput as tt
+
+    def side(tokens, wall, cpu, peak):
+        return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak, "rss_before_mb": 100, "peak_before_mb": 120,
+                "precision": "fp32"}
+    # a busy round halves every side's wall rate: the per-round ratio stays, the ratio of medians would not
+    rounds = [{"limit": side(1000, 1.0, 1.0, 300), "spotlib": side(1000, 1.25, 1.2, 400), "trl": side(1000, 2.5, 2, 500)},
+              {"limit": side(1000, 2.0, 1.0, 300), "spotlib": side(1000, 2.5, 1.2, 400), "trl": side(1000, 5.0, 2, 450)},
+              {"limit": side(1000, 0.5, 1.0, 300), "spotlib": side(1000, 2.5, 1.2, 400), "trl": side(1000, 2.5, 2, 400)}]
+    s = tt.summarise(rounds)
+    assert s["ratios"]["of_limit_wall"]["median"] == 0.8
+    assert s["ratios"]["of_limit_wall"]["min"] == 0.2
+    assert s["ratios"]["vs_trl_wall"]["median"] == 2.0
+    assert abs(s["ratios"]["vs_trl_cpu"]["median"] - 2 / 1.2) < 1e-12
+    assert s["ratios"]["memory_vs_trl"]["median"] == 400 / 450
+    assert s["sides"]["spotlib"]["wall_tok_s"] == 400.0
+    text = "\n".join(tt.report({**s, "rounds": rounds}, "fp32"))
+    assert "spotlib / limit  0.80x" in text and "target ≥ 0.80: met (wall), met (CPU)" in text
+    assert "spotlib / TRL    2.00x" in text and "target ≥ 1.50: met (wall), met (CPU)" in text
+
+
+def test_throughput_rejects_unknown_sides_and_too_few_steps(capsys):
+    import train_throughput as tt
+    with pytest.raises(SystemExit):
+        tt.parse_args(["--sides", "spotlib,trlx"])
+    assert "--sides: expected a comma-separated subset of limit,spotlib,trl, got 'spotlib,trlx'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tt.parse_args(["--pairs", "16", "--batch", "16"])
+    assert "need at least 2 steps" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_throughput_smoke_all_three_sides(tmp_path):
+    import train_throughput as tt
+    result = tt.main(["--smoke", "--workdir", str(tmp_path / "job")])
+    ratios = result["precisions"]["fp32"]["ratios"]
+    assert ratios["vs_trl_wall"]["median"] > 0 and ratios["memory_vs_trl"]["median"] > 0
+    assert result["precisions"]["fp32"]["rounds"][0]["trl"]["steps"] == 3
