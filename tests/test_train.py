@@ -221,3 +221,18 @@ def test_stage_trains_seeds_in_parallel_workers(tmp_path, base, filter_dir):
         for run in ("sft", "spot_bco"):
             summary = json.loads((stage / run / f"seed{seed}" / "summary.json").read_text())
             assert summary["complete"] and summary["seed"] == seed and summary["steps"] == 2
+
+
+def test_stage_names_the_empty_run(tmp_path, base, filter_dir):
+    """A student that answers nothing right leaves rft empty: the error names rft, not another run."""
+    import shutil
+
+    from spotlib.io import DataError
+    from spotlib.stages import train_methods
+    d = tmp_path / "03_filter"
+    shutil.copytree(filter_dir, d)
+    (d / "rft.jsonl").write_text("")
+    profile = _profile(tmp_path, base, filter_dir, methods=["sft", "rft", "spot_bco"])
+    profile = profile.replace(output_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"run\(s\) rft have no examples"):
+        train_methods.plan_stage(profile)
