@@ -131,3 +131,14 @@ def test_api_key_never_reaches_outputs_or_executed_notebooks(tmp_path, student_d
     assert len(files) > 10
     for path in files:
         assert planted.encode() not in path.read_bytes(), path
+
+
+def test_filter_keeps_an_empty_source_empty():
+    """No pair within gamma (a student whose answers are far from any fix) while direct and rft
+    have data: pairs stay empty instead of crashing the selection; stage 04 then names the run."""
+    from spotlib.stages.filter import _select
+
+    direct = [{"id": f"p{i}", "prompt": "q", "text": "t", "answer": "1", "attempt": 0} for i in range(3)]
+    rft = [{"id": f"p{i}", "prompt": "q", "response": "r", "answer": "1", "sample_id": 0} for i in range(2)]
+    data = _select({"pairs": [], "sft_direct": direct, "rft": rft}, 2, seed=0)
+    assert (len(data["pairs"]), len(data["sft_plus"]), len(data["sft_direct"]), len(data["rft"])) == (0, 0, 2, 2)

@@ -263,3 +263,18 @@ def test_kl_sft_micro_step_takes_the_token_kl_by_lm_head_chunks(base):
     assert float(out["loss"]) == pytest.approx(float(want), abs=1e-6)
     for g_, w in zip(got, (p.grad for p in lm.parameters())):
         assert float((g_ - w).abs().max()) <= 1e-6 * max(float(w.abs().max()), 1.0)
+
+
+def test_stage_names_the_empty_run(tmp_path, base, filter_dir):
+    """A student that answers nothing right leaves rft empty: the error names rft, not another run."""
+    import shutil
+
+    from spotlib.io import DataError
+    from spotlib.stages import train_methods
+    d = tmp_path / "03_filter"
+    shutil.copytree(filter_dir, d)
+    (d / "rft.jsonl").write_text("")
+    profile = _profile(tmp_path, base, filter_dir, methods=["sft", "rft", "spot_bco"])
+    profile = profile.replace(output_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"run\(s\) rft have no examples"):
+        train_methods.plan_stage(profile)

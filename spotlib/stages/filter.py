@@ -117,7 +117,8 @@ def _select(sources: dict, count: int, seed: int) -> dict[str, list[dict]]:
     """Seeded equal-size selection; direct solutions prefer the problems the pairs use."""
     rng = random.Random(seed)
     pool = sorted(sources["pairs"], key=lambda r: (r["id"], r["sample_id"]))
-    chosen_pairs = sorted(rng.sample(pool, count), key=lambda r: (r["id"], r["sample_id"]))
+    # An empty source (no pair within gamma, no correct sample) stays empty; stage 04 names it.
+    chosen_pairs = sorted(rng.sample(pool, min(count, len(pool))), key=lambda r: (r["id"], r["sample_id"]))
     pair_ids = {r["id"] for r in chosen_pairs}
     direct = sorted(sources["sft_direct"], key=lambda r: r["id"])
     rng.shuffle(direct)

@@ -87,6 +87,10 @@ def plan_stage(profile) -> StagePlan:
     ref_hash = _model_hash(base_path)
 
     examples = {r.name: D.load_examples(filter_dir, r) for r in runs}
+    empty = [name for name, rows in examples.items() if not rows]
+    if empty:  # every run trains on the same count, so one empty run leaves nothing to train
+        raise DataError(f"{filter_dir}: run(s) {', '.join(empty)} have no examples (rft needs correct samples "
+                        f"from stage 01, pair runs wrong ones that the Oracle rectified)")
     n = cfg.n_examples or min(len(v) for v in examples.values())
     for name, rows in examples.items():
         if len(rows) < n or n == 0:
