@@ -168,7 +168,7 @@ def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool)
 
     import spotlib.io
     from spotlib.config import load_profile
-    from spotlib.train.logps import reference_sums, use_autocast
+    from spotlib.train.logps import reference_sums
     from spotlib.train.runspec import parse_run
     from spotlib.train.trainer import RunInputs, train_run
 
@@ -202,7 +202,7 @@ def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool)
     own = [r for r in spotlib.io.read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"][1:]
     return {**clock.result(), **before,
             "own_clock_s": sum(r["tokens"] / r["tokens_per_s"] for r in own),
-            "precision": "bf16 autocast" if use_autocast(torch.device("cpu"), bf16) else "fp32"}
+            "precision": "bf16 autocast" if bf16 else "fp32"}  # the profile's choice (spotlib.precision)
 
 
 def run_trl(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool) -> dict:
@@ -256,7 +256,7 @@ def child(which: str, workdir: Path, batch: int, max_len: int, steps: int, threa
 def machine(threads: int) -> dict:
     import torch
 
-    from spotlib.train.logps import cpu_bf16_is_fast
+    from spotlib.precision import cpu_has_native_bf16
 
     model, flags = "unknown", set()
     cpuinfo = Path("/proc/cpuinfo")
@@ -266,7 +266,7 @@ def machine(threads: int) -> dict:
                 model = line.split(":", 1)[1].strip()
             if line.startswith("flags") and not flags:
                 flags = set(line.split(":", 1)[1].split())
-    return {"cpu": model, "flags": [f for f in MATTERING_FLAGS if f in flags], "native_bf16": cpu_bf16_is_fast(),
+    return {"cpu": model, "flags": [f for f in MATTERING_FLAGS if f in flags], "native_bf16": cpu_has_native_bf16(),
             "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)), "threads": threads,
             "torch": torch.__version__}
 
