@@ -13,6 +13,8 @@ The notebooks take three papermill parameters:
 """
 from __future__ import annotations
 
+import os
+
 import shutil
 from pathlib import Path
 
@@ -66,6 +68,9 @@ def quiet_progress() -> None:
             super().__init__(*args, **kwargs)
 
     tqdm.auto.tqdm = tqdm.autonotebook.tqdm = SilentTqdm
+    # Processes the stage starts (torchrun/accelerate relaunches, engine workers) inherit this:
+    # transformers and huggingface_hub read it when imported.
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
         from transformers.utils import logging as hf_logging
 
