@@ -24,7 +24,7 @@ import torch
 from spotlib import precision
 from spotlib.config import load_profile
 from spotlib.world.pretrain import (build_model, encode_examples, lr_at, make_optimizer, micro_batches,
-                                    pretrain_examples, response_loss_sum)
+                                    pretrain_examples, pretrain_step)
 from spotlib.world.tokenizer import build_tokenizer
 
 
@@ -49,20 +49,8 @@ def old_step(model, optim, batch, pad_id, cfg, step, use_bf16):
 
 
 def new_step(model, optim, batch, pad_id, cfg, step, use_bf16):
-    n_target = sum(len(s) - p for s, p in batch)
-    for group in optim.param_groups:
-        group["lr"] = lr_at(step, cfg)
-    tokens = 0
-    for ids, mask, labels in micro_batches(batch, pad_id, cfg.micro_batch_tokens):
-        with precision.autocast_for("cpu", use_bf16):
-            loss = response_loss_sum(model, ids, mask, labels) / n_target
-        loss.backward()
-        loss.item()
-        tokens += int(mask.sum())
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optim.step()
-    optim.zero_grad(set_to_none=True)
-    return tokens
+    """The package's own step (what `make base-model` runs)."""
+    return pretrain_step(model, optim, batch, pad_id, cfg, step, use_bf16)[1]
 
 
 def old_optimizer(model, cfg):

@@ -150,7 +150,7 @@ def frontier_markdown(rows: list[dict], chosen: dict[str, float], budget: float 
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"★ (bold) validation-chosen LR; ◆ matched point (best in-domain gain with retention loss ≤ {budget:g}).",
-              "", f"**Main table** (mean ± SE over seeds): each method at its chosen LR and at its matched point.", "",
+              "", "**Main table** (mean ± SE over seeds): each method at its chosen LR and at its matched point.", "",
               "| method | at | lr | in-domain gain | OOD gain | retention loss |", "|---|---|---|---|---|---|"]
     for t in main_table(rows, chosen, budget):
         lr = "none within budget" if t["lr"] is None else f"{t['lr']:g}"

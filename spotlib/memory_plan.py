@@ -353,7 +353,7 @@ def build_plan(profile: Profile, gpus: int | None = None, gpu_memory_gib: float 
     shape = model_shape(profile)
     card = hw.gpu_memory_gib * GIB
     usable = card - hw.reserve_gib * GIB
-    t, s, f, e, r = profile.train, profile.sample, profile.filter, profile.eval, profile.rl
+    t, s, f = profile.train, profile.sample, profile.filter
     stages = []
 
     # 01: vLLM data-parallel, one engine per GPU.

@@ -160,6 +160,25 @@ def make_optimizer(model, world_cfg):
                              lr=world_cfg.pretrain_lr, betas=(0.9, 0.95), fused=True)
 
 
+def pretrain_step(model, optim, batch, pad_id: int, world_cfg, step: int, use_bf16: bool) -> tuple[float, int]:
+    """One optimiser step over `batch` (length-sorted micro-batches, loss on response tokens only);
+    returns (the step's loss, tokens seen)."""
+    n_target = sum(len(s) - p for s, p in batch)
+    for group in optim.param_groups:
+        group["lr"] = lr_at(step, world_cfg)
+    step_loss, tokens = 0.0, 0
+    for ids, mask, labels in micro_batches(batch, pad_id, world_cfg.micro_batch_tokens):
+        with precision.autocast_for("cpu", use_bf16):
+            loss = response_loss_sum(model, ids, mask, labels) / n_target
+        loss.backward()
+        step_loss += loss.item()
+        tokens += int(mask.sum())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optim.step()
+    optim.zero_grad(set_to_none=True)
+    return step_loss, tokens
+
+
 def _pretrain(world_cfg, progress):
     start = time.time()
     torch.manual_seed(world_cfg.seed)
@@ -179,19 +198,8 @@ def _pretrain(world_cfg, progress):
     bar = progress_bar(total=world_cfg.pretrain_steps, desc="pre-training", unit="steps", disable=not progress)
     for step in range(world_cfg.pretrain_steps):
         batch = encoded[step * world_cfg.pretrain_batch:(step + 1) * world_cfg.pretrain_batch]
-        n_target = sum(len(s) - p for s, p in batch)
-        for group in optim.param_groups:
-            group["lr"] = lr_at(step, world_cfg)
-        step_loss = 0.0
-        for ids, mask, labels in micro_batches(batch, tokenizer.pad_token_id, world_cfg.micro_batch_tokens):
-            with precision.autocast_for("cpu", use_bf16):
-                loss = response_loss_sum(model, ids, mask, labels) / n_target
-            loss.backward()
-            step_loss += loss.item()
-            tokens_seen += int(mask.sum())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        optim.zero_grad(set_to_none=True)
+        step_loss, tokens = pretrain_step(model, optim, batch, tokenizer.pad_token_id, world_cfg, step, use_bf16)
+        tokens_seen += tokens
         losses.append(step_loss)
         bar.update(1)
         if step % 10 == 0:
