@@ -7,7 +7,7 @@ STAMP := $(VENV)/.spotlib-installed
 PROFILE ?= auto
 STAGES ?=
 
-.PHONY: help setup reproduce test test-slow lab dry-run base-model sweep clean
+.PHONY: help setup reproduce test test-slow lab dry-run base-model calibrate sweep clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,6 +37,9 @@ dry-run: setup  ## validate PROFILE, print its memory/time plan and preflight (w
 
 base-model: setup  ## pre-train (or load from cache) the tiny base model and print its scores
 	$(BIN)/python -m spotlib.world --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
+
+calibrate: setup  ## is the tiny world one where the paper's premise can occur? (headroom, off-policy Oracle, forgetting)
+	$(BIN)/python -m spotlib.calibrate --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
 
 sweep: setup  ## learning-rate sweep on the val split: chosen LR per method + trade-off frontier
 	$(BIN)/python -m spotlib.stages.sweep --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))

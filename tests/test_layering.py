@@ -22,7 +22,7 @@ LAYERS = [
         "oracle", "proximity", "losses", "tether", "train", "evals", "rl", "rl_engine", "grpo_math",
         "frontier", "rehearsal", "memory_plan"]),
     ("stages", ["stages", "workers", "plots"]),
-    ("reproduce/report/notebooks", ["reproduce", "report", "report_html", "notebook", "preflight",
+    ("reproduce/report/notebooks", ["reproduce", "report", "report_html", "notebook", "preflight", "calibrate",
                                     "validate"]),
 ]
 
