@@ -95,7 +95,7 @@ def markdown(result: dict) -> str:
              f"| off-policy: NLL direct / NLL y⁺ | {o['nll_direct']:.3f} / {o['nll_y_plus']:.3f} = "
              f"{o['ratio']:.2f}× | ≥ {o['target']:g}× | {mark[o['met']]} |",
              f"| forgetting: SFT at lr {f['lr']:g} (its best in-domain gain, {f['in_domain_gain']:+.1f}), "
-             f"worst retention family | {f['family']} −{f['loss']:.1f} ± {f['loss_se']:.1f} ({f['n_seeds']} seeds) | "
+             f"worst retention family | {f['family']} loss {f['loss']:+.1f} ± {f['loss_se']:.1f} ({f['n_seeds']} seeds) | "
              f"≥ {f['target']:g} and > 2 SE | {mark[f['met']]} |", "",
              "SFT on the direct solutions per learning rate (val split, mean ± SE over seeds, points):", "",
              "| lr | in-domain gain | " + " | ".join(f"{fam} loss" for fam in RETENTION_FAMILIES) + " |",

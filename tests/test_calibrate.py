@@ -59,4 +59,4 @@ def test_markdown_names_each_target():
               "off_policy": calibrate.off_policy(_nll(0.2, 0.1)),
               "forgetting": calibrate.forgetting(_points(1e-4, [6, 5, 7], [6, 7, 8]), BASES)}
     text = calibrate.markdown(result)
-    assert "60.0 %" in text and "2.00×" in text and "facts −7.0" in text and "**not met**" not in text
+    assert "60.0 %" in text and "2.00×" in text and "facts loss +7.0" in text and "**not met**" not in text
