@@ -164,6 +164,9 @@ def claim_retention(sources) -> dict:
             notes.append(f"{label}: SFT itself does not forget beyond noise "
                          f"({band(sft.get('retention_loss'), sft.get('retention_loss_se'))}), so the premise "
                          "of the claim does not occur there")
+    if any(label.startswith("sweep, matched") for label, _ in sources):
+        notes.append("at the matched point every method's retention loss is within the budget (2 points) by "
+                     "construction, so that reading compares forgetting among the runs that stay within it")
     return _claim("retention", "(c) Retention: SPoT-BCO forgets less than SFT",
                   "IFEval +1.8 for SPoT-BCO, −3.4 for SFT", readings, f"{MAKE_EVAL} or {MAKE_SWEEP}", notes)
 

@@ -249,8 +249,10 @@ def sweep_diagnostics(sweep: Path, points: list[dict]) -> list[dict]:
     from spotlib.stages.sweep import point_dir
     from spotlib.train.runspec import parse_run
 
+    from spotlib.mechanism import family_of
+
     out = []
-    for p in points:
+    for p in (p for p in points if family_of(p["run"]) is not None):  # pair objectives only
         record = _final_diagnostic(point_dir(sweep, parse_run(p["run"]).dirname, float(p["lr"]), p["seed"]))
         if record:
             out.append(dict(record, run=p["run"], lr=float(p["lr"]), seed=p["seed"]))
