@@ -73,6 +73,15 @@ def combine(readings: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------ the per-run views of each source
+def _gain(row: dict, base: dict, col: str) -> float:
+    return _num(row.get(f"d_{col}", _num(row.get(col)) - _num(base.get(col))))
+
+
+def _se(row: dict, base: dict, col: str) -> float:
+    """A change's SE: the run's and the base's in quadrature (stage 05's SEs are per score)."""
+    return math.hypot(_num(row.get(f"{col}_se")), _num(base.get(f"{col}_se")))
+
+
 def _eval_view(eval_rows: list[dict]) -> dict[str, dict]:
     """Stage 05's table as {run: changes ± SE} in the sweep's vocabulary."""
     rows = {r["run"]: r for r in eval_rows}
@@ -83,12 +92,10 @@ def _eval_view(eval_rows: list[dict]) -> dict[str, dict]:
     for run, r in rows.items():
         if run == "base":
             continue
-        se = lambda col: math.hypot(_num(r.get(f"{col}_se")), _num(base.get(f"{col}_se")))  # noqa: E731
-        gain = lambda col: _num(r.get(f"d_{col}", _num(r.get(col)) - _num(base.get(col))))  # noqa: E731
-        view[run] = {"in_domain_gain": gain("in_domain"), "in_domain_gain_se": se("in_domain"),
-                     "ood_gain": gain("ood"), "ood_gain_se": se("ood"),
+        view[run] = {"in_domain_gain": _gain(r, base, "in_domain"), "in_domain_gain_se": _se(r, base, "in_domain"),
+                     "ood_gain": _gain(r, base, "ood"), "ood_gain_se": _se(r, base, "ood"),
                      "retention_loss": _num(base.get("general")) - _num(r.get("general")),
-                     "retention_loss_se": se("general"),
+                     "retention_loss_se": _se(r, base, "general"),
                      "overall": _num(r.get("overall")), "overall_se": _num(r.get("overall_se")),
                      "kl": _num(r.get("kl")), "lr": None}
     return view

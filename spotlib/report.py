@@ -246,10 +246,9 @@ def _final_diagnostic(point: Path) -> dict | None:
 
 def sweep_diagnostics(sweep: Path, points: list[dict]) -> list[dict]:
     """Each point's final edit diagnostic, keyed by run, lr and seed (points without one are left out)."""
+    from spotlib.mechanism import family_of
     from spotlib.stages.sweep import point_dir
     from spotlib.train.runspec import parse_run
-
-    from spotlib.mechanism import family_of
 
     out = []
     for p in (p for p in points if family_of(p["run"]) is not None):  # pair objectives only

@@ -3,8 +3,7 @@ import math
 
 import pytest
 
-from spotlib.claims import (CONTRADICTS, SUPPORTS, UNDECIDED, claims_markdown, read_claims, spearman,
-                            verdict_of)
+from spotlib.claims import CONTRADICTS, SUPPORTS, UNDECIDED, claims_markdown, read_claims, spearman, verdict_of
 
 
 def by_key(claims):
