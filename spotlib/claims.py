@@ -74,7 +74,8 @@ def combine(readings: list[dict]) -> str:
 
 # ------------------------------------------------------------------ the per-run views of each source
 def _gain(row: dict, base: dict, col: str) -> float:
-    return _num(row.get(f"d_{col}", _num(row.get(col)) - _num(base.get(col))))
+    stated = _num(row.get(f"d_{col}"))
+    return stated if not math.isnan(stated) else _num(row.get(col)) - _num(base.get(col))
 
 
 def _se(row: dict, base: dict, col: str) -> float:
@@ -123,10 +124,12 @@ def _lr(row: dict) -> str:
 def _claim(key: str, title: str, paper: str, readings: list[dict], missing: str | None, notes=()) -> dict:
     verdict = combine(readings) if readings else UNDECIDED
     notes = list(notes)
-    sweep = {r["source"]: r["verdict"] for r in readings if r["source"].startswith("sweep")}
-    if len(set(sweep.values())) > 1:
-        notes.append("the readings at the chosen LR and at the matched point differ (" +
-                     ", ".join(f"{s.split(', ')[1]}: {v}" for s, v in sweep.items()) + ")")
+    for subject in dict.fromkeys(r["subject"] for r in readings):
+        sweep = {r["source"]: r["verdict"] for r in readings
+                 if r["subject"] == subject and r["source"].startswith("sweep, ")}
+        if len(set(sweep.values())) > 1:
+            notes.append(f"{subject}: the readings at the chosen LR and at the matched point differ (" +
+                         ", ".join(f"{s.split(', ')[1]}: {v}" for s, v in sweep.items()) + ")")
     if {r["verdict"] for r in readings} >= {SUPPORTS, CONTRADICTS}:
         notes.append("some readings support and others contradict")
     if not readings:
@@ -141,7 +144,7 @@ def _change_claim(key, title, paper, change, sources) -> dict:
         if r is None or _nan(r.get(change)):
             continue
         value, se = r[change], r.get(f"{change}_se")
-        readings.append({"source": label, "verdict": verdict_of(value, se),
+        readings.append({"source": label, "subject": SPOT, "verdict": verdict_of(value, se),
                          "text": f"{SPOT}{_lr(r)}: {band(value, se, ' points')}"})
     return _claim(key, title, paper, readings, f"{MAKE_EVAL} or {MAKE_SWEEP}")
 
@@ -156,7 +159,8 @@ def _difference(sources, a: str, b: str, column: str, bigger_is_claimed: bool, w
         diff = ra[column] - rb[column]
         se = math.hypot(_num(ra.get(f"{column}_se")), _num(rb.get(f"{column}_se")))
         value = "{:.1f}" if column == "overall" else "{:+.1f}"  # a score, or a change against the base
-        readings.append({"source": label, "verdict": verdict_of(diff, se, bigger_is_claimed),
+        readings.append({"source": label, "subject": f"{a} vs {b}",
+                         "verdict": verdict_of(diff, se, bigger_is_claimed),
                          "text": f"{what} {a}{_lr(ra)} {value.format(ra[column])} vs {b}{_lr(rb)} "
                                  f"{value.format(rb[column])}: {band(diff, se, ' points')}"})
     return readings
@@ -245,13 +249,14 @@ def _kl_reading(label: str, rows: list[dict]) -> dict | None:
     forgets = [r for r in rows if verdict_of(r["retention_loss"], r.get("retention_loss_se")) == SUPPORTS]
     text = f"Spearman ρ(KL, retention loss) = {rho:+.2f} over n = {n} runs (noise band ±{noise:.2f})"
     if not forgets:
-        return {"source": label, "verdict": UNDECIDED,
+        return {"source": label, "subject": "KL", "verdict": UNDECIDED,
                 "text": text + "; no run forgets beyond 2 SE, so the ranking is of noise"}
     if _nan(rho) or abs(rho) <= noise:
         verdict = UNDECIDED
     else:
         verdict = SUPPORTS if rho > 0 else CONTRADICTS
-    return {"source": label, "verdict": verdict, "text": text + f"; {len(forgets)} run(s) forget beyond 2 SE"}
+    return {"source": label, "subject": "KL", "verdict": verdict,
+            "text": text + f"; {len(forgets)} run(s) forget beyond 2 SE"}
 
 
 def claim_kl(eval_rows, frontier_points) -> dict:
@@ -280,7 +285,8 @@ def claim_rl(rl: dict | None) -> dict:
               if n and n > 0 else math.nan)
         diff = 100 * (p_spot - p_base)
         seeds = "one seed; binomial noise over " + (f"{n:.0f} held-out problems" if n else "an unknown count")
-        readings.append({"source": "06, held-out at the end of GRPO", "verdict": verdict_of(diff, se),
+        readings.append({"source": "06, held-out at the end of GRPO", "subject": "GRPO",
+                         "verdict": verdict_of(diff, se),
                          "text": f"GRPO from {SPOT} {100 * p_spot:.1f}% vs from base {100 * p_base:.1f}%: "
                                  f"{band(diff, se, ' points')} ({seeds})"})
     return _claim("rl", "(g) RL start: GRPO from the SPoT checkpoint ends higher than GRPO from the base model",

@@ -176,8 +176,8 @@ def mechanism_markdown(rows: list[dict]) -> str:
         cells = [_small(r[c], r[f"{c}_se"]) for c in ("neg_before", "neg_at", "neg_after", "pos_at")]
         cells.append(_small(r["p_correct"], r["p_correct_se"], ".3f"))
         head.append(f"| {r['run']} | {r['lr']:g} | {r['n_seeds']} | {_gain(r)} | " + " | ".join(cells) + " |")
-    notes = ["", "Δlog π: per-token log π − log π_ref at the end of training, on y⁻ split at its first edit and "
-             "on y⁺'s side of it; p(correct): probability of y⁺'s token at the first edited position "
+    notes = ["", "Δlog π: per-token log π − log π_ref at the end of training, on y⁻ split at its first edit "
+             "and on y⁺'s side of it; p(correct): probability of y⁺'s token at the first edited position "
              "(the start model's: " + _ref(rows) + "). Mean ± SE over seeds.", "", "**Reading**", ""]
     return "\n".join(head + notes + mechanism_reading(rows)) + "\n"
 

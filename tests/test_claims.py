@@ -60,7 +60,8 @@ def test_chosen_and_matched_readings_that_differ_are_said():
     assert [r["verdict"] for r in a["readings"]] == [UNDECIDED, CONTRADICTS]
     assert a["verdict"] == CONTRADICTS  # the tie where it trains least decides nothing
     assert a["readings"][1]["text"] == "spot_bco at lr 0.0003: -6.0 ± 2.0 points (2 SE)"
-    assert any("chosen LR (val): cannot decide, matched point (val): contradicts" in n for n in a["notes"])
+    assert any(n.startswith("spot_bco: the readings at the chosen LR and at the matched point differ (chosen LR (val): "
+                            "cannot decide, matched point (val): contradicts)") for n in a["notes"])
     # a reading for and one against: no verdict
     table[0]["in_domain_gain"] = 4.0
     a = by_key(read_claims(main_table=table))["in_domain"]
@@ -112,3 +113,17 @@ def test_every_claim_is_present_and_missing_inputs_name_their_command():
     assert "`make sweep`" in claims[0]["notes"][0] and "stage 06" in claims[-1]["notes"][0]
     text = claims_markdown(claims)
     assert text.count("**cannot decide**") == 7 and "- note: no input: run" in text
+
+
+def test_two_comparisons_of_one_claim_are_read_apart():
+    """Data × objective at the chosen LR and the matched point: each comparison is checked on its own."""
+    overall = {("spot_bco", "chosen"): 80.0, ("spot_bco@direct", "chosen"): 80.0,
+               ("spot_bco", "matched"): 80.0, ("spot_bco@direct", "matched"): 70.0,
+               ("sft_plus", "chosen"): 80.0, ("sft", "chosen"): 80.0,
+               ("sft_plus", "matched"): 80.0, ("sft", "matched"): 80.0}
+    table = [row(run, at, 1e-5 if at == "chosen" else 1e-4, overall=(value, 1.0)) for (run, at), value in overall.items()]
+    d = by_key(read_claims(main_table=table))["data"]
+    assert [r["verdict"] for r in d["readings"]] == [UNDECIDED, SUPPORTS, UNDECIDED, UNDECIDED]
+    assert d["verdict"] == SUPPORTS
+    differ = [n for n in d["notes"] if "differ" in n]
+    assert len(differ) == 1 and differ[0].startswith("spot_bco vs spot_bco@direct:")

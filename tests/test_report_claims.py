@@ -83,7 +83,9 @@ def test_report_ends_with_a_reading_per_claim(reports):
     assert "GRPO from spot_bco 55.0% vs from base 50.0%" in claims
     assert "no input: run `make reproduce` (stage 05)" in claims  # data × objective: no spot_bco@direct anywhere
     page = (reports[0].parent / "report.html").read_text()
-    assert "What the study says about each claim" in page and page.count("data:image/png") >= 1
+    frontier_part = page[page.index("Learning-rate frontier (sweep)"):page.index("Mechanism: the pair objectives")]
+    assert '<img src="data:image/png;base64,' in frontier_part  # the figure embedded
+    assert "What the study says about each claim" in page
 
 
 def test_without_a_sweep_the_report_names_the_command(reports):
