@@ -146,7 +146,7 @@ def _change_claim(key, title, paper, change, sources) -> dict:
         value, se = r[change], r.get(f"{change}_se")
         readings.append({"source": label, "subject": SPOT, "verdict": verdict_of(value, se),
                          "text": f"{SPOT}{_lr(r)}: {band(value, se, ' points')}"})
-    return _claim(key, title, paper, readings, f"{MAKE_EVAL} or {MAKE_SWEEP}")
+    return _claim(key, title, paper, readings, f"{MAKE_EVAL} or {MAKE_SWEEP} with spot_bco in train.methods")
 
 
 def _difference(sources, a: str, b: str, column: str, bigger_is_claimed: bool, what: str) -> list[dict]:
@@ -175,11 +175,12 @@ def claim_retention(sources) -> dict:
             notes.append(f"{label}: SFT itself does not forget beyond noise "
                          f"({band(sft.get('retention_loss'), sft.get('retention_loss_se'))}), so the premise "
                          "of the claim does not occur there")
-    if any(label.startswith("sweep, matched") for label, _ in sources):
+    if any(r["source"].startswith("sweep, matched") for r in readings):
         notes.append("at the matched point every method's retention loss is within the budget (2 points) by "
                      "construction, so that reading compares forgetting among the runs that stay within it")
     return _claim("retention", "(c) Retention: SPoT-BCO forgets less than SFT",
-                  "IFEval +1.8 for SPoT-BCO, −3.4 for SFT", readings, f"{MAKE_EVAL} or {MAKE_SWEEP}", notes)
+                  "IFEval +1.8 for SPoT-BCO, −3.4 for SFT", readings,
+                  f"{MAKE_EVAL} or {MAKE_SWEEP} with sft and spot_bco in train.methods", notes)
 
 
 def claim_data(sources) -> dict:
@@ -187,8 +188,8 @@ def claim_data(sources) -> dict:
                 + _difference(sources, "sft_plus", "sft", "overall", True, "overall"))
     return _claim("data", "(d) Data × objective: rectified data beats the Oracle's direct solutions",
                   "SPoT-BCO overall 50.4 rectified vs 45.2 direct (2k); SFT+ 49.4 vs SFT 41.8", readings,
-                  f"{MAKE_EVAL} with spot_bco@direct in train.ablations, or {MAKE_SWEEP} with it in "
-                  "train.sweep_variants")
+                  f"{MAKE_EVAL} with spot_bco@direct in train.ablations (or sft and sft_plus in train.methods), "
+                  f"or {MAKE_SWEEP} with spot_bco@direct in train.sweep_variants")
 
 
 def claim_delta(sources) -> dict:
@@ -247,7 +248,8 @@ def _kl_reading(label: str, rows: list[dict]) -> dict | None:
     rho = spearman([r["kl"] for r in rows], [r["retention_loss"] for r in rows])
     noise = NOISE_SES / math.sqrt(n - 1)  # the SD of Spearman's ρ between unrelated rankings is 1/√(n−1)
     forgets = [r for r in rows if verdict_of(r["retention_loss"], r.get("retention_loss_se")) == SUPPORTS]
-    text = f"Spearman ρ(KL, retention loss) = {rho:+.2f} over n = {n} runs (noise band ±{noise:.2f})"
+    value = "undefined (one side is constant)" if _nan(rho) else f"{rho:+.2f}"
+    text = f"Spearman ρ(KL, retention loss) = {value} over n = {n} runs (noise band ±{noise:.2f})"
     if not forgets:
         return {"source": label, "subject": "KL", "verdict": UNDECIDED,
                 "text": text + "; no run forgets beyond 2 SE, so the ranking is of noise"}

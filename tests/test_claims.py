@@ -121,9 +121,18 @@ def test_two_comparisons_of_one_claim_are_read_apart():
                ("spot_bco", "matched"): 80.0, ("spot_bco@direct", "matched"): 70.0,
                ("sft_plus", "chosen"): 80.0, ("sft", "chosen"): 80.0,
                ("sft_plus", "matched"): 80.0, ("sft", "matched"): 80.0}
-    table = [row(run, at, 1e-5 if at == "chosen" else 1e-4, overall=(value, 1.0)) for (run, at), value in overall.items()]
+    table = [row(run, at, 1e-5 if at == "chosen" else 1e-4, overall=(value, 1.0))
+             for (run, at), value in overall.items()]
     d = by_key(read_claims(main_table=table))["data"]
     assert [r["verdict"] for r in d["readings"]] == [UNDECIDED, SUPPORTS, UNDECIDED, UNDECIDED]
     assert d["verdict"] == SUPPORTS
     differ = [n for n in d["notes"] if "differ" in n]
     assert len(differ) == 1 and differ[0].startswith("spot_bco vs spot_bco@direct:")
+
+
+def test_a_constant_side_leaves_the_rank_correlation_undefined():
+    points = [{"run": f"r{i}", "lr": 1e-4, "seed": s, "kl": 0.01, "retention_loss": float(i) * 3 + s}
+              for i in range(5) for s in (0, 1)]
+    f = by_key(read_claims(frontier_points=points))["kl"]
+    assert f["verdict"] == UNDECIDED
+    assert "ρ(KL, retention loss) = undefined (one side is constant)" in f["readings"][0]["text"]
