@@ -4,7 +4,9 @@ Stages in the notebooks' order, each with its reading, its tables and every figu
 shows, drawn by the same `spotlib.plots` functions from the files the stage left (its
 `manifest.json`, tables, metrics). Figures the stage saved itself are used as they are; the
 others are drawn into `report_figures/`. Missing stages are listed as not run; nothing here
-recomputes results. report.html embeds the figures (base64) and renders the math as SVG with
+recomputes results. After the stages: the learning-rate sweep (its frontier, the chosen and
+matched points, the mechanism table of `spotlib.mechanism`; or the command that makes it) and
+the reading per claim of the paper (`spotlib.claims`), always present. report.html embeds the figures (base64) and renders the math as SVG with
 matplotlib's mathtext, so it opens offline in any browser.
 """
 from __future__ import annotations
