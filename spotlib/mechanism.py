@@ -17,7 +17,8 @@ The reading compares, at each LR where the full objective loses beyond 2 SE, the
 objective with its one-sided variants (a variant *loses* when its own gain is below −2 SE;
 it is *clear of the loss* when it does not and it sits above the full objective by more
 than 2 SE of the difference; anything else overlaps and decides nothing), then says whether
-+edit_only removes the loss. Pure functions, rows in, rows out.
++edit_only removes the loss (clear of it), only makes it smaller (still a loss, but above
+the full objective beyond noise) or leaves it. Pure functions, rows in, rows out.
 """
 from __future__ import annotations
 
@@ -80,17 +81,20 @@ def _loses(row: dict) -> bool:
     return not math.isnan(se) and gain < -NOISE_SES * se
 
 
-def _clear_of(variant: dict, full: dict) -> bool:
-    """Not a loss beyond 2 SE, and above the full objective by more than 2 SE of the difference."""
+def _above(variant: dict, full: dict) -> bool:
+    """Above the full objective by more than 2 SE of the difference."""
     se = math.hypot(variant["in_domain_gain_se"], full["in_domain_gain_se"])
-    return (not math.isnan(se) and not _loses(variant)
-            and variant["in_domain_gain"] - full["in_domain_gain"] > NOISE_SES * se)
+    return not math.isnan(se) and variant["in_domain_gain"] - full["in_domain_gain"] > NOISE_SES * se
 
 
 def _state(variant: dict | None, full: dict) -> str:
+    """missing; loses (beyond 2 SE); less (loses, but above the full objective beyond noise);
+    clear (no loss, and above the full objective beyond noise); overlaps (anything else)."""
     if variant is None:
         return "missing"
-    return "loses" if _loses(variant) else "clear" if _clear_of(variant, full) else "overlaps"
+    if _loses(variant):
+        return "less" if _above(variant, full) else "loses"
+    return "clear" if _above(variant, full) else "overlaps"
 
 
 def _gain(row: dict | None) -> str:
@@ -98,6 +102,7 @@ def _gain(row: dict | None) -> str:
 
 
 def _cause(chosen: str, rejected: str) -> str:
+    chosen, rejected = (("loses" if s == "less" else s) for s in (chosen, rejected))  # a smaller loss is a loss
     if "missing" in (chosen, rejected):
         return "cannot decide which term (a one-sided variant was not swept)"
     if rejected == "loses" and chosen == "clear":
@@ -114,6 +119,7 @@ def _cause(chosen: str, rejected: str) -> str:
 def _restriction(state: str) -> str:
     return {"missing": "+edit_only not swept", "clear": "restricting y⁻ to the edit removes it",
             "loses": "restricting y⁻ to the edit does not remove it",
+            "less": "restricting y⁻ to the edit makes it smaller but does not remove it",
             "overlaps": "cannot decide whether restricting y⁻ to the edit removes it (the SEs overlap)"}[state]
 
 

@@ -82,3 +82,12 @@ def test_markdown_has_the_table_and_says_when_no_pair_run_was_swept():
     assert "| spot_bco | 0.001 | 3 | -11.0 ± 0.6 | -0.020 ± 0.006 | -0.600 ± 0.058 |" in text
     assert "(the start model's: 0.310)" in text and "**Reading**" in text
     assert "No pair-objective run in the sweep" in mechanism_markdown([])
+
+
+def test_a_restriction_that_only_shrinks_the_loss_is_said_so():
+    rows, diags = study()
+    rows = [r for r in rows if r["run"] != "spot_bco+edit_only"]
+    rows += points("spot_bco+edit_only", 1e-3, [-4.0, -5.0, -6.0])
+    line = mechanism_reading(mechanism_table(rows, diags))[0]
+    # −5 ± 0.6: a loss beyond 2 SE, yet 6 points above the full objective's −11 (2 SE of the difference: 1.6)
+    assert "the rejected term causes it; restricting y⁻ to the edit makes it smaller but does not remove it" in line
