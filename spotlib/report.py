@@ -4,7 +4,9 @@ Stages in the notebooks' order, each with its reading, its tables and every figu
 shows, drawn by the same `spotlib.plots` functions from the files the stage left (its
 `manifest.json`, tables, metrics). Figures the stage saved itself are used as they are; the
 others are drawn into `report_figures/`. Missing stages are listed as not run; nothing here
-recomputes results. report.html embeds the figures (base64) and renders the math as SVG with
+recomputes results. After the stages: the learning-rate sweep (its frontier, the chosen and
+matched points, the mechanism table of `spotlib.mechanism`; or the command that makes it) and
+the reading per claim of the paper (`spotlib.claims`), always present. report.html embeds the figures (base64) and renders the math as SVG with
 matplotlib's mathtext, so it opens offline in any browser.
 """
 from __future__ import annotations
@@ -229,6 +231,93 @@ def _read_06(d: Path, out: Path) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------ the sweep, and the reading per claim
+SWEEP_DIR = "sweep"
+
+
+def _final_diagnostic(point: Path) -> dict | None:
+    """The last edit-diagnostic record of a sweep point (metrics.jsonl, else summary.json's final probe)."""
+    from spotlib.io import read_jsonl
+
+    metrics = point / "metrics.jsonl"
+    probes = [r for r in read_jsonl(metrics) if r.get("kind") == "probe"] if metrics.is_file() else []
+    if probes:
+        return max(probes, key=lambda r: r.get("step", 0))
+    return ((_json(point / "summary.json") or {}).get("final_probe")) or None
+
+
+def sweep_diagnostics(sweep: Path, points: list[dict]) -> list[dict]:
+    """Each point's final edit diagnostic, keyed by run, lr and seed (points without one are left out)."""
+    from spotlib.mechanism import family_of
+    from spotlib.stages.sweep import point_dir
+    from spotlib.train.runspec import parse_run
+
+    out = []
+    for p in (p for p in points if family_of(p["run"]) is not None):  # pair objectives only
+        record = _final_diagnostic(point_dir(sweep, parse_run(p["run"]).dirname, float(p["lr"]), p["seed"]))
+        if record:
+            out.append(dict(record, run=p["run"], lr=float(p["lr"]), seed=p["seed"]))
+    return out
+
+
+def sweep_section(out: Path, profile_name: str) -> list[str]:
+    """The frontier figure, every run × LR with its chosen and matched points, and the mechanism table."""
+    from spotlib import frontier, mechanism
+
+    sweep = out / SWEEP_DIR
+    manifest = _manifest(sweep)
+    lines = ["## Learning-rate frontier (sweep)", ""]
+    if not manifest.get("main_table"):
+        return lines + [f"_The sweep has not run: the frontier, the matched points and the mechanism table are "
+                        f"made by `make sweep PROFILE={profile_name}` (outputs/{profile_name}/{SWEEP_DIR}/)._", ""]
+    main_table = manifest["main_table"]
+    chosen = {r["run"]: r["lr"] for r in main_table if r["at"] == "chosen" and r["lr"] is not None}
+    seeds = sorted(int(k) for k in (manifest.get("bases") or {})) or "?"
+    lines += [f"Every method trained at every LR of the grid and evaluated on the val split, seeds {seeds}; "
+              "changes against the base model evaluated with the same seed, mean ± SE over seeds. "
+              f"Selection rule: {manifest.get('rule', '?')}. A method is read both at its chosen LR and at its "
+              f"matched point (its best in-domain gain within {frontier.MATCHED_RETENTION_LOSS:g} points of "
+              "retention loss), so that none is judged only where it trains least.", ""]
+    if (sweep / "frontier.png").is_file():
+        lines += [f"![frontier]({SWEEP_DIR}/frontier.png)", "",
+                  "*In-domain gain against retention loss, one line per run over its LRs.* "
+                  "Drawn by `spotlib.stages.sweep.plot_frontier`.", ""]
+    lines += [frontier.frontier_markdown(manifest.get("frontier") or [], chosen).strip(), ""]
+    points = manifest.get("points") or []
+    rows = mechanism.mechanism_table(points, sweep_diagnostics(sweep, points))
+    lines += ["### Mechanism: the pair objectives taken apart", "",
+              "Per pair-objective run and its variants (`+chosen_only`: the gradient through y⁺ only; "
+              "`+rejected_only`: through y⁻ only; `+edit_only`: y⁻ scored on its edited tokens only), "
+              "the in-domain gain and where probability moved by the end of training.", "",
+              mechanism.mechanism_markdown(rows).strip(), ""]
+    return lines
+
+
+def _csv_rows(path: Path) -> list[dict] | None:
+    import csv
+
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def claims_section(out: Path) -> list[str]:
+    """The reading per claim of the paper from 05's table, the sweep and 06 (always present)."""
+    from spotlib import claims
+
+    sweep = _manifest(out / SWEEP_DIR)
+    rl = _json(out / "06_rl_init" / "summary.json")
+    if rl is not None:
+        rl = dict(rl, heldout=(_manifest(out / "06_rl_init").get("counts") or {}).get("heldout"))
+    found = claims.read_claims(eval_rows=_csv_rows(out / "05_eval_forgetting" / "table.csv"),
+                               main_table=sweep.get("main_table"), frontier_points=sweep.get("points"), rl=rl)
+    return ["## What the study says about each claim", "",
+            "Each claim of the paper read from this study's numbers: stage 05 (test split, at the LRs stage 04 "
+            "trained at), the sweep at each method's chosen LR and at its matched point (val split), and "
+            "stage 06.", "", claims.claims_markdown(found).strip(), ""]
+
+
 READERS = {"01_sample": _read_01, "02_rectify": _read_02, "03_filter": _read_03, "04_train_spot": _read_04,
            "05_eval_forgetting": _read_05, "06_rl_init": _read_06}
 
@@ -313,6 +402,8 @@ def build_report(profile) -> Path:
     lines += timing + [""]
     for name in sorted(present):
         lines += stage_section(present[name], out)
+    lines += sweep_section(out, profile.name)
+    lines += claims_section(out)
     text = "\n".join(lines).rstrip() + "\n"
     path = out / "report.md"
     path.write_text(text)
