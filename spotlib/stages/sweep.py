@@ -48,7 +48,7 @@ import shutil
 import time
 from pathlib import Path
 
-from spotlib import evals, frontier
+from spotlib import evals, frontier, tables
 from spotlib.io import JsonlAppender, Manifest, params_hash, write_json_atomic, write_jsonl
 from spotlib.stages import evaluate, train_methods
 from spotlib.train.runspec import parse_run
@@ -84,7 +84,7 @@ def _scores(entry: dict, items: dict[str, list[dict]], profile, results_path: Pa
     with JsonlAppender(results_path, key_fn=lambda r: (r["model"], r["benchmark"], r["id"])) as results:
         evaluate.evaluate_model(entry, items, profile, results, progress=progress)
         records = [r for r in results.records if r["model"] == entry["model"] and r["benchmark"] in items]
-    (row,) = evaluate.model_rows(records, list(items), [entry])
+    (row,) = tables.model_rows(records, list(items), [entry])
     row.pop("path", None)
     return row
 
