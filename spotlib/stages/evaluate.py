@@ -200,7 +200,7 @@ def run(profile, progress: bool = True) -> dict:
     manifest = Manifest(stage, params={"eval": dataclasses.asdict(cfg), "seeds": profile.seeds}, inputs=inputs)
     if manifest.is_fresh() and (stage / "results.json").is_file():
         return json.loads((stage / "results.json").read_text())
-    items = {name: evals.load_items(name, cfg, profile) for name in cfg.benchmarks}
+    items = {name: evals.load_items(name, cfg, profile.world) for name in cfg.benchmarks}
     merge_worker_results(stage)  # what workers of an interrupted run finished counts
     with JsonlAppender(stage / RESULTS, key_fn=_record_key) as results:
         cost = {e["model"]: sum(len(its) * evals.k_for(cfg, name)
@@ -246,7 +246,7 @@ def evaluate_share(profile, models: list[str], progress: bool = True) -> list[st
         raise ValueError(f"--models {unknown[0]!r}: not among the models this profile evaluates "
                          f"({', '.join(list(entries)[:4])}, ...)")
     cfg = profile.eval
-    items = {name: evals.load_items(name, cfg, profile) for name in cfg.benchmarks}
+    items = {name: evals.load_items(name, cfg, profile.world) for name in cfg.benchmarks}
     bar = None
     if progress:
         from spotlib.progress import bar as progress_bar

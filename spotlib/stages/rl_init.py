@@ -66,19 +66,15 @@ def rl_problems(profile) -> tuple[list[dict], list[dict]]:
     if profile.sample.dataset == "world":
         from spotlib import world
 
-        train = load_train_problems(_with_problems(profile, cfg.num_prompts))
+        train = load_train_problems(profile, cfg.num_prompts)
         heldout = world.make_items("arith", cfg.heldout_items, split="val", seed=profile.seed,
                                    world_cfg=profile.world)
         return train[:cfg.num_prompts], heldout
-    rows = load_train_problems(_with_problems(profile, cfg.num_prompts + cfg.heldout_items))
+    rows = load_train_problems(profile, cfg.num_prompts + cfg.heldout_items)
     if len(rows) <= cfg.num_prompts:
         raise ValueError(f"rl.num_prompts={cfg.num_prompts}: the dataset has only {len(rows)} problems, "
                          f"none left for {cfg.heldout_items} held-out ones")
     return rows[:cfg.num_prompts], rows[cfg.num_prompts:]
-
-
-def _with_problems(profile, n: int):
-    return profile.replace(sample=dataclasses.replace(profile.sample, num_problems=n))
 
 
 def fingerprint(path: Path) -> str:
@@ -116,7 +112,7 @@ def score_model(profile, model_path: Path) -> dict[str, float]:
     scores = {}
     for name in ecfg.benchmarks:
         bench = evals.get(name)
-        items = evals.load_items(name, ecfg, profile)
+        items = evals.load_items(name, ecfg, profile.world)
         k = evals.k_for(ecfg, name)
         with torch.no_grad(), autocast_for(device, profile.rl.bf16_autocast and backend != "vllm"):
             outs = generate(target, tokenizer, [it["prompt"] for it in items], n=k,
