@@ -132,7 +132,8 @@ def test_all_failures_listed_together(ready, monkeypatch):
     monkeypatch.delenv("GEMINI_API_KEY")
     monkeypatch.setattr(pf, "free_disk_bytes", lambda path: 0)
     oracle = ready.oracle.__class__(**{**ready.oracle.__dict__, "max_cost_usd": None})
-    assert len(pf.preflight(ready.replace(oracle=oracle))) == 2   # cost cap and disk; no GPU and the key are validation's lines
+    # the cost cap and the disk; no GPU and the unset key are validation's lines
+    assert len(pf.preflight(ready.replace(oracle=oracle))) == 2
 
 
 def test_reproduce_refuses_paper_without_gpus(ready, monkeypatch, capsys):

@@ -282,7 +282,8 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
     point_key = params_hash({"inputs": plan.inputs_hash, "steps": plan.steps, "n": plan.n,
                              "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_RUN_KEY},
                              "eval": dataclasses.asdict(profile.eval), "model": dataclasses.asdict(profile.model)})
-    items = {name: evals.load_items(name, profile.eval, profile.world, split=SPLIT) for name in profile.eval.benchmarks}
+    items = {name: evals.load_items(name, profile.eval, profile.world, split=SPLIT)
+             for name in profile.eval.benchmarks}
     bases = {}
     for seed in seeds:  # the base under each seed's evaluation draws: changes are paired per seed
         base_dir = out / "base" / f"seed{seed}"
