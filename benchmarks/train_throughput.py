@@ -197,8 +197,9 @@ def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool)
     spotlib.io.JsonlAppender.append = append
     before = memory_before_training()
     run_dir = workdir / f"out-{os.getpid()}"
-    train_run(profile, parse_run("spot_bce"), SEED, RunInputs(data, rc, rr, str(workdir / "model")), run_dir,
-              steps=steps, progress=False)
+    inputs = RunInputs(data, rc, rr, str(workdir / "model"))
+    train_run(profile.train, profile.model, parse_run("spot_bce"), SEED, inputs, run_dir, steps=steps,
+              device=profile.device, progress=False)
     own = [r for r in spotlib.io.read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"][1:]
     return {**clock.result(), **before,
             "own_clock_s": sum(r["tokens"] / r["tokens_per_s"] for r in own),

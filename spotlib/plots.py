@@ -414,7 +414,7 @@ def _01_by_group(d: Path):
 
 def _01_positions(d: Path):
     from spotlib.io import read_jsonl
-    from spotlib.stages.sample import first_error_positions as positions_of
+    from spotlib.world import first_error_positions as positions_of
 
     path = d / "errors.jsonl"
     positions = positions_of(read_jsonl(path)) if path.is_file() else []

@@ -109,9 +109,9 @@ def test_resume_skips_finished_points(profile, swept, monkeypatch):
     calls = []
     real = sweep.train_run
 
-    def counting(prof, run_spec, seed, inputs, run_dir, **kw):
-        calls.append((run_spec.name, prof.train.lr[run_spec.method]))
-        return real(prof, run_spec, seed, inputs, run_dir, **kw)
+    def counting(train_cfg, model_cfg, run_spec, seed, inputs, run_dir, **kw):
+        calls.append((run_spec.name, train_cfg.lr[run_spec.method]))
+        return real(train_cfg, model_cfg, run_spec, seed, inputs, run_dir, **kw)
 
     monkeypatch.setattr(sweep, "train_run", counting)
     again = sweep.run(profile, progress=False)
@@ -127,7 +127,7 @@ def test_empty_grid_and_foreign_benchmarks_fail_clearly(profile):
     with pytest.raises(ValueError, match="lr_grid is empty"):
         sweep.run(profile.replace(train=profile.train.__class__(**{**profile.train.__dict__, "lr_grid": []})))
     with pytest.raises(ValueError, match="no 'val' split"):
-        evals.load_items("aime24", profile.eval, profile, split="val")
+        evals.load_items("aime24", profile.eval, profile.world, split="val")
 
 
 def test_workers_give_the_same_points_as_one_process(profile, swept, tmp_path):

@@ -48,7 +48,7 @@ import shutil
 import time
 from pathlib import Path
 
-from spotlib import evals, frontier
+from spotlib import evals, frontier, tables
 from spotlib.io import JsonlAppender, Manifest, params_hash, write_json_atomic, write_jsonl
 from spotlib.stages import evaluate, train_methods
 from spotlib.train.runspec import parse_run
@@ -84,7 +84,7 @@ def _scores(entry: dict, items: dict[str, list[dict]], profile, results_path: Pa
     with JsonlAppender(results_path, key_fn=lambda r: (r["model"], r["benchmark"], r["id"])) as results:
         evaluate.evaluate_model(entry, items, profile, results, progress=progress)
         records = [r for r in results.records if r["model"] == entry["model"] and r["benchmark"] in items]
-    (row,) = evaluate.model_rows(records, list(items), [entry])
+    (row,) = tables.model_rows(records, list(items), [entry])
     row.pop("path", None)
     return row
 
@@ -113,9 +113,8 @@ def _point(profile, run_spec, lr: float, seed: int, point_dir: Path, items, step
     if point_path.is_file():
         shutil.rmtree(point_dir)  # other settings: start the point afresh
     train_cfg = dataclasses.replace(profile.train, lr={run_spec.method: lr, "default": lr})
-    point_profile = profile.replace(train=train_cfg)
-    summary = train_run(point_profile, run_spec, seed, shared()[run_spec.name], model_dir, steps=steps,
-                        progress=progress)
+    summary = train_run(train_cfg, profile.model, run_spec, seed, shared()[run_spec.name], model_dir, steps=steps,
+                        device=profile.device, progress=progress)
     entry = _entry(f"{run_spec.name}@{lr_name(lr)}/seed{seed}", run_spec.name, seed, model_dir, run_spec.method,
                    run_spec.data, run_spec.delta_mode if run_spec.objective == "bco" else None,
                    evaluate.final_kl(model_dir, summary))
@@ -283,7 +282,8 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
     point_key = params_hash({"inputs": plan.inputs_hash, "steps": plan.steps, "n": plan.n,
                              "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_RUN_KEY},
                              "eval": dataclasses.asdict(profile.eval), "model": dataclasses.asdict(profile.model)})
-    items = {name: evals.load_items(name, profile.eval, profile, split=SPLIT) for name in profile.eval.benchmarks}
+    items = {name: evals.load_items(name, profile.eval, profile.world, split=SPLIT)
+             for name in profile.eval.benchmarks}
     bases = {}
     for seed in seeds:  # the base under each seed's evaluation draws: changes are paired per seed
         base_dir = out / "base" / f"seed{seed}"

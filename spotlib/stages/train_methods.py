@@ -96,7 +96,7 @@ def plan_stage(profile) -> StagePlan:
         if len(rows) < n or n == 0:
             raise DataError(f"{filter_dir}: run {name} has {len(rows)} examples, needs {max(n, 1)}")
         examples[name] = rows[:n]
-    accelerator = make_accelerator(profile)
+    accelerator = make_accelerator(cfg, profile.device)
     effective = cfg.per_device_batch * cfg.grad_accum * accelerator.num_processes
     steps = num_steps(cfg, n, effective)
 
@@ -220,8 +220,8 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
         run_dir = stage_dir / run_spec.dirname / f"seed{seed}"
         counter.now_training(run_spec, seed)
         start = time.perf_counter()
-        summary = train_run(profile, run_spec, seed, shared[run_spec.name], run_dir, steps=plan.steps,
-                            progress=progress)
+        summary = train_run(profile.train, profile.model, run_spec, seed, shared[run_spec.name], run_dir,
+                            steps=plan.steps, device=profile.device, progress=progress)
         summary = dict(summary, wall_s=round(time.perf_counter() - start, 2), dir=str(run_dir))
         summaries.append(summary)
         counter.finished(run_spec, seed)
@@ -292,7 +292,8 @@ class RunCounter:
         key_path = run_dir / "run_key.json"
         if not key_path.is_file() or _finished(run_dir, full=False) is None:
             return False
-        key = run_key(self.profile, run_spec, seed, self.shared[run_spec.name], self.plan.steps)
+        key = run_key(self.profile.train, self.profile.model, run_spec, seed, self.shared[run_spec.name],
+                      self.plan.steps)
         return json.loads(key_path.read_text()) == key
 
     def pending(self) -> list:
