@@ -196,3 +196,15 @@ def test_variants_are_swept_and_drawn_but_never_chosen_into_train_lr(profile, sw
     assert "spot_bco+edit_only" in (out / "sweep.md").read_text()
     with pytest.raises(ValueError, match="not in train.methods or train.sweep_variants"):
         sweep.run(profile.replace(output_dir=str(tmp_path), train=cfg), progress=False, methods=["dpo"])
+
+
+def test_points_only_returns_points_and_leaves_the_summary_alone(profile, swept):
+    out = profile.out / "sweep"
+    summary = {name: (out / name).read_bytes() for name in ("points.jsonl", "frontier.jsonl", "manifest.json",
+                                                              "chosen_lr.json", "sweep.md")}
+    first = METHODS[0]
+    result = sweep.run(profile, progress=False, methods=[first], points_only=True)
+    assert {p["run"] for p in result["points"]} == {first} and len(result["points"]) == len(GRID)
+    assert {name: (out / name).read_bytes() for name in summary} == summary  # the full sweep's summary is kept
+    full = {(p["run"], p["lr"]): p["overall"] for p in swept["points"] if p["run"] == first}
+    assert {(p["run"], p["lr"]): p["overall"] for p in result["points"]} == full  # finished points reused
