@@ -90,9 +90,41 @@ def test_the_demonstration_run_is_keyed_by_its_lr_and_its_weights_are_beta_sigma
     assert tether.train_demonstration(other, runs, inputs, steps=3, progress=False)["lr"] == pytest.approx(1e-3)
 
 
+def test_the_lesson_figures_draw_the_run_with_legends_outside_the_data():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from spotlib import plots
+
+    beta, rows = 0.1, [{"kind": "probe", "step": 0, "kl/probe": 0.0, "fixed/rewards_chosen": 0.0,
+                        "fixed/rewards_rejected": 0.0}]
+    for step in range(1, 5):
+        rc, rr, delta = 0.3 * step, -0.4 * step, -0.05 * step
+        rows.append({"kind": "train", "step": step, "rewards/chosen": rc, "rewards/rejected": rr, "delta": delta,
+                     "tether/chosen": float(gradient_weights("bco", torch.tensor([rc]), torch.tensor([rr]), beta=beta,
+                                                             delta=delta)[0]), "tether/rejected": 0.03})
+    rows.append({"kind": "probe", "step": 4, "kl/probe": 0.1, "fixed/rewards_chosen": 0.5,
+                 "fixed/rewards_rejected": -0.9})
+    curve = tether.tether_curve(rows, beta=beta)
+    lesson, against_kl = plots.tether_lesson(curve, lr=1e-3), plots.rewards_against_kl(curve)
+    weights = lesson.axes[1]
+    assert [round(y, 6) for y in weights.get_lines()[0].get_ydata()] == \
+        [round(w, 6) for w in curve["train"]["lambda_chosen"]]
+    assert list(against_kl.axes[0].get_lines()[1].get_ydata()) == pytest.approx([0.0, -9.0])  # r⁻/β
+    for fig in (lesson, against_kl):
+        assert fig.get_size_inches()[0] <= plots.MAX_WIDTH
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            assert legend is not None and not legend.get_window_extent(canvas.get_renderer()).overlaps(
+                ax.get_window_extent(canvas.get_renderer())), ax.get_title()
+
+
+@pytest.mark.slow
 def test_notebook_04_teaches_the_tether_under_papermill(sampled_profile, tmp_path):
     """Stages 02-03 by their modules, then 04 through its notebook: the lesson's cells print their
-    numbers and draw their figures."""
+    numbers and draw their figures. (The fast suite runs notebook 04 in test_reliability_notebooks,
+    which checks the same two figures.)"""
     from spotlib import reproduce
     from spotlib.stages import filter as filter_stage
     from spotlib.stages import rectify
