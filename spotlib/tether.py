@@ -14,6 +14,13 @@ together, and the measured mean is the larger one once they spread (σ is convex
 From the probe records it also returns the held-out KL(π_θ‖π_ref) and the rewards on the
 fixed diagnostic pairs at the same steps: the sequence-level log-ratio that r measures on
 the training data, next to the token-level drift it stands for on prompts never trained.
+
+Notebook 04's tether lesson reads one SPoT-BCO run (`lesson_run`): at the study's learning
+rates the rewards stay near 0 and the weights at β/2, so stage 04 also trains SPoT-BCO at
+`train.tether_lr` (default: the top of `train.lr_grid`), first seed, the stage's data, steps and
+reference, into 04_train_spot/tether/spot_bco/seed<k>/ (`train_demonstration`), keyed like
+every run. Where that LR is the stage's own SPoT-BCO LR, or neither key is set (paper), nothing
+extra is trained and the lesson reads the stage's SPoT-BCO run.
 """
 from __future__ import annotations
 
