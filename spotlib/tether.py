@@ -200,3 +200,17 @@ def kl_summary(curve: dict) -> str:
         line += (f" The KL peaked at step {peak[0]} ({peak[1]:.4f}), when r/β was {peak[2]:+.2f} on y⁺ "
                  f"and {peak[3]:+.2f} on y⁻.")
     return line
+
+
+def stage_run_summary(profile) -> str | None:
+    """How far the study's own SPoT-BCO run (first seed) moved, beside the lesson's run; None without one."""
+    path = profile.out / STAGE / LESSON_RUN / f"seed{profile.seeds[0]}" / "metrics.jsonl"
+    if not demonstration_needed(profile.train) or not path.is_file():
+        return None
+    train = tether_curve(path, beta=profile.train.beta)["train"]
+    rewards = [abs(v) for _, v in _finite(train["r_chosen"] + train["r_rejected"])]
+    weights = [v for _, v in _finite(train["lambda_chosen"] + train["lambda_rejected"])]
+    half = profile.train.beta / 2
+    return (f"For comparison, the study's own SPoT-BCO run (learning rate {_stage_lr(profile.train):g}, seed "
+            f"{profile.seeds[0]}): |r⁺|, |r⁻| ≤ {max(rewards):.3f} along training, and its weights stayed within "
+            f"{100 * min(weights) / half:.0f}%–{100 * max(weights) / half:.0f}% of β/2.")

@@ -140,7 +140,8 @@ def test_notebook_04_teaches_the_tether_under_papermill(sampled_profile, tmp_pat
     assert (tether.demonstration_dir(sampled_profile) / "summary.json").is_file()
     nb = json.loads((sampled_profile.out / "notebooks" / "04_train_spot.ipynb").read_text())
     cells = {c.get("id"): c for c in nb["cells"]}
-    for cell_id, words in (("tether-b", "λ⁺ ranged from"), ("tether-e", "held-out KL")):
+    for cell_id, words in (("tether-b", "λ⁺ ranged from"), ("tether-b", "the study's own SPoT-BCO run"),
+                           ("tether-e", "held-out KL")):
         outputs = cells[cell_id]["outputs"]
         text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
         assert words in text, (cell_id, text)
