@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from spotlib import tether
 from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
 from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
@@ -194,7 +195,8 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
                                            "model": profile.to_dict()["model"]}, inputs=plan.inputs_hash)
     # A fresh manifest counts only while every model it lists is still whole (cheap size check).
     if manifest.is_fresh() and all(_finished(stage_dir / r.dirname / f"seed{s}", full=False)
-                                   for r in plan.runs for s in profile.seeds):
+                                   for r in plan.runs for s in profile.seeds) \
+            and tether.demonstration_finished(profile):
         return manifest.load()
     unknown = sorted(set(seeds or []) - set(profile.seeds))
     if unknown:
@@ -231,6 +233,9 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     counter.close()
     if partial:
         return {"runs": summaries}
+    start = time.perf_counter()  # the tether lesson's SPoT-BCO run at train.tether_lr (spotlib.tether)
+    if tether.train_demonstration(profile, plan.runs, shared, plan.steps, progress=progress) is not None:
+        manifest.timings["tether_run_s"] = round(time.perf_counter() - start, 2)
     if accelerator.is_main_process:
         write_jsonl(stage_dir / "runs.jsonl", summaries)
         manifest.counts.update({"runs": len(plan.runs), "seeds": len(profile.seeds), "examples_per_run": plan.n,
