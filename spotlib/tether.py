@@ -108,12 +108,11 @@ def demonstration_dir(profile) -> Path:
     return profile.out / STAGE / "tether" / LESSON_RUN / f"seed{profile.seeds[0]}"
 
 
-def demonstration_profile(profile):
-    """The profile with SPoT-BCO's LR set to the demonstration LR: the run is keyed by it."""
+def demonstration_train_cfg(train_cfg):
+    """The train settings with SPoT-BCO's LR set to the demonstration LR: the run is keyed by it."""
     import dataclasses
 
-    lr = demonstration_lr(profile.train)
-    return profile.replace(train=dataclasses.replace(profile.train, lr={**profile.train.lr, LESSON_RUN: lr}))
+    return dataclasses.replace(train_cfg, lr={**train_cfg.lr, LESSON_RUN: demonstration_lr(train_cfg)})
 
 
 def train_demonstration(profile, runs, shared: dict, steps: int, progress: bool = True) -> dict | None:
@@ -125,8 +124,9 @@ def train_demonstration(profile, runs, shared: dict, steps: int, progress: bool 
     spec = next((r for r in runs if r.name == LESSON_RUN), None)
     if spec is None or LESSON_RUN not in shared or not demonstration_needed(profile.train):
         return None
-    return train_run(demonstration_profile(profile), spec, profile.seeds[0], shared[LESSON_RUN],
-                     demonstration_dir(profile), steps=steps, progress=progress)
+    return train_run(demonstration_train_cfg(profile.train), profile.model, spec, profile.seeds[0],
+                     shared[LESSON_RUN], demonstration_dir(profile), steps=steps, device=profile.device,
+                     progress=progress)
 
 
 def demonstration_finished(profile) -> bool:

@@ -218,7 +218,12 @@ def test_stage_shares_runs_among_workers_with_the_weights_of_one_process(tmp_pat
     runs_bar = [r for r in records if r["desc"] == "runs"]
     assert runs_bar[-1]["n"] == runs_bar[-1]["total"] == 4 and runs_bar[-1]["closed"]
     step_pids = {r["pid"] for r in records if r["desc"].startswith("spot_bco seed")}
-    assert step_pids and runs_bar[0]["pid"] not in step_pids  # steps reported from the workers
+    # The stage's runs report their steps from the workers (the parent trains only the tether
+    # lesson's demonstration run, after them: its steps come last).
+    worker_steps = [r for r in records if r["desc"].startswith("spot_bco seed") and r["pid"] != runs_bar[0]["pid"]]
+    assert len({r["pid"] for r in worker_steps}) == 2
+    parent_steps = [i for i, r in enumerate(records) if r["desc"].startswith("spot_bco seed") and r["pid"] == runs_bar[0]["pid"]]
+    assert all(i > records.index(worker_steps[-1]) for i in parent_steps)
     with pytest.raises(ValueError, match="--units 'dpo:0'"):
         train_methods.parse_units(["dpo:0"], plan_runs(shared.train), [0, 1])
     assert train_methods.parse_units(["sft:1"], plan_runs(shared.train), [0, 1]) == [("sft", 1)]
