@@ -10,6 +10,11 @@ same pairs, batch and sequence lengths, at the same precision and thread count:
   spotlib  `spotlib.train.trainer.train_run` (spot_bce = BCO pair loss, δ = 0).
   TRL      `trl.DPOTrainer(loss_type=["bco_pair"])`, precomputed reference log-probs.
 
+Gradient checkpointing is one setting for all three sides (`--gradient-checkpointing`, off
+by default): TRL's `DPOConfig` turns it on unless told otherwise, and a side that recomputes
+its activations in backward does more work for less memory, so it is set explicitly on
+every side (spotlib: `train.gradient_checkpointing`; the limit: the model's own switch).
+
 Each side runs in its own subprocess (its peak RSS is its own); sides are interleaved over
 rounds, the order rotating, and every figure is a median over rounds. Throughput = real
 (non-pad) tokens per second between the end of step 1 and the end of the last step (one
@@ -18,6 +23,7 @@ machine wall rates move with the load; per-round ratios between sides measured s
 side are what count.
 
     python benchmarks/train_throughput.py --pairs 192 --batch 16 --rounds 3
+    python benchmarks/train_throughput.py --pairs 192 --batch 16 --rounds 3 --gradient-checkpointing
     python benchmarks/train_throughput.py --smoke          # seconds: the code path only
 """
 from __future__ import annotations
@@ -133,19 +139,44 @@ def peak_rss_mb() -> float:
 
 
 def memory_before_training() -> dict:
-    """RSS now and its high-water mark so far (imports, data, reference log-probs)."""
-    return {"rss_before_mb": rss_mb(), "peak_before_mb": peak_rss_mb()}
+    """RSS now and its high-water mark so far (imports, data, reference log-probs); then the
+    kernel's mark is reset where Linux allows it, so the training phase's own peak is read apart."""
+    before = {"rss_before_mb": rss_mb(), "peak_before_mb": peak_rss_mb()}
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")   # 5: reset the peak RSS (VmHWM) to the current RSS
+        before["peak_reset"] = True
+    except OSError:
+        before["peak_reset"] = False
+    return before
+
+
+def status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def peaks(result: dict) -> dict:
+    """The whole process's peak RSS and, where the mark was reset at training start, the
+    training phase's own (getrusage reports the mark since the reset, so both are kept)."""
+    if not result.get("peak_reset"):
+        return {"peak_rss_mb": peak_rss_mb()}
+    training = status_mb("VmHWM")
+    return {"peak_training_mb": training, "peak_rss_mb": max(result["peak_before_mb"], training)}
 
 
 # ---------------------------------------------------------------- the three sides
 
-def run_limit(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool) -> dict:
+def run_limit(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, checkpointing: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
     tok, data = prepared_data(workdir, max_len)
     batches = pair_batches(data, tok.pad_token_id, batch, steps)
     model = AutoModelForCausalLM.from_pretrained(workdir / "model").train()
+    if checkpointing:  # as spotlib's trainer switches it on
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     clock, seen, before = StepClock(), 0, memory_before_training()
     for b in batches:
@@ -159,10 +190,11 @@ def run_limit(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool) -
         model.zero_grad(set_to_none=True)
         seen += int(b["attention_mask"].sum())
         clock.mark(seen)
-    return {**clock.result(), **before, "precision": "bf16 autocast" if bf16 else "fp32"}
+    return {**clock.result(), **before, "precision": "bf16 autocast" if bf16 else "fp32",
+            "checkpointing": model.is_gradient_checkpointing}
 
 
-def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool) -> dict:
+def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, checkpointing: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -176,7 +208,8 @@ def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool)
         "output_dir": str(workdir / "out"), "model.name_or_path": str(workdir / "model"),
         "train.max_steps": steps, "train.per_device_batch": batch, "train.grad_accum": 1,
         "train.kl_probe_every": 0, "train.max_len": max_len, "train.max_prompt_len": max_len,
-        "train.bf16_autocast": bf16, "train.lr": {"default": 1e-5}})
+        "train.bf16_autocast": bf16, "train.gradient_checkpointing": checkpointing,
+        "train.lr": {"default": 1e-5}})
     tok, data = prepared_data(workdir, max_len)
     ref = AutoModelForCausalLM.from_pretrained(workdir / "model").eval()
     rc = reference_sums(ref, data.chosen, tok.pad_token_id, torch.device("cpu"), autocast=bf16)[0]
@@ -197,15 +230,16 @@ def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool)
     spotlib.io.JsonlAppender.append = append
     before = memory_before_training()
     run_dir = workdir / f"out-{os.getpid()}"
-    train_run(profile, parse_run("spot_bce"), SEED, RunInputs(data, rc, rr, str(workdir / "model")), run_dir,
-              steps=steps, progress=False)
+    inputs = RunInputs(data, rc, rr, str(workdir / "model"))
+    train_run(profile.train, profile.model, parse_run("spot_bce"), SEED, inputs, run_dir, steps=steps,
+              device=profile.device, progress=False)
     own = [r for r in spotlib.io.read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"][1:]
     return {**clock.result(), **before,
             "own_clock_s": sum(r["tokens"] / r["tokens_per_s"] for r in own),
             "precision": "bf16 autocast" if bf16 else "fp32"}  # the profile's choice (spotlib.precision)
 
 
-def run_trl(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool) -> dict:
+def run_trl(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, checkpointing: bool) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
@@ -231,23 +265,28 @@ def run_trl(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool) -> 
                      loss_type=["bco_pair"], beta=0.1, precompute_ref_log_probs=True, max_length=max_len,
                      bf16=bf16, use_cpu=True, logging_steps=1, save_strategy="no", report_to=[],
                      lr_scheduler_type="cosine", warmup_steps=0.05, adam_beta2=0.95, weight_decay=0.01,
-                     max_grad_norm=1.0, dataloader_num_workers=0, disable_tqdm=True, seed=SEED)
+                     max_grad_norm=1.0, dataloader_num_workers=0, disable_tqdm=True, seed=SEED,
+                     # DPOConfig's default is True: say it, as on the other sides
+                     gradient_checkpointing=checkpointing,
+                     gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, callbacks=[Clock()])
     holder["trainer"] = trainer
     before = memory_before_training()   # TRL's reference log-probs were computed in __init__
     trainer.train()
     mixed = trainer.accelerator.mixed_precision
-    return {**clock.result(), **before, "precision": "bf16 autocast" if mixed == "bf16" else "fp32"}
+    return {**clock.result(), **before, "precision": "bf16 autocast" if mixed == "bf16" else "fp32",
+            "checkpointing": trainer.accelerator.unwrap_model(trainer.model).is_gradient_checkpointing}
 
 
 RUNNERS = {"limit": run_limit, "spotlib": run_spotlib, "trl": run_trl}
 
 
-def child(which: str, workdir: Path, batch: int, max_len: int, steps: int, threads: int, bf16: bool) -> None:
+def child(which: str, workdir: Path, batch: int, max_len: int, steps: int, threads: int, bf16: bool,
+          checkpointing: bool) -> None:
     import torch
     torch.set_num_threads(threads)
-    result = RUNNERS[which](workdir, batch, max_len, steps, bf16)
-    result["peak_rss_mb"] = peak_rss_mb()
+    result = RUNNERS[which](workdir, batch, max_len, steps, bf16, checkpointing)
+    result.update(peaks(result))
     print("RESULT " + json.dumps(result))
 
 
@@ -293,6 +332,7 @@ def summarise(rounds: list[dict[str, dict]]) -> dict:
             "peak_rss_mb": med([r[s]["peak_rss_mb"] for r in rounds]),
             "rss_before_mb": med([r[s]["rss_before_mb"] for r in rounds]),
             "peak_before_mb": med([r[s]["peak_before_mb"] for r in rounds]),
+            "peak_training_mb": med([r[s]["peak_training_mb"] for r in rounds if "peak_training_mb" in r[s]]),
             "precision": rounds[0][s]["precision"]}
     for name, (a, b) in {"of_limit": ("spotlib", "limit"), "vs_trl": ("spotlib", "trl"),
                          "trl_of_limit": ("trl", "limit")}.items():
@@ -314,7 +354,9 @@ def report(summary: dict, precision: str) -> list[str]:
         lo, hi = v["wall_tok_s_range"]
         lines.append(f"  {s:8s} {v['wall_tok_s']:8.0f} tok/s wall [{lo:.0f}-{hi:.0f}]  {v['cpu_tok_s']:8.0f} tok/s CPU"
                      f"   peak RSS {v['peak_rss_mb']:5.0f} MB (at training start: {v['rss_before_mb']:4.0f},"
-                     f" peak {v['peak_before_mb']:4.0f})   {v['precision']}")
+                     f" peak {v['peak_before_mb']:4.0f}; training alone: "
+                     f"{'n/a' if v['peak_training_mb'] is None else format(v['peak_training_mb'], '4.0f')})"
+                     f"   {v['precision']}")
     ratios = summary["ratios"]
     labels = {"of_limit": ("spotlib / limit", TARGETS["of_limit"], "≥"),
               "vs_trl": ("spotlib / TRL", TARGETS["vs_trl"], "≥"),
@@ -345,11 +387,17 @@ def run_side(which: str, workdir: Path, args, steps: int, bf16: bool) -> dict:
            "--max-len", str(args.max_len), "--steps", str(steps), "--threads", str(args.threads)]
     if bf16:
         cmd.append("--bf16")
+    if args.gradient_checkpointing:
+        cmd.append("--gradient-checkpointing")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         sys.exit(f"train_throughput: the {which} side ({'bf16' if bf16 else 'fp32'}) failed:\n{out.stderr[-3000:]}")
-    return json.loads(line[7:])
+    result = json.loads(line[7:])
+    if result.get("checkpointing", args.gradient_checkpointing) != args.gradient_checkpointing:
+        sys.exit(f"train_throughput: the {which} side ran with gradient checkpointing {result['checkpointing']},"
+                 f" asked {args.gradient_checkpointing}")
+    return result
 
 
 def parse_args(argv=None):
@@ -363,6 +411,8 @@ def parse_args(argv=None):
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="auto: fp32, and bf16 autocast too where the CPU has native bf16")
     parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {','.join(SIDES)}")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="every side recomputes activations in backward (default: no side does)")
     parser.add_argument("--json", help="also write every measurement and the summary here")
     parser.add_argument("--workdir", help="build the job here and keep it (default: a temporary folder)")
     parser.add_argument("--smoke", action="store_true",
@@ -388,7 +438,8 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.child:
-        child(args.child, Path(args.workdir), args.batch, args.max_len, args.steps, args.threads, args.bf16)
+        child(args.child, Path(args.workdir), args.batch, args.max_len, args.steps, args.threads, args.bf16,
+              args.gradient_checkpointing)
         return {}
     info = machine(args.threads)
     precisions = {"auto": ["fp32"] + (["bf16"] if info["native_bf16"] else []),
@@ -404,7 +455,8 @@ def main(argv=None) -> dict:
     print(f"load average at start: {start_load} (1, 5, 15 min)")
     print(f"job: {args.size} world shape, {args.pairs} pairs, batch {args.batch} pairs = {2 * args.batch} sequences, "
           f"{steps} steps (step 1 not timed), max_len {args.max_len}; {args.rounds} interleaved round(s) of "
-          f"{', '.join(args.sides)}, each side in its own process")
+          f"{', '.join(args.sides)}, each side in its own process; gradient checkpointing "
+          f"{'on' if args.gradient_checkpointing else 'off'} on every side")
     measured: dict[str, list[dict]] = {p: [] for p in precisions}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)

@@ -114,7 +114,7 @@ def _run(args: list[str]) -> None:
 
 def calibrate(profile_arg: str, seeds: list[int] | None = None) -> dict:
     from spotlib.config import load_profile
-    from spotlib.io import read_jsonl
+    from spotlib.stages.sweep import point_dir
     from spotlib.workers import run_in_workers
     from spotlib.world.pretrain import ensure_base_model
 
@@ -127,15 +127,14 @@ def calibrate(profile_arg: str, seeds: list[int] | None = None) -> dict:
     nll = json.loads((profile.out / "03_filter" / "proximity_report.json").read_text())["nll"]
     seeds = seeds or list(profile.train.sweep_seeds) or list(profile.seeds)
     sweep = profile.out / "sweep"
-    # One seed per single-thread worker (the sweep shares work out by method, and here is one),
-    # then one pass that finds every point done and writes the summary.
+    # One seed per single-thread worker (the sweep shares work out by method, and here is one);
+    # points only, so that a finished sweep's summary (all methods) stays as it is.
     sweep.mkdir(parents=True, exist_ok=True)
     run_in_workers([(f"calibrate-sft-seed{s}", ["spotlib.stages.sweep", "--profile", profile_arg, "--methods", "sft",
-                                               "--seeds", str(s)]) for s in seeds],
+                                               "--seeds", str(s), "--points-only"]) for s in seeds],
                    sweep, max(1, min(len(seeds), profile.train.cpu_workers)))
-    _run(["-m", "spotlib.stages.sweep", "--profile", profile_arg, "--methods", "sft",
-          "--seeds", *map(str, seeds)])
-    points = [p for p in read_jsonl(sweep / "points.jsonl") if p["seed"] in seeds]
+    points = [json.loads((point_dir(sweep, "sft", lr, s) / "point.json").read_text())
+              for lr in sorted(set(profile.train.lr_grid)) for s in seeds]
     bases = {s: _base_scores(sweep / "base" / f"seed{s}" / "results.jsonl", s) for s in seeds}
     result = {"profile": profile.name, "world_hash": manifest.get("world_hash"), "temperature": temperature,
               "base_scores": scores, "headroom": headroom(scores), "off_policy": off_policy(nll),

@@ -179,6 +179,9 @@ class TrainConfig:
     logits_chunk_tokens: int = 2048  # completion tokens per LM-head chunk in training (one chunk's logits alive)
     cpu_workers: int = 1            # CPU only: single-thread processes side by side for 04's runs, 05's models, the sweep
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
+    # The tether lesson's SPoT-BCO run in stage 04 (spotlib.tether); None = the top of lr_grid (no grid: the
+    # lesson reads the stage's own SPoT-BCO run, nothing extra is trained).
+    tether_lr: float | None = None
     sweep_seeds: list[int] = field(default_factory=list)  # the sweep's training seeds ([] = the first of `seeds`)
     sweep_variants: list[str] = field(default_factory=list)  # extra runs on the sweep's frontier, e.g. spot_bco+edit_only
     # Which tokens a completion is trained on (docs/training-format.md): `conversational` is what the
@@ -512,6 +515,9 @@ def check_values(profile: Profile, path: Path | str) -> None:
     for i, lr in enumerate(profile.train.lr_grid):
         if lr <= 0:
             raise ConfigError(f"{path}: key train.lr_grid[{i}]: expected a learning rate > 0, got {lr}")
+    if profile.train.tether_lr is not None and profile.train.tether_lr <= 0:
+        raise ConfigError(f"{path}: key train.tether_lr: expected a learning rate > 0 (or null: the top of "
+                          f"train.lr_grid), got {profile.train.tether_lr}")
     if profile.model.dtype not in DTYPE_NAMES:
         raise ConfigError(f"{path}: key model.dtype: {profile.model.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
     if not profile.train.methods:

@@ -316,6 +316,56 @@ def edit_probes(probes) -> Figure:
                        "Δ log π on y⁻ after the edit", "r⁺ − r⁻ on fixed pairs"], ncols=2)
 
 
+# ------------------------------------------------------------------ 04 the tether lesson
+POSITIVE_COLOR, NEGATIVE_COLOR, DELTA_COLOR = "#1a9850", "#b2182b", "#404040"  # y⁺, y⁻, δ in the lesson
+
+
+def tether_lesson(curve: dict, lr: float | None = None) -> Figure:
+    """One SPoT-BCO run (`spotlib.tether.tether_curve`): r⁺, r⁻ and δ per step (left); the weights
+    λ⁺, λ⁻ the batch received (mean over its examples) and βσ(·) of the batch-mean rewards (right)."""
+    train, beta = curve["train"], curve["beta"]
+    fig, axes = _figure(10, 3.9, ncols=2)
+    left, right = axes[0]
+    steps = train["step"]
+    left.plot(steps, train["r_chosen"], color=POSITIVE_COLOR, lw=1.8, label="r⁺ (y⁺, batch mean)")
+    left.plot(steps, train["r_rejected"], color=NEGATIVE_COLOR, lw=1.8, label="r⁻ (y⁻, batch mean)")
+    left.plot(steps, train["delta"], color=DELTA_COLOR, lw=1.8, ls="--", label="δ")
+    left.axhline(0, color="grey", lw=0.7)
+    left.set(xlabel="step", ylabel="reward  r = β log(π/π_ref)", title="Rewards and δ")
+    right.plot(steps, train["lambda_chosen"], color=POSITIVE_COLOR, lw=1.8, label="λ⁺ received")
+    right.plot(steps, train["lambda_rejected"], color=NEGATIVE_COLOR, lw=1.8, label="λ⁻ received")
+    right.plot(steps, train["w_chosen"], color=POSITIVE_COLOR, lw=1.0, ls=":", label="βσ(δ − r⁺) of the means")
+    right.plot(steps, train["w_rejected"], color=NEGATIVE_COLOR, lw=1.0, ls=":", label="βσ(r⁻ − δ) of the means")
+    right.axhline(beta / 2, color="grey", lw=0.9, ls="--", label="β/2 (reward = δ)")
+    right.set(xlabel="step", ylabel="gradient weight", ylim=(0, beta),
+              title="The tether: λ⁺ on ∇log π(y⁺), λ⁻ on −∇log π(y⁻)")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _legend_below(ax)
+    if lr is not None:
+        fig.suptitle(f"SPoT-BCO at learning rate {lr:g}, β = {beta:g}", fontsize=11)
+    return _close(fig)
+
+
+def rewards_against_kl(curve: dict) -> Figure:
+    """At each probe step: the held-out KL(π_θ‖π_ref) per token (x) against r/β on the fixed pairs (y)."""
+    probe, beta = curve["probe"], curve["beta"]
+    fig, axes = _figure(6.5, 4.2)
+    ax = axes[0, 0]
+    kl = probe["kl"]
+    for key, color_, name in (("fixed_r_chosen", POSITIVE_COLOR, "r⁺/β  (y⁺)"),
+                              ("fixed_r_rejected", NEGATIVE_COLOR, "r⁻/β  (y⁻)")):
+        ys = [r / beta for r in probe[key]]
+        ax.plot(kl, ys, "o-", color=color_, lw=1.2, ms=4, label=name)
+        for step, x, y in zip(probe["step"], kl, ys):
+            ax.annotate(f"{step}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points", color=color_)
+    ax.axhline(0, color="grey", lw=0.7)
+    ax.set(xlabel="held-out KL(π_θ ‖ π_ref), nats per token", ylabel="log π_θ(y) − log π_ref(y), nats per sequence",
+           title="Rewards on the fixed pairs against the held-out KL (labels: step)")
+    _legend_right(ax)
+    return _close(fig)
+
+
 # ------------------------------------------------------------------ 05 evaluation
 SCORE_COLUMNS = ("in_domain", "ood", "general", "overall")
 
@@ -414,7 +464,7 @@ def _01_by_group(d: Path):
 
 def _01_positions(d: Path):
     from spotlib.io import read_jsonl
-    from spotlib.stages.sample import first_error_positions as positions_of
+    from spotlib.world import first_error_positions as positions_of
 
     path = d / "errors.jsonl"
     positions = positions_of(read_jsonl(path)) if path.is_file() else []

@@ -2,19 +2,17 @@
 
 `reproduce` runs it for profiles that name GPUs (`hardware.gpus > 0`) and refuses to
 start while any line is left (`--skip-preflight` for experts); `--dry-run` prints them.
-Nothing here imports vLLM or DeepSpeed (find_spec only) or touches the network.
+Nothing here imports vLLM or DeepSpeed (find_spec only); the one network call is
+GPQA-Diamond's access check on the Hub (`evals.gpqa.check_access`), when a run needs it.
 """
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
 from spotlib.config import REPO_ROOT, Profile
 from spotlib.memory_plan import BF16, FP32, GIB, MemoryPlan, build_plan, model_shape
-
-HF_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 def cuda_memory_gib() -> list[float]:
@@ -77,37 +75,30 @@ def check_packages(profile: Profile) -> list[str]:
 
 
 def check_oracle(profile: Profile) -> list[str]:
+    """What the paid Oracle's settings lack. A key variable that is named but unset is
+    validation's line (spotlib.validate: only when stage 02 is to run), said once."""
     o = profile.oracle
     if o.kind != "openai":
         return []
     failures = []
     if not o.api_key_env:
         failures.append("oracle.api_key_env is not set: name the environment variable that holds the Oracle's key")
-    elif not os.environ.get(o.api_key_env):
-        failures.append(f"environment variable {o.api_key_env} is not set: the key for the Oracle "
-                        f"{o.model} (oracle.api_key_env)")
     if o.max_cost_usd is None:
         failures.append(f"oracle.max_cost_usd is not set in {profile.source}: set a spending cap for the paid Oracle")
     return failures
 
 
 def check_gated_data(profile: Profile) -> list[str]:
+    """GPQA-Diamond's access (token, accepted terms, a local copy): `evals.gpqa.check_access`."""
     if "gpqa_diamond" not in profile.eval.benchmarks or "gpqa_diamond" in profile.eval.data_files:
         return []
     from spotlib.evals import gpqa
 
-    check_access = getattr(gpqa, "check_access", None)
-    if check_access is not None:
-        try:
-            problem = check_access(profile)
-        except Exception as exc:  # noqa: BLE001 - any refusal is the line to show
-            problem = str(exc) or type(exc).__name__
-        return [f"GPQA-Diamond: {problem}"] if problem else []
-    token_file = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "token"
-    if any(os.environ.get(v) for v in HF_TOKEN_VARIABLES) or token_file.is_file():
-        return []
-    return ["GPQA-Diamond is gated: no Hugging Face token (set HF_TOKEN after accepting the dataset's terms, "
-            "or give eval.data_files.gpqa_diamond)"]
+    try:
+        problem = gpqa.check_access(profile.eval)   # its lines name GPQA-Diamond already
+    except Exception as exc:  # noqa: BLE001 - any refusal is the line to show
+        problem = f"GPQA-Diamond: {str(exc) or type(exc).__name__}"
+    return [problem] if problem else []
 
 
 def needed_disk_bytes(profile: Profile) -> float:

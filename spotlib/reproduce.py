@@ -22,7 +22,7 @@ from pathlib import Path
 
 from spotlib.config import REPO_ROOT, ConfigError, load_profile
 from spotlib.stages import STAGES, Stage
-from spotlib.validate import validate
+from spotlib.validate import cuda_devices, validate
 
 LOCK_NAME = ".reproduce.lock"
 
@@ -34,20 +34,11 @@ def available_stages() -> list[Stage]:
     return [s for s in STAGES if (NOTEBOOKS / s.notebook).is_file()]
 
 
-def gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001 - a broken CUDA install means no usable GPU
-        return 0
-
-
 def pick_profile(requested: str) -> str:
     if requested != "auto":
         return requested
-    chosen = "paper" if gpu_count() > 0 else "tiny"
-    print(f"PROFILE=auto: {gpu_count()} CUDA GPU(s) visible -> profile '{chosen}'")
+    chosen = "paper" if cuda_devices() > 0 else "tiny"
+    print(f"PROFILE=auto: {cuda_devices()} CUDA GPU(s) visible -> profile '{chosen}'")
     return chosen
 
 
@@ -83,7 +74,7 @@ def plan(profile, stages: list[Stage]) -> str:
         + (f"; ablations {', '.join(profile.train.ablations)}" if profile.train.ablations else ""),
         f"seeds        {profile.seeds}",
         f"benchmarks   {', '.join(profile.eval.benchmarks)}",
-        f"GPUs         {gpu_count()} CUDA device(s) visible",
+        f"GPUs         {cuda_devices()} CUDA device(s) visible",
         "stages:",
     ]
     for s in stages:

@@ -14,6 +14,13 @@ together, and the measured mean is the larger one once they spread (σ is convex
 From the probe records it also returns the held-out KL(π_θ‖π_ref) and the rewards on the
 fixed diagnostic pairs at the same steps: the sequence-level log-ratio that r measures on
 the training data, next to the token-level drift it stands for on prompts never trained.
+
+Notebook 04's tether lesson reads one SPoT-BCO run (`lesson_run`): at the study's learning
+rates the rewards stay near 0 and the weights at β/2, so stage 04 also trains SPoT-BCO at
+`train.tether_lr` (default: the top of `train.lr_grid`), first seed, the stage's data, steps and
+reference, into 04_train_spot/tether/spot_bco/seed<k>/ (`train_demonstration`), keyed like
+every run. Where that LR is the stage's own SPoT-BCO LR, or neither key is set (paper), nothing
+extra is trained and the lesson reads the stage's SPoT-BCO run.
 """
 from __future__ import annotations
 
@@ -69,3 +76,141 @@ def tether_curve(metrics: str | Path | list[dict], beta: float, objective: str =
     probes = {"step": [r["step"] for r in probe]}
     probes.update({name: [_value(r, key) for r in probe] for name, key in PROBE_KEYS.items()})
     return {"train": curve, "probe": probes, "beta": beta, "objective": objective}
+
+
+# ---------------------------------------------------------------------------------
+# The lesson's run: SPoT-BCO where the rewards move far enough for the weights to fall.
+
+LESSON_RUN = "spot_bco"
+STAGE = "04_train_spot"
+
+
+def demonstration_lr(train_cfg) -> float | None:
+    """`train.tether_lr`, else the top of `train.lr_grid`; None when neither is set."""
+    if train_cfg.tether_lr is not None:
+        return float(train_cfg.tether_lr)
+    return max(train_cfg.lr_grid) if train_cfg.lr_grid else None
+
+
+def _stage_lr(train_cfg) -> float:
+    from spotlib.train.trainer import lr_for
+
+    return lr_for(train_cfg, LESSON_RUN)
+
+
+def demonstration_needed(train_cfg) -> bool:
+    """A run of its own only where its LR differs from the stage's SPoT-BCO LR (else that run is the lesson's)."""
+    lr = demonstration_lr(train_cfg)
+    return lr is not None and not math.isclose(lr, _stage_lr(train_cfg), rel_tol=1e-12)
+
+
+def demonstration_dir(profile) -> Path:
+    return profile.out / STAGE / "tether" / LESSON_RUN / f"seed{profile.seeds[0]}"
+
+
+def demonstration_train_cfg(train_cfg):
+    """The train settings with SPoT-BCO's LR set to the demonstration LR: the run is keyed by it."""
+    import dataclasses
+
+    return dataclasses.replace(train_cfg, lr={**train_cfg.lr, LESSON_RUN: demonstration_lr(train_cfg)})
+
+
+def train_demonstration(profile, runs, shared: dict, steps: int, progress: bool = True) -> dict | None:
+    """Stage 04's extra run for the lesson: SPoT-BCO at the demonstration LR, first seed, the stage's
+    data, reference and steps, into `demonstration_dir`. A finished run with the same key is kept;
+    another LR retrains it. None when no run of its own is needed or the stage trains no SPoT-BCO."""
+    from spotlib.train.trainer import train_run
+
+    spec = next((r for r in runs if r.name == LESSON_RUN), None)
+    if spec is None or LESSON_RUN not in shared or not demonstration_needed(profile.train):
+        return None
+    return train_run(demonstration_train_cfg(profile.train), profile.model, spec, profile.seeds[0],
+                     shared[LESSON_RUN], demonstration_dir(profile), steps=steps, device=profile.device,
+                     progress=progress)
+
+
+def demonstration_finished(profile) -> bool:
+    """False only where the lesson needs a run of its own and none is complete at its LR."""
+    from spotlib.train.trainer import _finished
+
+    if not demonstration_needed(profile.train):
+        return True
+    done = _finished(demonstration_dir(profile), full=False)
+    return done is not None and math.isclose(float(done.get("lr", math.nan)), demonstration_lr(profile.train),
+                                             rel_tol=1e-12)
+
+
+def lesson_run(profile) -> dict:
+    """{"dir", "lr", "stage_lr", "seed", "own_run"}: the run the lesson reads (the demonstration run, or the
+    stage's own SPoT-BCO run at its first seed where no other LR is asked for)."""
+    own = demonstration_needed(profile.train)
+    seed = profile.seeds[0]
+    run_dir = demonstration_dir(profile) if own else profile.out / STAGE / LESSON_RUN / f"seed{seed}"
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise FileNotFoundError(f"{run_dir / 'metrics.jsonl'}: the tether lesson's run has not been trained "
+                                f"(stage 04 trains it when train.methods holds {LESSON_RUN})")
+    lr = demonstration_lr(profile.train) if own else _stage_lr(profile.train)
+    return {"dir": run_dir, "lr": lr, "stage_lr": _stage_lr(profile.train), "seed": seed, "own_run": own}
+
+
+def _finite(values: list[float]) -> list[tuple[int, float]]:
+    return [(i, v) for i, v in enumerate(values) if not math.isnan(v)]
+
+
+def lesson_summary(curve: dict, lesson: dict) -> str:
+    """The lesson's numbers in a sentence: where the rewards, δ and the weights went along the run."""
+    train, beta = curve["train"], curve["beta"]
+    steps = train["step"]
+    half = beta / 2
+
+    def span(name: str, sign: str) -> str:
+        values = _finite(train[name])
+        (i_lo, lo), (i_hi, hi) = min(values, key=lambda t: t[1]), max(values, key=lambda t: t[1])
+        return (f"{sign} ranged from {lo:.4f} (step {steps[i_lo]}, {100 * lo / half:.0f}% of β/2) to {hi:.4f} "
+                f"(step {steps[i_hi]}, {100 * hi / half:.0f}%) and ends at {train[name][-1]:.4f}")
+
+    gap = max(abs(w - lam) for w, lam in zip(train["w_chosen"] + train["w_rejected"],
+                                             train["lambda_chosen"] + train["lambda_rejected"])
+              if not (math.isnan(w) or math.isnan(lam)))
+    margins = [p - n for p, n in zip(train["r_chosen"], train["r_rejected"])]
+    source = (f"the tether run (train.tether_lr = {lesson['lr']:g}; the study's SPoT-BCO trains at "
+              f"{lesson['stage_lr']:g})" if lesson["own_run"] else
+              f"the study's own SPoT-BCO run at learning rate {lesson['lr']:g}")
+    return (f"Reading {source}, seed {lesson['seed']}, {steps[-1]} steps, β = {beta:g}; λ = β/2 = {half:.4f} "
+            f"at the start.\n"
+            f"At the last step r⁺ = {train['r_chosen'][-1]:+.3f}, r⁻ = {train['r_rejected'][-1]:+.3f}, "
+            f"δ = {train['delta'][-1]:+.3f} (all 0 at the start); the batch-mean margin r⁺ − r⁻ averaged "
+            f"{sum(margins) / len(margins):+.3f} over the run (largest {max(margins):+.3f}).\n"
+            f"{span('lambda_chosen', 'λ⁺')};\n{span('lambda_rejected', 'λ⁻')}.\n"
+            f"βσ(·) of the batch-mean rewards differs from the mean weight received by at most {gap:.4f} "
+            f"(only through the spread of rewards within a batch).")
+
+
+def kl_summary(curve: dict) -> str:
+    """The held-out KL next to the fixed pairs' log-ratios r/β, at the last probe and where the KL peaked."""
+    probe, beta = curve["probe"], curve["beta"]
+    rows = [(s, kl, rc / beta, rr / beta) for s, kl, rc, rr in
+            zip(probe["step"], probe["kl"], probe["fixed_r_chosen"], probe["fixed_r_rejected"]) if not math.isnan(kl)]
+    if len(rows) < 2:
+        return "No held-out KL probes in this run (train.kl_probe_every: 0): nothing to set the rewards against."
+    last, peak = rows[-1], max(rows, key=lambda r: r[1])
+    line = (f"At step {last[0]} the held-out KL(π_θ‖π_ref) is {last[1]:.4f} nats per token; on the fixed pairs "
+            f"log π_θ − log π_ref = r/β is {last[2]:+.2f} nats per sequence on y⁺ and {last[3]:+.2f} on y⁻.")
+    if peak[0] != last[0]:
+        line += (f" The KL peaked at step {peak[0]} ({peak[1]:.4f}), when r/β was {peak[2]:+.2f} on y⁺ "
+                 f"and {peak[3]:+.2f} on y⁻.")
+    return line
+
+
+def stage_run_summary(profile) -> str | None:
+    """How far the study's own SPoT-BCO run (first seed) moved, beside the lesson's run; None without one."""
+    path = profile.out / STAGE / LESSON_RUN / f"seed{profile.seeds[0]}" / "metrics.jsonl"
+    if not demonstration_needed(profile.train) or not path.is_file():
+        return None
+    train = tether_curve(path, beta=profile.train.beta)["train"]
+    rewards = [abs(v) for _, v in _finite(train["r_chosen"] + train["r_rejected"])]
+    weights = [v for _, v in _finite(train["lambda_chosen"] + train["lambda_rejected"])]
+    half = profile.train.beta / 2
+    return (f"For comparison, the study's own SPoT-BCO run (learning rate {_stage_lr(profile.train):g}, seed "
+            f"{profile.seeds[0]}): |r⁺|, |r⁻| ≤ {max(rewards):.3f} along training, and its weights stayed within "
+            f"{100 * min(weights) / half:.0f}%–{100 * max(weights) / half:.0f}% of β/2.")

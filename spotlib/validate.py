@@ -57,6 +57,7 @@ def needs_gpu(profile) -> str | None:
 
 
 def cuda_devices() -> int:
+    """How many CUDA devices are visible (0 without CUDA): the one count `reproduce` shows too."""
     try:
         import torch
 

@@ -82,7 +82,7 @@ def main() -> None:
         name, _, sizes = spec.partition("=")
         batch, grad_accum = (int(x) for x in sizes.split(","))
         runs.append((name, profile_for(batch, grad_accum)))
-    accelerator = make_accelerator(runs[0][1])
+    accelerator = make_accelerator(runs[0][1].train, runs[0][1].device)
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     reference = AutoModelForCausalLM.from_pretrained(args.base).eval().to(accelerator.device)
     data = D.prepare(tokenizer, synthetic_examples(N_PAIRS), 256, 128, with_rejected=True)
@@ -96,12 +96,12 @@ def main() -> None:
             "processes": accelerator.num_processes, "ref_chosen": ref_c.tolist(), "ref_rejected": ref_r.tolist(),
             "counts_chosen": counts_c.tolist()}))
     for name, profile in runs:
-        accelerator = make_accelerator(profile)
+        accelerator = make_accelerator(profile.train, profile.device)
         for method in args.methods:
             run = parse_run(method)
             inputs = RunInputs(data, ref_c, ref_r if run.info.pairs else None, args.base)
-            train_run(profile, run, 0, inputs, out / name / method, steps=args.steps, progress=False,
-                      accelerator=accelerator)
+            train_run(profile.train, profile.model, run, 0, inputs, out / name / method, steps=args.steps,
+                      device=profile.device, progress=False, accelerator=accelerator)
 
 
 if __name__ == "__main__":

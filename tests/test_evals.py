@@ -198,12 +198,12 @@ def test_other_benchmarks_name_their_gold_column(tmp_path, name, row, gold_colum
 
 
 def _gpqa_profile(**eval_changes):
+    """The paper profile's eval settings, with these changes."""
     import dataclasses
 
     from spotlib.config import load_profile
 
-    profile = load_profile("paper")
-    return profile.replace(eval=dataclasses.replace(profile.eval, **eval_changes))
+    return dataclasses.replace(load_profile("paper").eval, **eval_changes)
 
 
 class _FakeHub:

@@ -66,21 +66,6 @@ def test_stage_is_resumable_and_skips_when_fresh(evaluated):
     assert (stage / "results.jsonl").read_text() == before
 
 
-def test_ties_and_deltas_follow_the_noise():
-    from spotlib.stages.evaluate import run_table
-
-    def row(run, seed, score):
-        return {"model": f"{run}/{seed}", "run": run, "seed": seed, "method": run, "data": None, "delta_mode": None,
-                "kl": None, "arith": score, "in_domain": score, "ood": score, "general": score, "overall": score,
-                "n_items": 200}
-
-    rows = [row("base", 0, 50), row("base", 1, 52), row("a", 0, 51), row("a", 1, 53), row("b", 0, 70), row("b", 1, 71)]
-    table = {t["run"]: t for t in run_table(rows, ["arith"], tie_sigmas=2.0)}
-    assert table["a"]["d_overall"] == pytest.approx(1.0) and table["a"]["tie_overall"]
-    assert table["b"]["d_overall"] == pytest.approx(19.5) and not table["b"]["tie_overall"]
-    assert table["b"]["retention_loss"] == pytest.approx(-19.5)
-
-
 def test_report_collects_stages_and_tolerates_missing_ones(evaluated):
     from spotlib.report import build_report
 

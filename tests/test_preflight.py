@@ -18,16 +18,15 @@ FITTING = {"hardware.gpu_memory_gib": 140.0, "rl.micro_batch": 1, "train.per_dev
 
 @pytest.fixture
 def ready(monkeypatch, tmp_path):
-    """A machine where the paper profile passes: 8 GPUs, packages, key, token, disk."""
+    """A machine where the paper profile passes: 8 GPUs, packages, key, GPQA access, disk."""
     monkeypatch.setattr(pf, "cuda_memory_gib", lambda: [139.8] * 8)
     real = importlib.util.find_spec
     monkeypatch.setattr(pf.importlib.util, "find_spec",
                         lambda name, *a: object() if name in ("vllm", "deepspeed") else real(name, *a))
     monkeypatch.setenv("GEMINI_API_KEY", "k")
-    monkeypatch.setenv("HF_TOKEN", "t")
     monkeypatch.setattr(pf, "free_disk_bytes", lambda path: 10_000 * GIB)
     from spotlib.evals import gpqa
-    monkeypatch.delattr(gpqa, "check_access", raising=False)
+    monkeypatch.setattr(gpqa, "check_access", lambda eval_cfg, api=None: None)  # no Hub call in tests
     return load_profile("paper", overrides={**FITTING, "output_dir": str(tmp_path / "out")})
 
 
@@ -76,34 +75,48 @@ def test_training_without_a_launcher_config(ready):
     assert any(line.startswith("train.accelerate_config is not set: with 8 GPUs") for line in lines)
 
 
-def test_api_key_and_cost_cap(ready, monkeypatch):
-    monkeypatch.delenv("GEMINI_API_KEY")
+def test_cost_cap_and_key_variable(ready):
     oracle = ready.oracle.__class__(**{**ready.oracle.__dict__, "max_cost_usd": None})
-    lines = pf.preflight(ready.replace(oracle=oracle))
-    assert any(line.startswith("environment variable GEMINI_API_KEY is not set") for line in lines)
-    assert any(line.startswith("oracle.max_cost_usd is not set in ") for line in lines)
+    assert [line for line in pf.preflight(ready.replace(oracle=oracle))
+            if line.startswith("oracle.max_cost_usd is not set in ")]
+    unnamed = ready.oracle.__class__(**{**ready.oracle.__dict__, "api_key_env": None})
+    assert pf.preflight(ready.replace(oracle=unnamed)) == [
+        "oracle.api_key_env is not set: name the environment variable that holds the Oracle's key"]
 
 
-def test_gpqa_without_token(ready, monkeypatch, tmp_path):
-    monkeypatch.delenv("HF_TOKEN")
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert pf.preflight(ready) == ["GPQA-Diamond is gated: no Hugging Face token (set HF_TOKEN after accepting "
-                                   "the dataset's terms, or give eval.data_files.gpqa_diamond)"]
-    local = ready.eval.__class__(**{**ready.eval.__dict__, "data_files": {"gpqa_diamond": "gpqa.parquet"}})
-    assert pf.preflight(ready.replace(eval=local)) == []
+def test_unset_key_is_one_line(ready, monkeypatch, capsys):
+    """An unset key variable is validation's line (it knows whether stage 02 runs); the preflight
+    does not say it again."""
+    from spotlib import reproduce
+
+    monkeypatch.delenv("GEMINI_API_KEY")
+    monkeypatch.setattr("spotlib.validate.cuda_devices", lambda: 8)
+    assert pf.preflight(ready) == []
+    monkeypatch.setattr(reproduce, "load_profile", lambda name: ready)
+    assert reproduce.main(["--profile", "paper", "--dry-run"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "GEMINI_API_KEY" in line and "not set" in line]
+    assert len(lines) == 1 and lines[0].startswith("not ready: environment variable GEMINI_API_KEY")
 
 
-def test_gpqa_uses_check_access_when_present(ready, monkeypatch):
+def test_gpqa_access_is_the_benchmark_check(ready, monkeypatch):
+    """The benchmark's own check (token, accepted terms, offline cache) decides; a local copy needs none."""
     from spotlib.evals import gpqa
 
-    def refuse(profile):
+    asked = []
+
+    def refuse(eval_cfg):
+        asked.append(eval_cfg)
+        return "GPQA-Diamond (Idavidrein/gpqa) is gated and no Hugging Face token is set: accept the terms"
+    monkeypatch.setattr(gpqa, "check_access", refuse)
+    assert pf.preflight(ready) == [refuse(None)] and asked[0] is ready.eval
+    local = ready.eval.__class__(**{**ready.eval.__dict__, "data_files": {"gpqa_diamond": "gpqa.parquet"}})
+    asked.clear()
+    assert pf.preflight(ready.replace(eval=local)) == [] and asked == []
+
+    def broken(eval_cfg):
         raise PermissionError("403: accept the terms of Idavidrein/gpqa")
-    monkeypatch.setattr(gpqa, "check_access", refuse, raising=False)
+    monkeypatch.setattr(gpqa, "check_access", broken)
     assert pf.preflight(ready) == ["GPQA-Diamond: 403: accept the terms of Idavidrein/gpqa"]
-    monkeypatch.setattr(gpqa, "check_access", lambda profile: None, raising=False)
-    monkeypatch.delenv("HF_TOKEN")
-    assert pf.preflight(ready) == []
 
 
 def test_free_disk(ready, monkeypatch):
@@ -118,7 +131,9 @@ def test_all_failures_listed_together(ready, monkeypatch):
     monkeypatch.setattr(pf, "cuda_memory_gib", lambda: [])
     monkeypatch.delenv("GEMINI_API_KEY")
     monkeypatch.setattr(pf, "free_disk_bytes", lambda path: 0)
-    assert len(pf.preflight(ready)) == 2   # key and disk; no GPU is validation's line
+    oracle = ready.oracle.__class__(**{**ready.oracle.__dict__, "max_cost_usd": None})
+    # the cost cap and the disk; no GPU and the unset key are validation's lines
+    assert len(pf.preflight(ready.replace(oracle=oracle))) == 2
 
 
 def test_reproduce_refuses_paper_without_gpus(ready, monkeypatch, capsys):

@@ -39,6 +39,7 @@ def test_dapo_loader_on_local_jsonl_and_parquet(tmp_path, tmp_profile):
         assert [r["id"] for r in records] == ["dapo-a1", "dapo-b2"]
         assert records[1]["answer"] == "5" and records[1]["family"] == "math"
         assert "Find x if 2x=10." in records[1]["prompt"]
+        assert [r["id"] for r in load_train_problems(profile, 1)] == ["dapo-a1"]  # a count of its own
 
 
 def test_dapo_missing_field_and_missing_file(tmp_path, tmp_profile):
@@ -48,3 +49,10 @@ def test_dapo_missing_field_and_missing_file(tmp_path, tmp_profile):
         dataset="open-r1/DAPO-Math-17k-Processed", data_files=str(tmp_path / "absent.parquet")))
     with pytest.raises(DataError, match="absent.parquet: data file not found"):
         load_train_problems(profile)
+
+
+def test_world_problems_take_a_count_and_keep_their_order(tmp_profile):
+    """Stage 06 asks for its own number of prompts: the first of the same problems."""
+    all_problems = load_train_problems(tmp_profile)
+    assert len(all_problems) == tmp_profile.sample.num_problems
+    assert load_train_problems(tmp_profile, 5) == all_problems[:5]

@@ -40,7 +40,7 @@ def test_dapo_parquet_is_read_by_the_training_loader_with_the_paper_prompt(files
 @pytest.mark.parametrize("name", ["aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench",
                                   "gpqa_diamond", "connect4", "ifeval"])
 def test_every_benchmark_file_loads_through_its_real_loader(files, name):
-    items = evals.load_items(name, files.eval, files)
+    items = evals.load_items(name, files.eval, files.world)
     assert len(items) == 6
     if name in ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench"):
         for item in items:  # the gold answer is the world's: the problem's own arithmetic

@@ -26,6 +26,9 @@ def test_notebooks_02_to_06_run_under_papermill(sampled_profile, tmp_path):
         assert code and all(o.get("output_type") != "error" for c in code for o in c.get("outputs", [])), name
         assert any(c.get("outputs") for c in code), name
         assert json.loads((out / name / "manifest.json").read_text()).get("complete", True), name
+    lesson = {c.get("id"): c for c in json.loads((out / "notebooks" / "04_train_spot.ipynb").read_text())["cells"]}
+    for cell in ("tether-b", "tether-e"):  # the tether lesson's two figures (tests/test_tether_lesson.py)
+        assert any("image/png" in o.get("data", {}) for o in lesson[cell]["outputs"]), cell
     table = (out / "05_eval_forgetting" / "table.md").read_text()
     assert "spot_bco" in table and "sft_plus" in table
     assert (out / "report.md").is_file()

@@ -33,9 +33,9 @@ def test_stage_selection():
 
 
 def test_auto_profile_without_gpu(monkeypatch):
-    monkeypatch.setattr(reproduce, "gpu_count", lambda: 0)
+    monkeypatch.setattr(reproduce, "cuda_devices", lambda: 0)
     assert reproduce.pick_profile("auto") == "tiny"
-    monkeypatch.setattr(reproduce, "gpu_count", lambda: 8)
+    monkeypatch.setattr(reproduce, "cuda_devices", lambda: 8)
     assert reproduce.pick_profile("auto") == "paper"
     assert reproduce.pick_profile("tiny") == "tiny"
 

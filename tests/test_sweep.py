@@ -109,9 +109,9 @@ def test_resume_skips_finished_points(profile, swept, monkeypatch):
     calls = []
     real = sweep.train_run
 
-    def counting(prof, run_spec, seed, inputs, run_dir, **kw):
-        calls.append((run_spec.name, prof.train.lr[run_spec.method]))
-        return real(prof, run_spec, seed, inputs, run_dir, **kw)
+    def counting(train_cfg, model_cfg, run_spec, seed, inputs, run_dir, **kw):
+        calls.append((run_spec.name, train_cfg.lr[run_spec.method]))
+        return real(train_cfg, model_cfg, run_spec, seed, inputs, run_dir, **kw)
 
     monkeypatch.setattr(sweep, "train_run", counting)
     again = sweep.run(profile, progress=False)
@@ -127,7 +127,7 @@ def test_empty_grid_and_foreign_benchmarks_fail_clearly(profile):
     with pytest.raises(ValueError, match="lr_grid is empty"):
         sweep.run(profile.replace(train=profile.train.__class__(**{**profile.train.__dict__, "lr_grid": []})))
     with pytest.raises(ValueError, match="no 'val' split"):
-        evals.load_items("aime24", profile.eval, profile, split="val")
+        evals.load_items("aime24", profile.eval, profile.world, split="val")
 
 
 def test_workers_give_the_same_points_as_one_process(profile, swept, tmp_path):
@@ -196,3 +196,15 @@ def test_variants_are_swept_and_drawn_but_never_chosen_into_train_lr(profile, sw
     assert "spot_bco+edit_only" in (out / "sweep.md").read_text()
     with pytest.raises(ValueError, match="not in train.methods or train.sweep_variants"):
         sweep.run(profile.replace(output_dir=str(tmp_path), train=cfg), progress=False, methods=["dpo"])
+
+
+def test_points_only_returns_points_and_leaves_the_summary_alone(profile, swept):
+    out = profile.out / "sweep"
+    summary = {name: (out / name).read_bytes() for name in ("points.jsonl", "frontier.jsonl", "manifest.json",
+                                                              "chosen_lr.json", "sweep.md")}
+    first = METHODS[0]
+    result = sweep.run(profile, progress=False, methods=[first], points_only=True)
+    assert {p["run"] for p in result["points"]} == {first} and len(result["points"]) == len(GRID)
+    assert {name: (out / name).read_bytes() for name in summary} == summary  # the full sweep's summary is kept
+    full = {(p["run"], p["lr"]): p["overall"] for p in swept["points"] if p["run"] == first}
+    assert {(p["run"], p["lr"]): p["overall"] for p in result["points"]} == full  # finished points reused

@@ -82,7 +82,8 @@ def test_a_real_bco_run_with_one_example_per_step_matches_the_formula(tmp_path):
     cpu = torch.device("cpu")
     inputs = RunInputs(data, reference_sums(model, data.chosen, tokenizer.pad_token_id, cpu)[0],
                        reference_sums(model, data.rejected, tokenizer.pad_token_id, cpu)[0], str(tmp_path / "base"))
-    train_run(profile, parse_run("spot_bco"), 0, inputs, tmp_path / "run", steps=3, progress=False)
+    train_run(profile.train, profile.model, parse_run("spot_bco"), 0, inputs, tmp_path / "run", steps=3,
+              device=profile.device, progress=False)
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     train = tether_curve(records, beta=profile.train.beta)["train"]
     assert train["step"] == [1, 2, 3]

@@ -124,10 +124,14 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, base, filter_dir):
                        per_device_batch=2, grad_accum=2, lr={"default": 1e-3})
     run = parse_run("spot_bco")
     inputs = _inputs(profile, run, base, filter_dir)
-    full = train_run(profile, run, 0, inputs, tmp_path / "full", steps=6, progress=False)
-    partial = train_run(profile, run, 0, inputs, tmp_path / "resumed", steps=6, progress=False, stop_after=3)
+    def train(profile, run_dir, **kw):
+        return train_run(profile.train, profile.model, run, 0, inputs, run_dir, steps=6, device=profile.device,
+                         progress=False, **kw)
+
+    full = train(profile, tmp_path / "full")
+    partial = train(profile, tmp_path / "resumed", stop_after=3)
     assert not partial["complete"] and (tmp_path / "resumed" / "checkpoint-2").is_dir()
-    resumed = train_run(profile, run, 0, inputs, tmp_path / "resumed", steps=6, progress=False)
+    resumed = train(profile, tmp_path / "resumed")
     assert resumed["complete"] and full["complete"]
     a, b = _train_records(tmp_path / "full"), _train_records(tmp_path / "resumed")
     assert [r["step"] for r in b] == list(range(1, 7))
@@ -138,11 +142,11 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, base, filter_dir):
     assert not list((tmp_path / "resumed").glob("checkpoint-*"))
     assert (tmp_path / "resumed" / "model.safetensors").is_file()
     # A completed run is skipped.
-    again = train_run(profile, run, 0, inputs, tmp_path / "full", steps=6, progress=False)
+    again = train(profile, tmp_path / "full")
     assert again == json.loads((tmp_path / "full" / "summary.json").read_text())
     # Other settings (a new learning rate, as after `make sweep`) never reuse the finished run.
     other = profile.replace(train=dataclasses.replace(profile.train, lr={"default": 5e-4}))
-    retrained = train_run(other, run, 0, inputs, tmp_path / "full", steps=6, progress=False)
+    retrained = train(other, tmp_path / "full")
     assert retrained["complete"] and retrained["lr"] == pytest.approx(5e-4) and full["lr"] == pytest.approx(1e-3)
     assert _train_records(tmp_path / "full")[0]["step"] == 1 and len(_train_records(tmp_path / "full")) == 6
 
@@ -152,7 +156,8 @@ def test_bco_raises_chosen_reward(tmp_path, base, filter_dir):
                        grad_accum=1, lr={"default": 3e-3}, warmup_ratio=0.0)
     run = parse_run("spot_bco")
     inputs = _inputs(profile, run, base, filter_dir)
-    train_run(profile, run, 0, inputs, tmp_path / "bco", steps=8, progress=False)
+    train_run(profile.train, profile.model, run, 0, inputs, tmp_path / "bco", steps=8, device=profile.device,
+              progress=False)
     records = _train_records(tmp_path / "bco")
     assert records[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-3)
     assert records[-1]["rewards/chosen"] > 0.1
@@ -213,7 +218,12 @@ def test_stage_shares_runs_among_workers_with_the_weights_of_one_process(tmp_pat
     runs_bar = [r for r in records if r["desc"] == "runs"]
     assert runs_bar[-1]["n"] == runs_bar[-1]["total"] == 4 and runs_bar[-1]["closed"]
     step_pids = {r["pid"] for r in records if r["desc"].startswith("spot_bco seed")}
-    assert step_pids and runs_bar[0]["pid"] not in step_pids  # steps reported from the workers
+    # The stage's runs report their steps from the workers (the parent trains only the tether
+    # lesson's demonstration run, after them: its steps come last).
+    worker_steps = [r for r in records if r["desc"].startswith("spot_bco seed") and r["pid"] != runs_bar[0]["pid"]]
+    assert len({r["pid"] for r in worker_steps}) == 2
+    parent_steps = [i for i, r in enumerate(records) if r["desc"].startswith("spot_bco seed") and r["pid"] == runs_bar[0]["pid"]]
+    assert all(i > records.index(worker_steps[-1]) for i in parent_steps)
     with pytest.raises(ValueError, match="--units 'dpo:0'"):
         train_methods.parse_units(["dpo:0"], plan_runs(shared.train), [0, 1])
     assert train_methods.parse_units(["sft:1"], plan_runs(shared.train), [0, 1]) == [("sft", 1)]

@@ -45,6 +45,9 @@ def test_throughput_smoke_limit_and_spotlib_see_one_token_stream(tmp_path, capsy
     assert share == (spot["tokens"] / spot["wall_s"]) / (limit["tokens"] / limit["wall_s"])
     for side in (limit, spot):
         assert side["peak_rss_mb"] >= side["rss_before_mb"] > 50
+        if side["peak_reset"]:   # Linux: the training phase's own peak, read apart from the reference pass
+            assert side["peak_rss_mb"] == max(side["peak_before_mb"], side["peak_training_mb"])
+    assert limit["checkpointing"] is False
     for needle in ("machine:", "native bf16:", "load average at start:", "load average at end:", "spotlib / limit"):
         assert needle in printed
 
@@ -88,3 +91,33 @@ def test_throughput_smoke_all_three_sides(tmp_path):
     ratios = result["precisions"]["fp32"]["ratios"]
     assert ratios["vs_trl_wall"]["median"] > 0 and ratios["memory_vs_trl"]["median"] > 0
     assert result["precisions"]["fp32"]["rounds"][0]["trl"]["steps"] == 3
+
+
+def test_throughput_training_peak_is_read_apart_from_the_peak_before(tmp_path):
+    import train_throughput as tt
+    before = tt.memory_before_training()
+    block = bytearray(64 * 2**20)          # touched: 64 MB resident during "training"
+    del block
+    peaks = tt.peaks(before)
+    assert peaks["peak_rss_mb"] >= before["rss_before_mb"] + 60
+    if before["peak_reset"]:   # where Linux lets the mark be reset: the training phase's own peak too
+        assert peaks["peak_training_mb"] >= before["rss_before_mb"] + 60
+        assert peaks["peak_rss_mb"] == max(before["peak_before_mb"], peaks["peak_training_mb"])
+    else:
+        assert "peak_training_mb" not in peaks
+
+
+def test_throughput_refuses_a_side_that_checkpointed_otherwise_than_asked(monkeypatch, capsys):
+    import train_throughput as tt
+    commands = []
+
+    def fake_run(cmd, **kwargs):
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout='RESULT {"checkpointing": true}\n', stderr="")
+    monkeypatch.setattr(tt.subprocess, "run", fake_run)
+    asked_on = tt.parse_args(["--gradient-checkpointing"])
+    assert tt.run_side("trl", Path("job"), asked_on, 4, False) == {"checkpointing": True}
+    assert "--gradient-checkpointing" in commands[-1]
+    with pytest.raises(SystemExit, match="the trl side ran with gradient checkpointing True, asked False"):
+        tt.run_side("trl", Path("job"), tt.parse_args([]), 4, False)
+    assert "--gradient-checkpointing" not in commands[-1]

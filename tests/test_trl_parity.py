@@ -76,7 +76,8 @@ def _spotlib(setup, method: str, completion_format: str = "conversational", tag:
     inputs = RunInputs(data, reference_sums(ref, data.chosen, tok.pad_token_id, cpu)[0],
                        reference_sums(ref, data.rejected, tok.pad_token_id, cpu)[0], str(base))
     run_dir = runs / f"{method}-{completion_format}{tag}"
-    train_run(profile, run, SEED, inputs, run_dir, steps=STEPS, progress=False)
+    train_run(profile.train, profile.model, run, SEED, inputs, run_dir, steps=STEPS, device=profile.device,
+              progress=False)
     from spotlib.io import read_jsonl
     records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"]
     return records, load_file(run_dir / "model.safetensors")

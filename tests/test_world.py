@@ -190,3 +190,18 @@ def test_minimal_fix_keeps_the_oracle_wording_too():
     result = minimal_fix(rec, bad)
     assert result.mode == "edit" and result.text == gold
     assert wrong_steps(rec, parse_solution(result.text)) == []
+
+
+def test_first_error_positions_point_at_the_first_wrong_step():
+    from spotlib.world import first_error_positions
+
+    rng = random.Random(1)
+    rec = next(r for r in make_items("arith", 50, "train") if r["meta"]["n_ops"] == 3)
+    gold = student_solution(rec, rng)
+    n = len(parse_solution(gold))
+    middle = _plant(gold, 1, "b", 1)                    # only step 1 of n is wrong
+    both = _plant(_plant(gold, 2, "c", 5), 1, "c", 5)   # steps 1 and 2: the first counts
+    facts = {"family": "facts", "response": "no steps here"}
+    garbage = {**rec, "response": "I think it is 5."}   # rewritten whole: no step to point at
+    assert first_error_positions([{**rec, "response": middle}, {**rec, "response": both}, facts, garbage]) == \
+        [1 / n, 1 / n]

@@ -30,7 +30,7 @@ def k_for(eval_cfg, name: str) -> int:
     return setting(eval_cfg.k, name, get(name).k)
 
 
-def load_items(name: str, eval_cfg, profile=None, split: str = "eval") -> list[dict]:
+def load_items(name: str, eval_cfg, world_cfg=None, split: str = "eval") -> list[dict]:
     """The benchmark's items (at most `eval.n_items[name]`), prompts built.
 
     `split="val"` asks for the validation items used to tune learning rates; only
@@ -39,10 +39,10 @@ def load_items(name: str, eval_cfg, profile=None, split: str = "eval") -> list[d
     n = setting(eval_cfg.n_items, name, 10**9)
     bench = get(name)
     if split == "eval":
-        return bench.load(eval_cfg, n, profile)
+        return bench.load(eval_cfg, n, world_cfg)
     if split not in bench.extra.get("splits", ()):
         raise ValueError(f"benchmark {name!r} has no {split!r} split (only the test items)")
-    return bench.load(eval_cfg, n, profile, split=split)
+    return bench.load(eval_cfg, n, world_cfg, split=split)
 
 
 __all__ = ["REGISTRY", "GROUPS", "Benchmark", "get", "k_for", "load_items"]

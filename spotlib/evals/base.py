@@ -21,7 +21,7 @@ GROUPS = ("in_domain", "ood", "general")
 class Benchmark:
     name: str
     group: str                                  # in_domain | ood | general
-    load: Callable[..., list[dict]]             # load(eval_cfg, n, profile) -> items
+    load: Callable[..., list[dict]]             # load(eval_cfg, n, world_cfg) -> items
     score: Callable[[dict, str], dict]          # score(item, response) -> {"score": ..., ...}
     k: int = 1                                  # the paper's avg@k (the profile may override)
     dataset: str = ""                           # public dataset id (documentation and loading)

@@ -111,7 +111,7 @@ def connect4_records(rows: list[dict], n: int, source: str) -> list[dict]:
     return records
 
 
-def load_connect4(eval_cfg, n: int, profile=None) -> list[dict]:
+def load_connect4(eval_cfg, n: int, world_cfg=None) -> list[dict]:
     local = (eval_cfg.data_files or {}).get("connect4")
     rows = load_rows(DATASET, None, SPLIT, local)
     return connect4_records(rows, n, local or DATASET)

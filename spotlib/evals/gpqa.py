@@ -53,14 +53,14 @@ GATED_HELP = (f"accept the terms at https://huggingface.co/datasets/{DATASET} an
               f"(or `hf auth login`), or set eval.data_files.gpqa_diamond to a local copy")
 
 
-def check_access(profile, api=None) -> str | None:
+def check_access(eval_cfg, api=None) -> str | None:
     """None when GPQA-Diamond can be read (or is not asked for), else the problem in one line.
 
     A local `eval.data_files` entry must exist; otherwise a Hub token is needed and one
     cheap auth-check call tells whether it may read the gated dataset. Offline
     (`HF_HUB_OFFLINE`), only an earlier download in the Hub cache will do.
     """
-    cfg = profile.eval
+    cfg = eval_cfg
     if NAME not in cfg.benchmarks:
         return None
     local = (cfg.data_files or {}).get(NAME)
@@ -101,7 +101,7 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
-def load_gpqa(eval_cfg, n: int, profile=None) -> list[dict]:
+def load_gpqa(eval_cfg, n: int, world_cfg=None) -> list[dict]:
     local = (eval_cfg.data_files or {}).get("gpqa_diamond")
     rows = load_rows(DATASET, CONFIG, SPLIT, local)
     return gpqa_records(rows, n, eval_cfg.gpqa_shuffle_seed, local or DATASET)

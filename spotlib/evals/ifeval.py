@@ -125,7 +125,7 @@ def ifeval_records(rows: list[dict], n: int, source: str) -> list[dict]:
     return records
 
 
-def load_ifeval(eval_cfg, n: int, profile=None) -> list[dict]:
+def load_ifeval(eval_cfg, n: int, world_cfg=None) -> list[dict]:
     local = (eval_cfg.data_files or {}).get("ifeval")
     rows = load_rows(DATASET, None, SPLIT, local)
     return ifeval_records(rows, n, local or DATASET)

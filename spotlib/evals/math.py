@@ -69,7 +69,7 @@ def math_records(name: str, rows: list[dict], n: int, source: str) -> list[dict]
     return records
 
 
-def load_math(name: str, eval_cfg, n: int, profile=None) -> list[dict]:
+def load_math(name: str, eval_cfg, n: int, world_cfg=None) -> list[dict]:
     spec = MATH_SETS[name]
     local = (eval_cfg.data_files or {}).get(name) if eval_cfg is not None else None
     rows = load_rows(spec.dataset, None, spec.split, local)

@@ -9,12 +9,11 @@ from spotlib.evals.base import Benchmark
 WORLD_GROUPS = {"arith": "in_domain", "arith_ood": "ood", "facts": "general", "format": "general"}
 
 
-def load_world(family: str, eval_cfg, n: int, profile=None, split: str = "eval") -> list[dict]:
+def load_world(family: str, eval_cfg, n: int, world_cfg=None, split: str = "eval") -> list[dict]:
     """`n` items of the family's split. The validation split is small (a few percent of the
     world's problems), so there `n` is capped at what the split holds."""
     from spotlib import world
 
-    world_cfg = profile.world if profile is not None else None
     if split == "eval":
         return world.make_items(family, n, split="eval", seed=0, world_cfg=world_cfg)
     return _largest_prefix(lambda m: world.make_items(family, m, split=split, seed=0, world_cfg=world_cfg), n)

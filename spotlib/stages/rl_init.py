@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from spotlib import tables
 from spotlib.io import Manifest, dir_sha256, params_hash, write_json_atomic
 
 STAGE = "06_rl_init"
@@ -65,19 +66,15 @@ def rl_problems(profile) -> tuple[list[dict], list[dict]]:
     if profile.sample.dataset == "world":
         from spotlib import world
 
-        train = load_train_problems(_with_problems(profile, cfg.num_prompts))
+        train = load_train_problems(profile, cfg.num_prompts)
         heldout = world.make_items("arith", cfg.heldout_items, split="val", seed=profile.seed,
                                    world_cfg=profile.world)
         return train[:cfg.num_prompts], heldout
-    rows = load_train_problems(_with_problems(profile, cfg.num_prompts + cfg.heldout_items))
+    rows = load_train_problems(profile, cfg.num_prompts + cfg.heldout_items)
     if len(rows) <= cfg.num_prompts:
         raise ValueError(f"rl.num_prompts={cfg.num_prompts}: the dataset has only {len(rows)} problems, "
                          f"none left for {cfg.heldout_items} held-out ones")
     return rows[:cfg.num_prompts], rows[cfg.num_prompts:]
-
-
-def _with_problems(profile, n: int):
-    return profile.replace(sample=dataclasses.replace(profile.sample, num_problems=n))
 
 
 def fingerprint(path: Path) -> str:
@@ -115,7 +112,7 @@ def score_model(profile, model_path: Path) -> dict[str, float]:
     scores = {}
     for name in ecfg.benchmarks:
         bench = evals.get(name)
-        items = evals.load_items(name, ecfg, profile)
+        items = evals.load_items(name, ecfg, profile.world)
         k = evals.k_for(ecfg, name)
         with torch.no_grad(), autocast_for(device, profile.rl.bf16_autocast and backend != "vllm"):
             outs = generate(target, tokenizer, [it["prompt"] for it in items], n=k,
@@ -126,29 +123,6 @@ def score_model(profile, model_path: Path) -> dict[str, float]:
                       for j in range(k)]
         scores[name] = sum(per_sample) / k
     return scores
-
-
-def table4(scores: dict[str, dict[str, float]]) -> list[dict]:
-    """Rows shaped like the paper's Table 4: per-benchmark scores (%), group means and the average."""
-    from spotlib import evals
-
-    rows = []
-    for label, per_bench in scores.items():
-        row = {"model": label, **{b: round(100 * v, 1) for b, v in per_bench.items()}}
-        for group in evals.GROUPS:
-            vals = [v for b, v in per_bench.items() if evals.get(b).group == group]
-            row[group] = round(100 * sum(vals) / len(vals), 1) if vals else None
-        row["avg"] = round(100 * sum(per_bench.values()) / max(len(per_bench), 1), 1)
-        rows.append(row)
-    return rows
-
-
-def markdown_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in rows:
-        lines.append("| " + " | ".join("" if row[c] is None else str(row[c]) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def curves(runs: dict[str, dict]) -> list[dict]:
@@ -206,9 +180,9 @@ def run(profile, progress: bool = True) -> dict:
         models[f"{label} + GRPO" if method != "base" else "GRPO"] = Path(runs[method]["final"])
     scores = {label: score_model(profile, path) for label, path in models.items()}
     timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
-    rows = table4(scores)
+    rows = tables.table4(scores)
     pd.DataFrame(rows).to_csv(stage_dir / "table4.csv", index=False)
-    (stage_dir / "table4.md").write_text(markdown_table(rows))
+    (stage_dir / "table4.md").write_text(tables.table4_markdown(rows))
 
     summary = {"stage_dir": str(stage_dir), "table4": rows, "timings": timings,
                "runs": {m: _run_summary(r) for m, r in runs.items()}}

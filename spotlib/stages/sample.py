@@ -136,20 +136,6 @@ def load_samples(profile, which: str = "all") -> list[dict]:
     return read_jsonl(profile.stage_dir(STAGE) / f"{which}.jsonl")
 
 
-def first_error_positions(errors: list[dict]) -> list[float]:
-    """For tiny-world answers: index of the first wrong step divided by the number of steps."""
-    positions = []
-    for r in errors:
-        if r.get("family") not in ("arith", "arith_ood"):
-            continue
-        from spotlib.world.edit import minimal_fix
-
-        fix = minimal_fix(r, r["response"])
-        if fix.mode == "edit" and fix.wrong_steps_before and fix.steps_total:
-            positions.append(min(fix.wrong_steps_before) / fix.steps_total)
-    return positions
-
-
 def base_model_card(profile) -> dict | None:
     """The tiny base model's held-out scores (greedy and T=0.7) and pre-training figures."""
     path = profile.base_model_path() / "manifest.json"

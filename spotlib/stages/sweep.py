@@ -48,7 +48,7 @@ import shutil
 import time
 from pathlib import Path
 
-from spotlib import evals, frontier
+from spotlib import evals, frontier, tables
 from spotlib.io import JsonlAppender, Manifest, params_hash, write_json_atomic, write_jsonl
 from spotlib.stages import evaluate, train_methods
 from spotlib.train.runspec import parse_run
@@ -84,7 +84,7 @@ def _scores(entry: dict, items: dict[str, list[dict]], profile, results_path: Pa
     with JsonlAppender(results_path, key_fn=lambda r: (r["model"], r["benchmark"], r["id"])) as results:
         evaluate.evaluate_model(entry, items, profile, results, progress=progress)
         records = [r for r in results.records if r["model"] == entry["model"] and r["benchmark"] in items]
-    (row,) = evaluate.model_rows(records, list(items), [entry])
+    (row,) = tables.model_rows(records, list(items), [entry])
     row.pop("path", None)
     return row
 
@@ -113,9 +113,8 @@ def _point(profile, run_spec, lr: float, seed: int, point_dir: Path, items, step
     if point_path.is_file():
         shutil.rmtree(point_dir)  # other settings: start the point afresh
     train_cfg = dataclasses.replace(profile.train, lr={run_spec.method: lr, "default": lr})
-    point_profile = profile.replace(train=train_cfg)
-    summary = train_run(point_profile, run_spec, seed, shared()[run_spec.name], model_dir, steps=steps,
-                        progress=progress)
+    summary = train_run(train_cfg, profile.model, run_spec, seed, shared()[run_spec.name], model_dir, steps=steps,
+                        device=profile.device, progress=progress)
     entry = _entry(f"{run_spec.name}@{lr_name(lr)}/seed{seed}", run_spec.name, seed, model_dir, run_spec.method,
                    run_spec.data, run_spec.delta_mode if run_spec.objective == "bco" else None,
                    evaluate.final_kl(model_dir, summary))
@@ -151,7 +150,7 @@ def _points_in_workers(profile, runs, grid, out: Path, key: str, workers: int, s
         group[0] += cost
         group[1].append(run_spec.name)
     spec = worker_profile(profile, out)
-    jobs = [(f"sweep{i}", ["spotlib.stages.sweep", "--profile", str(spec), "--methods", *names])
+    jobs = [(f"sweep{i}", ["spotlib.stages.sweep", "--profile", str(spec), "--points-only", "--methods", *names])
             for i, (_, names) in enumerate(groups)]
     run_in_workers(jobs, out, len(jobs), progress)
 
@@ -241,8 +240,11 @@ MATCHED_RULE = (f"each method's matched point: the best mean in-domain gain with
 
 
 # ---------------------------------------------------------------- the stage
-def run(profile, progress: bool = True, methods: list[str] | None = None) -> dict:
-    """Sweep `train.lr_grid` for each method; write the points, the chosen LRs and the frontier."""
+def run(profile, progress: bool = True, methods: list[str] | None = None, points_only: bool = False) -> dict:
+    """Sweep `train.lr_grid` for each method; write the points, the chosen LRs and the frontier.
+
+    `points_only` trains and evaluates the points and returns them without writing the sweep's
+    summary (a worker's share, or `make calibrate`'s SFT points beside a finished sweep)."""
     cfg = profile.train
     # Stage 04's runs plus the variants: the same n and steps as there (variants share their data).
     plan = train_methods.plan_stage(profile.replace(train=dataclasses.replace(
@@ -276,14 +278,15 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
               "model": dataclasses.asdict(profile.model), "seeds": seeds, "split": SPLIT, "rule": RULE,
               "matched_retention_loss": frontier.MATCHED_RETENTION_LOSS}
     manifest = Manifest(out, params=params, inputs=plan.inputs_hash)
-    if manifest.is_fresh():
+    if manifest.is_fresh() and not points_only:
         return manifest.load()
 
     # What a point depends on besides (run, lr, seed): data, steps, trainer and eval settings.
     point_key = params_hash({"inputs": plan.inputs_hash, "steps": plan.steps, "n": plan.n,
                              "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_RUN_KEY},
                              "eval": dataclasses.asdict(profile.eval), "model": dataclasses.asdict(profile.model)})
-    items = {name: evals.load_items(name, profile.eval, profile, split=SPLIT) for name in profile.eval.benchmarks}
+    items = {name: evals.load_items(name, profile.eval, profile.world, split=SPLIT)
+             for name in profile.eval.benchmarks}
     bases = {}
     for seed in seeds:  # the base under each seed's evaluation draws: changes are paired per seed
         base_dir = out / "base" / f"seed{seed}"
@@ -317,6 +320,8 @@ def run(profile, progress: bool = True, methods: list[str] | None = None) -> dic
                     print(f"{run_spec.name:20s} lr {lr:<8g} seed {seed} overall {row['overall']:5.1f}  "
                           f"({time.perf_counter() - t0:.1f} s)")
     rows = frontier.with_changes(points, bases)
+    if points_only:
+        return {"points": rows, "bases": bases}
     table = frontier.aggregate(rows)
     chosen = choose(table)
     plain = {s.name: s.method for s in specs}  # variants are drawn, never chosen into train.lr
@@ -351,11 +356,13 @@ def main(argv=None) -> None:
     parser.add_argument("--lr-grid", nargs="+", type=float, help="overrides train.lr_grid")
     parser.add_argument("--variants", nargs="+", help="overrides train.sweep_variants (e.g. spot_bco+edit_only)")
     parser.add_argument("--seeds", nargs="+", type=int, help="overrides train.sweep_seeds")
+    parser.add_argument("--points-only", action="store_true",
+                        help="train and evaluate the points only; leave the sweep's summary as it is")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("train.lr_grid", args.lr_grid), ("train.sweep_variants", args.variants),
                                                ("train.sweep_seeds", args.seeds)) if value}
-    result = run(load_profile(args.profile, overrides=overrides), methods=args.methods)
-    print(json.dumps(result["chosen"], indent=2))
+    result = run(load_profile(args.profile, overrides=overrides), methods=args.methods, points_only=args.points_only)
+    print(f"{len(result['points'])} points" if args.points_only else json.dumps(result["chosen"], indent=2))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from spotlib import tether
 from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
 from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
@@ -96,7 +97,7 @@ def plan_stage(profile) -> StagePlan:
         if len(rows) < n or n == 0:
             raise DataError(f"{filter_dir}: run {name} has {len(rows)} examples, needs {max(n, 1)}")
         examples[name] = rows[:n]
-    accelerator = make_accelerator(profile)
+    accelerator = make_accelerator(cfg, profile.device)
     effective = cfg.per_device_batch * cfg.grad_accum * accelerator.num_processes
     steps = num_steps(cfg, n, effective)
 
@@ -194,7 +195,8 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
                                            "model": profile.to_dict()["model"]}, inputs=plan.inputs_hash)
     # A fresh manifest counts only while every model it lists is still whole (cheap size check).
     if manifest.is_fresh() and all(_finished(stage_dir / r.dirname / f"seed{s}", full=False)
-                                   for r in plan.runs for s in profile.seeds):
+                                   for r in plan.runs for s in profile.seeds) \
+            and tether.demonstration_finished(profile):
         return manifest.load()
     unknown = sorted(set(seeds or []) - set(profile.seeds))
     if unknown:
@@ -220,8 +222,8 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
         run_dir = stage_dir / run_spec.dirname / f"seed{seed}"
         counter.now_training(run_spec, seed)
         start = time.perf_counter()
-        summary = train_run(profile, run_spec, seed, shared[run_spec.name], run_dir, steps=plan.steps,
-                            progress=progress)
+        summary = train_run(profile.train, profile.model, run_spec, seed, shared[run_spec.name], run_dir,
+                            steps=plan.steps, device=profile.device, progress=progress)
         summary = dict(summary, wall_s=round(time.perf_counter() - start, 2), dir=str(run_dir))
         summaries.append(summary)
         counter.finished(run_spec, seed)
@@ -231,6 +233,9 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     counter.close()
     if partial:
         return {"runs": summaries}
+    start = time.perf_counter()  # the tether lesson's SPoT-BCO run at train.tether_lr (spotlib.tether)
+    if tether.train_demonstration(profile, plan.runs, shared, plan.steps, progress=progress) is not None:
+        manifest.timings["tether_run_s"] = round(time.perf_counter() - start, 2)
     if accelerator.is_main_process:
         write_jsonl(stage_dir / "runs.jsonl", summaries)
         manifest.counts.update({"runs": len(plan.runs), "seeds": len(profile.seeds), "examples_per_run": plan.n,
@@ -292,7 +297,8 @@ class RunCounter:
         key_path = run_dir / "run_key.json"
         if not key_path.is_file() or _finished(run_dir, full=False) is None:
             return False
-        key = run_key(self.profile, run_spec, seed, self.shared[run_spec.name], self.plan.steps)
+        key = run_key(self.profile.train, self.profile.model, run_spec, seed, self.shared[run_spec.name],
+                      self.plan.steps)
         return json.loads(key_path.read_text()) == key
 
     def pending(self) -> list:

@@ -115,7 +115,9 @@ def _completion_logps(lm, input_ids, attention, completion_mask, *, autocast: bo
 
 def _completion_hidden(lm, input_ids, attention, target_mask) -> torch.Tensor:
     """The decoder's last hidden states at the positions that predict a completion token: [N, h]."""
-    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+    # use_cache=False: a scoring pass never reads a KV cache; building one holds every layer's
+    # keys and values until the pass returns (about 45 MB of the tiny reference pass's peak RSS)
+    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
     return hidden[:, :-1][target_mask]
 
 

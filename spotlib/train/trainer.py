@@ -78,18 +78,18 @@ def num_steps(train_cfg, n_examples: int, effective_batch: int) -> int:
     return max(1, math.ceil(train_cfg.epochs * n_examples / effective_batch))
 
 
-def make_accelerator(profile):
+def make_accelerator(train_cfg, device: str):
+    """The Accelerator for `train_cfg` on the profile's `device` (auto | cpu | cuda)."""
     from accelerate import Accelerator
 
-    device = profile.device
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    mixed = "bf16" if (profile.train.bf16 and not on_cpu) else "no"
+    mixed = "bf16" if (train_cfg.bf16 and not on_cpu) else "no"
     accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed,
-                              gradient_accumulation_steps=profile.train.grad_accum)
+                              gradient_accumulation_steps=train_cfg.grad_accum)
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is not None:  # no prepared dataloader tells DeepSpeed the batch: say it here
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = profile.train.per_device_batch
-        plugin.deepspeed_config["gradient_clipping"] = profile.train.max_grad_norm
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = train_cfg.per_device_batch
+        plugin.deepspeed_config["gradient_clipping"] = train_cfg.max_grad_norm
     return accelerator
 
 
@@ -122,15 +122,16 @@ class _Registered:
 # Train settings that say how runs are scheduled, not what they compute.
 EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens", "logits_chunk_tokens")
 # ... and, for one run, also which other runs exist and their LRs (its own LR is keyed apart).
-NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep_variants") + EXECUTION_ONLY
+NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep_variants",
+                  "tether_lr") + EXECUTION_ONLY
 
 
-def run_key(profile, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:
+def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:
     """What a finished run depends on: its settings, learning rate, data, start model and seed."""
-    cfg = dataclasses.asdict(profile.train)
-    return params_hash({"run": run.name, "seed": seed, "steps": steps, "lr": lr_for(profile.train, run.method),
+    cfg = dataclasses.asdict(train_cfg)
+    return params_hash({"run": run.name, "seed": seed, "steps": steps, "lr": lr_for(train_cfg, run.method),
                         "train": {k: v for k, v in cfg.items() if k not in NOT_IN_RUN_KEY},
-                        "model": dataclasses.asdict(profile.model), "data": inputs.data_key,
+                        "model": dataclasses.asdict(model_cfg), "data": inputs.data_key,
                         "base": str(inputs.base_path)})
 
 
@@ -157,19 +158,20 @@ def _finished(run_dir: Path, full: bool = True) -> dict | None:
     return None
 
 
-def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path, *, steps: int,
-              progress: bool = True, stop_after: int | None = None, accelerator=None) -> dict:
+def train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path, *, steps: int,
+              device: str, progress: bool = True, stop_after: int | None = None, accelerator=None) -> dict:
     """Train one (run, seed) into `run_dir`; returns the summary. `stop_after` simulates a crash.
 
+    `cfg` is the profile's `train`, `model_cfg` its `model` (dtype, and part of the run key),
+    `device` its `device` (for the Accelerator made here when none is given).
     A run whose `summary.json` says complete under the same run key is returned as is; a
     run left by other settings (another learning rate, data or start model) is trained anew."""
     from accelerate.utils import set_seed
     from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
-    cfg = profile.train
-    accelerator = accelerator or make_accelerator(profile)
+    accelerator = accelerator or make_accelerator(cfg, device)
     if accelerator.is_main_process:
-        _claim_run_dir(run_dir, run_key(profile, run, seed, inputs, steps))
+        _claim_run_dir(run_dir, run_key(cfg, model_cfg, run, seed, inputs, steps))
     accelerator.wait_for_everyone()
     done = _finished(run_dir)
     if done is not None:
@@ -178,7 +180,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
     autocast = train_bf16(device, cfg)
     set_seed(seed)
 
-    model = load_model(inputs.base_path, profile.model.dtype)
+    model = load_model(inputs.base_path, model_cfg.dtype)
     tokenizer = AutoTokenizer.from_pretrained(inputs.base_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if cfg.gradient_checkpointing:
@@ -187,7 +189,7 @@ def train_run(profile, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path
     model.train()
     ref_model = None
     if run.objective == "kl_sft":  # the KL term needs π_ref's whole distribution at each token
-        ref_model = load_model(inputs.base_path, profile.model.dtype).to(device).eval().requires_grad_(False)
+        ref_model = load_model(inputs.base_path, model_cfg.dtype).to(device).eval().requires_grad_(False)
 
     lr = lr_for(cfg, run.method)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.adam_betas))

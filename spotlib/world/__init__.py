@@ -4,6 +4,7 @@ Everything the study needs from the world goes through this module's names.
 """
 from __future__ import annotations
 
+from .error_positions import first_error_positions
 from .families import FAMILIES, SPLITS, make_items
 from .scoring import extract_answer, score
 from .styles import oracle_solution, student_solution
@@ -16,4 +17,4 @@ def ensure_base_model(profile):
 
 
 __all__ = ["FAMILIES", "SPLITS", "make_items", "score", "extract_answer", "student_solution",
-           "oracle_solution", "ensure_base_model"]
+           "oracle_solution", "ensure_base_model", "first_error_positions"]
