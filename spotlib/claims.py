@@ -222,8 +222,27 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx and syy else math.nan
 
 
-def kl_rows_from_points(points: list[dict]) -> list[dict]:
-    """Per (run, lr) of the sweep: mean held-out KL and retention loss ± SE over seeds."""
+def _retention_floor(group: list[dict], items: dict[str, int] | None) -> float:
+    """The evaluation's own sampling noise on a mean retention loss (points of %), so that seeds
+    that happen to agree (SE 0 over seeds) never make a 0.5-point change "beyond noise".
+
+    The general score is the mean of the retention families, each a binomial proportion over
+    its items (clipped to [1, 99] % so a family at 100 % still counts one item's worth of noise);
+    a loss is a difference of two such scores (model and base), averaged over the seeds."""
+    fams = [f for f in ("facts", "format") if items and items.get(f)]
+    if not fams:
+        return 0.0
+    var = 0.0
+    for g in group:
+        one = sum(min(max(_num(g.get(f)), 1.0), 99.0) * (100 - min(max(_num(g.get(f)), 1.0), 99.0)) / items[f]
+                  for f in fams) / len(fams) ** 2
+        var += 2 * one  # model and base, each with its own draws
+    return math.sqrt(var / len(group) / len(group))
+
+
+def kl_rows_from_points(points: list[dict], items: dict[str, int] | None = None) -> list[dict]:
+    """Per (run, lr) of the sweep: mean held-out KL and retention loss ± SE over seeds (never below
+    the evaluation's binomial noise when the item counts `items` are given)."""
     from spotlib.frontier import mean_se
 
     groups: dict[tuple[str, float], list[dict]] = {}
@@ -235,6 +254,8 @@ def kl_rows_from_points(points: list[dict]) -> list[dict]:
         if all(math.isnan(k) for k in kl):
             continue
         loss, se = mean_se([g["retention_loss"] for g in group])
+        floor = _retention_floor(group, items)
+        se = floor if _nan(se) and floor else max(se, floor)
         rows.append({"run": f"{run}@lr{lr:g}", "kl": mean_se(kl)[0], "retention_loss": loss,
                      "retention_loss_se": se})
     return rows
@@ -261,14 +282,14 @@ def _kl_reading(label: str, rows: list[dict]) -> dict | None:
             "text": text + f"; {len(forgets)} run(s) forget beyond 2 SE"}
 
 
-def claim_kl(eval_rows, frontier_points) -> dict:
+def claim_kl(eval_rows, frontier_points, sweep_items: dict[str, int] | None = None) -> dict:
     readings = []
     if eval_rows:
         view = _eval_view(eval_rows)
         reading = _kl_reading("05, test split", [dict(r, run=run) for run, r in view.items()])
         readings += [reading] if reading else []
     if frontier_points:
-        reading = _kl_reading("sweep, every run × LR (val)", kl_rows_from_points(frontier_points))
+        reading = _kl_reading("sweep, every run × LR (val)", kl_rows_from_points(frontier_points, sweep_items))
         readings += [reading] if reading else []
     return _claim("kl", "(f) KL ↔ forgetting: the runs that move further from the start model forget more",
                   "the implicit KL tether is why SPoT retains (not measured in the paper)", readings,
@@ -296,8 +317,10 @@ def claim_rl(rl: dict | None) -> dict:
 
 
 def read_claims(eval_rows: list[dict] | None = None, main_table: list[dict] | None = None,
-                frontier_points: list[dict] | None = None, rl: dict | None = None) -> list[dict]:
-    """Every claim of the paper, in order, each with its verdict, readings and notes."""
+                frontier_points: list[dict] | None = None, rl: dict | None = None,
+                sweep_items: dict[str, int] | None = None) -> list[dict]:
+    """Every claim of the paper, in order, each with its verdict, readings and notes. `sweep_items`:
+    the sweep's item count per benchmark (its manifest), the floor of its retention noise."""
     sources = views(eval_rows, main_table)
     return [
         _change_claim("in_domain", "(a) In-domain gain: SPoT-BCO improves on the base model in-domain",
@@ -305,7 +328,7 @@ def read_claims(eval_rows: list[dict] | None = None, main_table: list[dict] | No
         _change_claim("ood", "(b) OOD gain: SPoT-BCO improves out of domain",
                       "out-of-domain 29.9 → 41.4", "ood_gain", sources),
         claim_retention(sources), claim_data(sources), claim_delta(sources),
-        claim_kl(eval_rows, frontier_points), claim_rl(rl),
+        claim_kl(eval_rows, frontier_points, sweep_items), claim_rl(rl),
     ]
 
 

@@ -311,7 +311,8 @@ def claims_section(out: Path) -> list[str]:
     if rl is not None:
         rl = dict(rl, heldout=(_manifest(out / "06_rl_init").get("counts") or {}).get("heldout"))
     found = claims.read_claims(eval_rows=_csv_rows(out / "05_eval_forgetting" / "table.csv"),
-                               main_table=sweep.get("main_table"), frontier_points=sweep.get("points"), rl=rl)
+                               main_table=sweep.get("main_table"), frontier_points=sweep.get("points"), rl=rl,
+                               sweep_items=(sweep.get("counts") or {}).get("items"))
     return ["## What the study says about each claim", "",
             "Each claim of the paper read from this study's numbers: stage 05 (test split, at the LRs stage 04 "
             "trained at), the sweep at each method's chosen LR and at its matched point (val split), and "

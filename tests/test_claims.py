@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+from spotlib import claims
 from spotlib.claims import CONTRADICTS, SUPPORTS, UNDECIDED, claims_markdown, read_claims, spearman, verdict_of
 
 
@@ -136,3 +137,14 @@ def test_a_constant_side_leaves_the_rank_correlation_undefined():
     f = by_key(read_claims(frontier_points=points))["kl"]
     assert f["verdict"] == UNDECIDED
     assert "ρ(KL, retention loss) = undefined (one side is constant)" in f["readings"][0]["text"]
+
+
+def test_seeds_that_agree_do_not_make_a_small_retention_loss_beyond_noise():
+    # Three seeds, each 0.5 points below its base: SE over seeds is 0, but 100 facts and 100 format
+    # items cannot resolve half a point.
+    points = [{"run": "sft", "lr": 3e-4, "seed": s, "kl": 0.01, "retention_loss": 0.5, "facts": 99.0,
+               "format": 98.0} for s in range(3)]
+    (row,) = claims.kl_rows_from_points(points, {"facts": 100, "format": 100})
+    assert row["retention_loss"] == 0.5 and row["retention_loss_se"] > 0.5
+    (bare,) = claims.kl_rows_from_points(points)
+    assert bare["retention_loss_se"] == 0.0
