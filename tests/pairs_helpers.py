@@ -72,3 +72,29 @@ def save_untrained_student(path, world_cfg) -> None:
     model = build_model(world_cfg, tokenizer)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+
+
+def micro_pair_inputs(profile, tmp_path):
+    """A micro base model (saved under tmp_path/base) and three arithmetic pairs (y⁻ = y⁺ plus a
+    wrong tail), with their reference log-probs, as the trainer's RunInputs."""
+    import torch
+
+    from spotlib.train import data as D
+    from spotlib.train.logps import reference_sums
+    from spotlib.train.trainer import RunInputs
+    from spotlib.world.pretrain import build_model
+    from spotlib.world.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(profile.world)
+    model = build_model(profile.world, tokenizer)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    rng = random.Random(0)
+    examples = []
+    for it in world.make_items("arith", 3, "train", world_cfg=profile.world):
+        good = world.student_solution(it, rng)
+        examples.append({"id": it["id"], "prompt": it["prompt"], "chosen": good, "rejected": good + " 7"})
+    data = D.prepare(tokenizer, examples, 384, 128, with_rejected=True, completion_format="clean")
+    cpu = torch.device("cpu")
+    return RunInputs(data, reference_sums(model, data.chosen, tokenizer.pad_token_id, cpu)[0],
+                     reference_sums(model, data.rejected, tokenizer.pad_token_id, cpu)[0], str(tmp_path / "base"))

@@ -52,36 +52,20 @@ def test_single_sequence_runs_and_empty_files(tmp_path):
 
 def test_a_real_bco_run_with_one_example_per_step_matches_the_formula(tmp_path):
     """The trainer's measured λ equal βσ(δ − r⁺), βσ(r⁻ − δ) of its logged rewards and δ."""
-    import random
 
     import torch
 
-    from spotlib import world
     from spotlib.config import load_profile
-    from spotlib.train import data as D
-    from spotlib.train.logps import reference_sums
     from spotlib.train.runspec import parse_run
-    from spotlib.train.trainer import RunInputs, train_run
-    from spotlib.world.pretrain import build_model
-    from spotlib.world.tokenizer import build_tokenizer
+    from spotlib.train.trainer import train_run
+
+    from pairs_helpers import micro_pair_inputs
 
     torch.set_num_threads(1)
     profile = load_profile("test", overrides={"output_dir": str(tmp_path), "train.per_device_batch": 1,
                                               "train.max_steps": 3, "train.lr": {"default": 3e-3},
                                               "train.kl_probe_every": 0, "train.edit_diag_pairs": 0})
-    tokenizer = build_tokenizer(profile.world)
-    model = build_model(profile.world, tokenizer)
-    model.save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    rng = random.Random(0)
-    examples = []
-    for it in world.make_items("arith", 3, "train", world_cfg=profile.world):
-        good = world.student_solution(it, rng)
-        examples.append({"id": it["id"], "prompt": it["prompt"], "chosen": good, "rejected": good + " 7"})
-    data = D.prepare(tokenizer, examples, 384, 128, with_rejected=True, completion_format="clean")
-    cpu = torch.device("cpu")
-    inputs = RunInputs(data, reference_sums(model, data.chosen, tokenizer.pad_token_id, cpu)[0],
-                       reference_sums(model, data.rejected, tokenizer.pad_token_id, cpu)[0], str(tmp_path / "base"))
+    inputs = micro_pair_inputs(profile, tmp_path)
     train_run(profile.train, profile.model, parse_run("spot_bco"), 0, inputs, tmp_path / "run", steps=3,
               device=profile.device, progress=False)
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")

@@ -1,7 +1,6 @@
 """The tether lesson of notebook 04: stage 04's SPoT-BCO run at `train.tether_lr`, its weights
 against βσ(·) of `spotlib.losses`, and the notebook's lesson cells under papermill."""
 import json
-import random
 
 import pytest
 import torch
@@ -12,31 +11,13 @@ from spotlib.config import PARAMS_DIR, ConfigError, load_profile
 from spotlib.io import read_jsonl
 from spotlib.losses import gradient_weights
 
+from pairs_helpers import micro_pair_inputs
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(profile, tmp_path):
-    """A micro base model and three arithmetic pairs (y⁻ = y⁺ plus a wrong tail), as RunInputs."""
-    from spotlib import world
-    from spotlib.train import data as D
-    from spotlib.train.logps import reference_sums
-    from spotlib.train.trainer import RunInputs
-    from spotlib.world.pretrain import build_model
-    from spotlib.world.tokenizer import build_tokenizer
-
-    tokenizer = build_tokenizer(profile.world)
-    model = build_model(profile.world, tokenizer)
-    model.save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    rng = random.Random(0)
-    examples = []
-    for it in world.make_items("arith", 3, "train", world_cfg=profile.world):
-        good = world.student_solution(it, rng)
-        examples.append({"id": it["id"], "prompt": it["prompt"], "chosen": good, "rejected": good + " 7"})
-    data = D.prepare(tokenizer, examples, 384, 128, with_rejected=True, completion_format="clean")
-    cpu = torch.device("cpu")
-    return RunInputs(data, reference_sums(model, data.chosen, tokenizer.pad_token_id, cpu)[0],
-                     reference_sums(model, data.rejected, tokenizer.pad_token_id, cpu)[0], str(tmp_path / "base"))
+    return micro_pair_inputs(profile, tmp_path)
 
 
 def test_tether_lr_defaults_to_the_top_of_the_grid_and_is_checked(tmp_path):
