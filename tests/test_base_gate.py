@@ -79,3 +79,24 @@ def test_stage_01_gates_the_real_base_model(sampled_profile, tmp_path):
     with pytest.raises(gate.BaseModelOutsideTargets, match="arith"):
         sample.run(strict, progress=False)
     assert not (tmp_path / sample.STAGE / "all.jsonl").exists()
+
+
+def test_the_message_names_the_profile_to_edit_not_the_runs_copy(tmp_path):
+    """Under `make reproduce` the stage loads outputs/<p>/profile.yaml; the fix belongs in params/<p>.yaml."""
+    import yaml
+
+    from spotlib.config import PARAMS_DIR
+    out = tmp_path / "out"
+    out.mkdir()
+    data = yaml.safe_load((PARAMS_DIR / "test.yaml").read_text())
+    data["output_dir"], data["name"] = str(out), "test"  # as the run writes its copy
+    data.setdefault("base_gate", {})["targets"] = {"arith": [0.4, 0.7]}
+    copy = out / "profile.yaml"
+    copy.write_text(yaml.safe_dump(data))
+    profile = load_profile(copy)
+    base = profile.base_model_path()
+    base.mkdir(parents=True)
+    (base / "manifest.json").write_text(json.dumps({"heldout_scores": {"T=0.7": {"arith": 0.02}}}))
+    with pytest.raises(gate.BaseModelOutsideTargets) as err:
+        gate.check_base_model(profile, tmp_path)
+    assert str(PARAMS_DIR / "test.yaml") in str(err.value) and str(copy) not in str(err.value)

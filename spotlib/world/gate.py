@@ -56,6 +56,20 @@ def message(families: dict[str, dict], temperature: float, source: str, manifest
             f"base_gate.targets; to go on anyway set base_gate.mode: warn (the report will state it).")
 
 
+def _profile_file(profile) -> str:
+    """Where the user changes the settings: the profile file the run was started from. Under
+    `make reproduce` a stage loads the run's copy (outputs/<p>/profile.yaml); editing that copy
+    changes nothing, so name the project's profile of the same name when there is one."""
+    from spotlib.config import PARAMS_DIR
+
+    source = str(profile.source or profile.name)
+    if profile.source and Path(profile.source).resolve().parent == profile.out.resolve():
+        own = PARAMS_DIR / f"{profile.name}.yaml"
+        if own.is_file():
+            return str(own)
+    return source
+
+
 def check_base_model(profile, out_dir: Path) -> dict | None:
     """Check the base model against `profile.base_gate`; write the verdict into `out_dir`.
 
@@ -68,7 +82,7 @@ def check_base_model(profile, out_dir: Path) -> dict | None:
         path.unlink(missing_ok=True)  # no gate: no verdict from another setting left behind
         note.unlink(missing_ok=True)
         return None
-    source = profile.source or profile.name
+    source = _profile_file(profile)
     manifest_path = profile.base_model_path() / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     scores = (manifest.get("heldout_scores") or {}).get(score_key(cfg.temperature))
