@@ -135,7 +135,8 @@ def calibrate(profile_arg: str, seeds: list[int] | None = None) -> dict:
                    sweep, max(1, min(len(seeds), profile.train.cpu_workers)))
     points = [json.loads((point_dir(sweep, "sft", lr, s) / "point.json").read_text())
               for lr in sorted(set(profile.train.lr_grid)) for s in seeds]
-    bases = {s: _base_scores(sweep / "base" / f"seed{s}" / "results.jsonl", s) for s in seeds}
+    bases = {s: _base_scores(sweep / "base" / f"seed{s}" / "results.jsonl", s, list(profile.eval.benchmarks))
+             for s in seeds}
     result = {"profile": profile.name, "world_hash": manifest.get("world_hash"), "temperature": temperature,
               "base_scores": scores, "headroom": headroom(scores), "off_policy": off_policy(nll),
               "forgetting": forgetting(points, bases)}
@@ -147,15 +148,16 @@ def calibrate(profile_arg: str, seeds: list[int] | None = None) -> dict:
     return result
 
 
-def _base_scores(results_path: Path, seed: int) -> dict:
-    """The base model's per-family accuracy (%) under one seed's evaluation draws."""
-    from spotlib import evals
+def _base_scores(results_path: Path, seed: int, benchmarks: list[str]) -> dict:
+    """The base model's row (per-family accuracy in %) under one seed's evaluation draws, scored
+    by the same table code as the sweep's points (`tables.model_rows`)."""
+    from spotlib import tables
     from spotlib.io import read_jsonl
 
-    by: dict[str, list] = {}
-    for r in read_jsonl(results_path):
-        by.setdefault(r["benchmark"], []).append(r["metrics"][0])
-    return {name: 100 * evals.get(name).summarize(ms)["score"] for name, ms in by.items()}
+    entry = {"model": f"base/seed{seed}", "run": "base", "seed": seed, "method": "base", "data": None,
+             "delta_mode": None, "kl": 0.0}
+    (row,) = tables.model_rows(list(read_jsonl(results_path)), benchmarks, [entry])
+    return row
 
 
 def main(argv=None) -> int:
