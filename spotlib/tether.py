@@ -131,11 +131,11 @@ def train_demonstration(profile, runs, shared: dict, steps: int, progress: bool 
 
 def demonstration_finished(profile) -> bool:
     """False only where the lesson needs a run of its own and none is complete at its LR."""
-    from spotlib.train.trainer import _finished
+    from spotlib.train.trainer import finished_summary
 
     if not demonstration_needed(profile.train):
         return True
-    done = _finished(demonstration_dir(profile), full=False)
+    done = finished_summary(demonstration_dir(profile), full=False)
     return done is not None and math.isclose(float(done.get("lr", math.nan)), demonstration_lr(profile.train),
                                              rel_tol=1e-12)
 

@@ -92,14 +92,14 @@ def test_missing_named_checkpoint_is_named_in_the_error(eval_profile):
 def test_truncated_checkpoint_is_named_and_not_counted_done(eval_profile):
     """Finding 6: a torn stage-04 model is not a finished run, and 05 names its folder."""
     from spotlib.stages import evaluate
-    from spotlib.train.trainer import _finished
+    from spotlib.train.trainer import finished_summary
 
     profile, _ = eval_profile
     ckpt = profile.out / "04_train_spot" / "spot_bco" / "seed0"
-    assert _finished(ckpt) is not None and _finished(ckpt, full=False) is not None
+    assert finished_summary(ckpt) is not None and finished_summary(ckpt, full=False) is not None
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    assert _finished(ckpt) is None and _finished(ckpt, full=False) is None
+    assert finished_summary(ckpt) is None and finished_summary(ckpt, full=False) is None
     with pytest.raises(DataError, match=f"{ckpt}.*(corrupt|partly written).*re-run stage 04"):
         evaluate.run(profile, progress=False)
 

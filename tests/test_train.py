@@ -217,7 +217,6 @@ def test_stage_shares_runs_among_workers_with_the_weights_of_one_process(tmp_pat
     records = read_jsonl(tmp_path / "progress.jsonl")
     runs_bar = [r for r in records if r["desc"] == "runs"]
     assert runs_bar[-1]["n"] == runs_bar[-1]["total"] == 4 and runs_bar[-1]["closed"]
-    step_pids = {r["pid"] for r in records if r["desc"].startswith("spot_bco seed")}
     # The stage's runs report their steps from the workers (the parent trains only the tether
     # lesson's demonstration run, after them: its steps come last).
     worker_steps = [r for r in records if r["desc"].startswith("spot_bco seed") and r["pid"] != runs_bar[0]["pid"]]

@@ -43,7 +43,7 @@ from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
-from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, _finished, make_accelerator, num_steps, run_key,
+from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_key,
                                    train_bf16, train_run)
 from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
 
@@ -194,7 +194,7 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     manifest = Manifest(stage_dir, params={"train": train_params, "seeds": profile.seeds,
                                            "model": profile.to_dict()["model"]}, inputs=plan.inputs_hash)
     # A fresh manifest counts only while every model it lists is still whole (cheap size check).
-    if manifest.is_fresh() and all(_finished(stage_dir / r.dirname / f"seed{s}", full=False)
+    if manifest.is_fresh() and all(finished_summary(stage_dir / r.dirname / f"seed{s}", full=False)
                                    for r in plan.runs for s in profile.seeds) \
             and tether.demonstration_finished(profile):
         return manifest.load()
@@ -295,7 +295,7 @@ class RunCounter:
         """Finished under this run's key (other settings leave a run to train anew)."""
         run_dir = self.run_dir(run_spec, seed)
         key_path = run_dir / "run_key.json"
-        if not key_path.is_file() or _finished(run_dir, full=False) is None:
+        if not key_path.is_file() or finished_summary(run_dir, full=False) is None:
             return False
         key = run_key(self.profile.train, self.profile.model, run_spec, seed, self.shared[run_spec.name],
                       self.plan.steps)

@@ -147,7 +147,8 @@ def _claim_run_dir(run_dir: Path, key: str) -> None:
     write_json_atomic(key_path, key)
 
 
-def _finished(run_dir: Path, full: bool = True) -> dict | None:
+def finished_summary(run_dir: Path, full: bool = True) -> dict | None:
+    """The summary of a run finished in `run_dir` (None if it is not), as stages check before training."""
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         done = json.loads(summary_path.read_text())
@@ -173,7 +174,7 @@ def train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_di
     if accelerator.is_main_process:
         _claim_run_dir(run_dir, run_key(cfg, model_cfg, run, seed, inputs, steps))
     accelerator.wait_for_everyone()
-    done = _finished(run_dir)
+    done = finished_summary(run_dir)
     if done is not None:
         return done
     device = accelerator.device
