@@ -25,7 +25,7 @@ from spotlib.config import REPO_ROOT, load_profile, resolve_profile_path
 
 # stage -> (count in its manifest, unit of work)
 WORK = {"01_sample": ("samples", "samples"), "02_rectify": ("errors", "errors rectified"),
-        "03_filter": ("verified", "pairs verified"), "04_train_spot": ("runs", "runs"),
+        "03_filter": ("verified", "pairs verified"), "04_train_spot": ("runs", "runs (method x seed)"),
         "05_eval_forgetting": ("records", "answers graded"), "06_rl_init": ("train_prompts", "prompts")}
 
 
@@ -58,6 +58,8 @@ def rows_for(out: Path, timings: dict[str, float]) -> list[tuple[str, float, flo
             seconds = max(0.0, seconds - pre)
         key, unit = WORK.get(stage, (None, "?"))
         work = counts.get(key) if key else None
+        if stage == "04_train_spot" and isinstance(work, int):
+            work *= counts.get("seeds", 1)   # the manifest counts methods; each trains once per seed
         rows.append((stage, seconds, work if isinstance(work, (int, float)) else None, unit))
     return rows
 
