@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/study_time.py --profile test            # a minute or two
     PYTHONPATH=. python benchmarks/study_time.py --profile tiny            # the real thing
     PYTHONPATH=. python benchmarks/study_time.py --profile tiny --stages 01 --keep
+    PYTHONPATH=. python benchmarks/study_time.py --profile tiny --kernels avx2   # AVX2 code paths
 
 Runs `spotlib.reproduce` for the profile into a fresh folder (outputs/study_time/<profile>/,
 emptied first unless --keep), then reads each stage's manifest: wall time, work done, its
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -22,6 +24,9 @@ import yaml
 
 from spotlib import precision, reproduce
 from spotlib.config import REPO_ROOT, load_profile, resolve_profile_path
+
+# The environment that caps each library's CPU dispatch at an instruction set.
+LOWER_ISA = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 
 # stage -> (count in its manifest, unit of work)
 WORK = {"01_sample": ("samples", "samples"), "02_rectify": ("errors", "errors rectified"),
@@ -64,12 +69,12 @@ def rows_for(out: Path, timings: dict[str, float]) -> list[tuple[str, float, flo
     return rows
 
 
-def table(rows, profile) -> str:
+def table(rows, profile, kernels: str | None = None) -> str:
     total = sum(r[1] for r in rows) or 1e-9
     m = precision.machine()
     rec = precision.record(profile)
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, native bf16 {'yes' if m['native_bf16'] else 'no'}, "
-             f"{m['cuda_devices']} CUDA device(s)",
+             f"kernels {kernels or m['kernels']}, {m['cuda_devices']} CUDA device(s)",
              f"profile {profile.name}: pre-training {rec['world_pretrain']['precision']} with "
              f"threads={rec['world_pretrain']['threads'] or 'default'}; training {rec['train']['precision']} "
              f"({rec['train']['workers']} CPU worker(s)); RL {rec['rl']['precision']}; weights {rec['weights_dtype']}",
@@ -93,8 +98,14 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", nargs="*", help="subset, e.g. 01 02 (default: all)")
     parser.add_argument("--out", help="output folder (default outputs/study_time/<profile>)")
     parser.add_argument("--keep", action="store_true", help="reuse what is there (not a cold run)")
+    parser.add_argument("--kernels", choices=sorted(LOWER_ISA),
+                        help="run every stage on this lower instruction set (e.g. avx2 on an AVX-512 machine): "
+                             "torch, oneDNN and MKL are told to dispatch no higher")
     args = parser.parse_args(argv)
-    out = Path(args.out or REPO_ROOT / "outputs" / "study_time" / Path(args.profile).stem).resolve()
+    if args.kernels:
+        os.environ.update(LOWER_ISA[args.kernels])   # inherited by every notebook kernel and worker
+    name = Path(args.profile).stem + (f"-{args.kernels}" if args.kernels else "")
+    out = Path(args.out or REPO_ROOT / "outputs" / "study_time" / name).resolve()
     if out.exists() and not args.keep:
         shutil.rmtree(out)
     profile_path = fresh_profile(args.profile, out)
@@ -103,7 +114,9 @@ def main(argv=None) -> int:
         print(f"error: the study stopped (exit code {code}); no table", file=sys.stderr)
         return code
     timings = read_json(out / "reproduce_timings.json")
-    print("\n" + table(rows_for(out, timings), load_profile(str(profile_path))))
+    # The ISA the pre-training process really used (this process imported torch before --kernels).
+    kernels = read_json(out / "base_model" / "manifest.json").get("machine", {}).get("kernels")
+    print("\n" + table(rows_for(out, timings), load_profile(str(profile_path)), kernels))
     return 0
 
 

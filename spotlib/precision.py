@@ -11,7 +11,7 @@ API for every call site:
   autocast_for(device, enabled)      -> ctx    bf16 autocast over fp32 weights, or a no-op
   precision_name(enabled)            -> str    "bf16-autocast" | "fp32", for manifests
   torch_threads(n)                   -> ctx    n torch threads inside (0: leave as is)
-  machine()                          -> dict   CPU model, cores, native bf16, torch threads
+  machine()                          -> dict   CPU model, cores, native bf16, torch threads, kernel ISA
   record(profile)                    -> dict   precision and threads of every part, for reports
 """
 from __future__ import annotations
@@ -86,8 +86,13 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    """The machine a manifest was written on (informative only: nothing depends on it)."""
+    """The machine a manifest was written on (informative only: nothing depends on it).
+
+    `kernels` is the instruction set torch's CPU kernels dispatch to (AVX512, AVX2, ...; lowered by
+    ATEN_CPU_CAPABILITY): fp32 reductions differ between them, so two runs compare bit for bit only
+    when it matches."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "native_bf16": cpu_has_native_bf16(),
+            "kernels": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads(), "cuda_devices": torch.cuda.device_count()}
 
 

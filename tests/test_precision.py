@@ -1,5 +1,6 @@
 """Precision and threads are the profile's: the CPU's capabilities never change them."""
 import dataclasses
+import os
 import json
 
 import pytest
@@ -61,3 +62,14 @@ def test_autocast_for_follows_the_flag_only():
         assert (x @ x).dtype == torch.bfloat16
     with precision.autocast_for("cpu", False):
         assert (x @ x).dtype == torch.float32
+
+
+def test_the_machine_record_names_the_kernels_torch_dispatches_to():
+    """A run on lowered kernels (ATEN_CPU_CAPABILITY) says so in every manifest's machine record."""
+    import subprocess
+    import sys
+
+    code = "from spotlib import precision; print(precision.machine()['kernels'])"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "DEFAULT"
