@@ -4,6 +4,7 @@
     PYTHONPATH=. python benchmarks/study_time.py --profile tiny            # the real thing
     PYTHONPATH=. python benchmarks/study_time.py --profile tiny --stages 01 --keep
     PYTHONPATH=. python benchmarks/study_time.py --profile tiny --kernels avx2   # AVX2 code paths
+    PYTHONPATH=. python benchmarks/study_time.py --profile tiny --seeds 0        # one seed
 
 Runs `spotlib.reproduce` for the profile into a fresh folder (outputs/study_time/<profile>/,
 emptied first unless --keep), then reads each stage's manifest: wall time, work done, its
@@ -34,10 +35,13 @@ WORK = {"01_sample": ("samples", "samples"), "02_rectify": ("errors", "errors re
         "05_eval_forgetting": ("records", "answers graded"), "06_rl_init": ("train_prompts", "prompts")}
 
 
-def fresh_profile(name: str, out: Path) -> Path:
-    """A copy of the profile writing into `out` (so a cold run never touches outputs/<profile>)."""
+def fresh_profile(name: str, out: Path, seeds: list[int] | None = None) -> Path:
+    """A copy of the profile writing into `out` (so a cold run never touches outputs/<profile>),
+    with its training seeds replaced by `seeds` when given."""
     raw = yaml.safe_load(resolve_profile_path(name).read_text()) or {}
     raw.update(output_dir=str(out), name=raw.get("name", Path(name).stem))
+    if seeds:
+        raw["seeds"] = list(seeds)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "profile.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -97,6 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="tiny", help="a name under params/ or a YAML path")
     parser.add_argument("--stages", nargs="*", help="subset, e.g. 01 02 (default: all)")
     parser.add_argument("--out", help="output folder (default outputs/study_time/<profile>)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="train these seeds only (e.g. --seeds 0: one seed)")
     parser.add_argument("--keep", action="store_true", help="reuse what is there (not a cold run)")
     parser.add_argument("--kernels", choices=sorted(LOWER_ISA),
                         help="run every stage on this lower instruction set (e.g. avx2 on an AVX-512 machine): "
@@ -104,11 +109,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.kernels:
         os.environ.update(LOWER_ISA[args.kernels])   # inherited by every notebook kernel and worker
-    name = Path(args.profile).stem + (f"-{args.kernels}" if args.kernels else "")
+    name = (Path(args.profile).stem + (f"-{args.kernels}" if args.kernels else "")
+            + (f"-seeds{len(args.seeds)}" if args.seeds else ""))
     out = Path(args.out or REPO_ROOT / "outputs" / "study_time" / name).resolve()
     if out.exists() and not args.keep:
         shutil.rmtree(out)
-    profile_path = fresh_profile(args.profile, out)
+    profile_path = fresh_profile(args.profile, out, args.seeds)
     code = reproduce.main(["--profile", str(profile_path)] + (["--stages", *args.stages] if args.stages else []))
     if code != 0:
         print(f"error: the study stopped (exit code {code}); no table", file=sys.stderr)

@@ -28,3 +28,13 @@ def test_rows_split_pretraining_out_of_01_and_count_runs_per_seed(tmp_path):
 def test_a_stage_without_a_manifest_keeps_its_time_and_no_work(tmp_path):
     rows = study_time.rows_for(tmp_path, {"05_eval_forgetting": 12.5})
     assert rows == [("05_eval_forgetting", 12.5, None, "answers graded")]
+
+
+def test_the_fresh_profile_writes_elsewhere_and_takes_the_seeds_asked_for(tmp_path):
+    from spotlib.config import load_profile
+
+    path = study_time.fresh_profile("test", tmp_path / "run", seeds=[0])
+    profile = load_profile(str(path))
+    assert profile.seeds == [0]
+    assert profile.output_dir == str(tmp_path / "run")
+    assert load_profile(str(study_time.fresh_profile("test", tmp_path / "all"))).seeds == load_profile("test").seeds
