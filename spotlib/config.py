@@ -56,6 +56,7 @@ class WorldConfig:
         "arith": 0.45, "arith_ood": 0.07, "facts": 0.23, "format": 0.17, "oracle_style": 0.05})
     bf16_autocast: bool = False      # bf16 autocast while pre-training, on any CPU (spotlib.precision)
     num_threads: int = 0             # torch threads while pre-training (0 = leave as is); in the world hash
+    cpu_kernels: str = "native"      # native | avx2 | avx512: CPU instruction set of the whole study (spotlib.precision)
     manifest_eval_items: int = 100   # held-out items per family scored into the manifest
     prompt_template: str = "plain"   # plain | paper: arith prompts inside the paper's math template
     eval_max_new_tokens: int = 128
@@ -453,6 +454,7 @@ _CHOICES = {
     "train.delta_mode": ("running_mean", "ema", "none"),
     "train.completion_format": ("conversational", "clean"),
     "train.launcher": ("accelerate", "torchrun"),
+    "world.cpu_kernels": ("native", "avx2", "avx512"),
 }
 
 

@@ -13,6 +13,14 @@ API for every call site:
   torch_threads(n)                   -> ctx    n torch threads inside (0: leave as is)
   machine()                          -> dict   CPU model, cores, native bf16, torch threads, kernel ISA
   record(profile)                    -> dict   precision and threads of every part, for reports
+  kernel_env(level)                  -> dict   environment that caps CPU kernels at `level` (world.cpu_kernels)
+  effective_kernels(level)           -> str    the instruction set a run at `level` computes with here
+
+CPU kernels. fp32 sums are ordered differently by the AVX2 and AVX-512 kernels of torch, MKL
+and oneDNN, so a model pre-trained on one is a different model on the other (the tiny world's
+arithmetic came out at 62 % on AVX-512 kernels and 96 % on AVX2, same recipe). `world.cpu_kernels`
+pins the instruction set (avx2 | avx512) for every x86 CPU that has it; `native` takes the CPU's
+best and the manifests say which one that was.
 """
 from __future__ import annotations
 
@@ -83,6 +91,76 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+KERNEL_LEVELS = ("native", "avx2", "avx512")
+# What each library reads, once, when it first dispatches (so set before torch computes).
+# MKL_CBWR asks MKL for its bit-reproducible code path of that instruction set on any CPU that has it.
+_KERNEL_ENV = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512", "MKL_CBWR": "AVX512",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+}
+
+
+class KernelsUnavailable(RuntimeError):
+    """The profile pins CPU kernels this CPU cannot run."""
+
+
+def _check_level(level: str) -> None:
+    if level not in KERNEL_LEVELS:
+        raise ValueError(f"world.cpu_kernels: {level!r} is not one of {', '.join(KERNEL_LEVELS)}")
+
+
+def cpu_isa() -> str:
+    """The best kernel level this CPU runs: avx512, avx2 or the machine's name (ARM, old x86)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        flags = set(cpuinfo.read_text(errors="ignore").split())
+        if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+            return "avx512"
+        if {"avx2", "fma"} <= flags:
+            return "avx2"
+    return platform.machine().lower() or "unknown"
+
+
+def effective_kernels(level: str) -> str:
+    """The instruction set a computation at `level` uses on this CPU (part of the world hash)."""
+    _check_level(level)
+    return cpu_isa() if level == "native" else level
+
+
+def kernel_env(level: str) -> dict[str, str]:
+    """Environment variables that cap torch, MKL and oneDNN at `level` ({} for native).
+
+    Raises KernelsUnavailable when this CPU lacks the instruction set (an AVX2 laptop asked for
+    avx512, or an ARM machine asked for either)."""
+    _check_level(level)
+    if level == "native":
+        return {}
+    have = cpu_isa()
+    if have not in ("avx2", "avx512") or (level == "avx512" and have != "avx512"):
+        raise KernelsUnavailable(
+            f"world.cpu_kernels: {level} asks for {level.upper()} kernels, but this CPU's best is {have}: "
+            f"the base model would be a different model from the one the profile was calibrated on. "
+            f"Set world.cpu_kernels: native to pre-train with this CPU's kernels (stage 01's base gate "
+            f"then checks the model it gets).")
+    return dict(_KERNEL_ENV[level])
+
+
+# The kernel variables as this process started (torch reads them once, when it first computes).
+_ENV_AT_START = {name: os.environ.get(name) for env in _KERNEL_ENV.values() for name in env}
+
+
+def process_has_kernels(level: str) -> bool:
+    """Whether this process was started with `level`'s kernel environment (native: always)."""
+    return all(_ENV_AT_START.get(name) == value for name, value in kernel_env(level).items())
+
+
+def running_kernels() -> str:
+    """The level torch dispatches to in this process (avx512, avx2, default, ...)."""
+    return torch.backends.cpu.get_cpu_capability().lower()
 
 
 def machine() -> dict:

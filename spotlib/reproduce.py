@@ -235,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: profile {profile.name} cannot start: fix the preflight problems above "
               f"(or pass --skip-preflight)", file=sys.stderr)
         return 1
+    from spotlib import precision
+    try:   # every stage (and the workers it starts) computes on the profile's CPU kernels
+        os.environ.update(precision.kernel_env(profile.world.cpu_kernels))
+    except precision.KernelsUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         with output_lock(profile.out):
             return _run_stages(profile_arg, profile, stages, args.kernel)

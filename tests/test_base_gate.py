@@ -100,3 +100,17 @@ def test_the_message_names_the_profile_to_edit_not_the_runs_copy(tmp_path):
     with pytest.raises(gate.BaseModelOutsideTargets) as err:
         gate.check_base_model(profile, tmp_path)
     assert str(PARAMS_DIR / "test.yaml") in str(err.value) and str(copy) not in str(err.value)
+
+
+def test_the_stop_names_the_cpu_kernels_the_model_was_pretrained_on(tmp_path):
+    profile = load_profile("test", overrides={"output_dir": str(tmp_path),
+                                              "base_gate.targets": {"arith": [0.4, 0.7]}})
+    base = profile.base_model_path()
+    base.mkdir(parents=True)
+    (base / "manifest.json").write_text(json.dumps({
+        "heldout_scores": {"T=0.7": {"arith": 0.96}}, "world": {"manifest_eval_items": 100, "cpu_kernels": "native"},
+        "stats": {"machine": {"kernels": "AVX2"}}}))
+    with pytest.raises(gate.BaseModelOutsideTargets) as err:
+        gate.check_base_model(profile, tmp_path)
+    assert "pre-trained on AVX2 kernels (world.cpu_kernels: native)" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -44,8 +44,9 @@ def _fmt(score) -> str:
     return "missing" if score is None else f"{score:.2f}"
 
 
-def message(families: dict[str, dict], temperature: float, source: str, manifest_path: Path) -> str:
-    """The one message of a failed gate: the scores, the targets, what to change."""
+def message(families: dict[str, dict], temperature: float, source: str, manifest_path: Path,
+            kernels: str | None = None, level: str | None = None) -> str:
+    """The one message of a failed gate: the scores, the targets, the CPU kernels, what to change."""
     outside = [f"{f} {_fmt(v['score'])} (target {v['low']:.2f}-{v['high']:.2f})"
                for f, v in families.items() if not v["inside"]]
     inside = [f"{f} {_fmt(v['score'])}" for f, v in families.items() if v["inside"]]
@@ -53,7 +54,10 @@ def message(families: dict[str, dict], temperature: float, source: str, manifest
             + (f"; within: {', '.join(inside)}" if inside else "")
             + f". A study on this model would not test what it is meant to. Change the world's settings "
             f"(world.* in {source}: precision, pre-training steps, mixture) and pre-train again, or widen "
-            f"base_gate.targets; to go on anyway set base_gate.mode: warn (the report will state it).")
+            f"base_gate.targets; to go on anyway set base_gate.mode: warn (the report will state it)."
+            + (f" This model was pre-trained on {kernels} kernels (world.cpu_kernels: {level}); the same world "
+               f"on other CPU kernels is a different model, so a world calibrated elsewhere can miss here: "
+               f"pin world.cpu_kernels to the kernels it was calibrated on." if kernels else ""))
 
 
 def _profile_file(profile) -> str:
@@ -96,7 +100,9 @@ def check_base_model(profile, out_dir: Path) -> dict | None:
               "families": families, "manifest": str(manifest_path),
               "eval_items": (manifest.get("world") or {}).get("manifest_eval_items")}
     if not passed:
-        text = message(families, cfg.temperature, source, manifest_path)
+        machine = (manifest.get("stats") or {}).get("machine") or {}
+        text = message(families, cfg.temperature, source, manifest_path, machine.get("kernels"),
+                       (manifest.get("world") or {}).get("cpu_kernels", "native"))
         if cfg.mode == "enforce":
             path.unlink(missing_ok=True)
             note.unlink(missing_ok=True)

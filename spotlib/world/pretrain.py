@@ -36,8 +36,10 @@ RECIPE_VERSION = 2
 
 
 def world_hash(world_cfg) -> str:
-    """The base model's cache key: every world setting (precision and threads included) and the recipe."""
-    blob = json.dumps({**dataclasses.asdict(world_cfg), "recipe": RECIPE_VERSION}, sort_keys=True)
+    """The base model's cache key: every world setting (precision, threads, CPU kernels), the recipe,
+    and the instruction set the kernels compute with here (`native` differs between CPUs)."""
+    blob = json.dumps({**dataclasses.asdict(world_cfg), "recipe": RECIPE_VERSION,
+                       "kernels": precision.effective_kernels(world_cfg.cpu_kernels)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -219,8 +221,11 @@ def _pretrain(world_cfg, progress):
 
 
 def ensure_base_model(profile, progress: bool = True) -> Path:
-    """The profile's base model directory; pre-trains only when no matching manifest is there."""
-    from spotlib.io import weights_problem, weights_sha256, write_json_atomic
+    """The profile's base model directory; pre-trains only when no matching manifest is there.
+
+    With pinned CPU kernels (`world.cpu_kernels`) and a process not started with them (a notebook
+    opened in JupyterLab), pre-training runs in a child process that is."""
+    from spotlib.io import weights_problem
     out = profile.base_model_path()
     manifest_path = out / "manifest.json"
     digest = world_hash(profile.world)
@@ -233,21 +238,48 @@ def ensure_base_model(profile, progress: bool = True) -> Path:
         if manifest.get("world_hash") == digest and (out / "config.json").is_file() \
                 and weights_problem(out, manifest.get("weights_sha256")) is None:
             return out
-    model, tokenizer, stats = pretrain(profile.world, progress=progress)
+    env = precision.kernel_env(profile.world.cpu_kernels)   # KernelsUnavailable before any work
+    if precision.process_has_kernels(profile.world.cpu_kernels):
+        build_base_model(profile.world, out, progress)
+    else:
+        _build_in_child(profile.world, out, env)
+    return out
+
+
+def build_base_model(world_cfg, out: Path, progress: bool = True) -> None:
+    """Pre-train, save, score on held-out items and write the manifest (last: it marks the model whole)."""
+    from spotlib.io import weights_sha256, write_json_atomic
+    model, tokenizer, stats = pretrain(world_cfg, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     scores = {}
-    if profile.world.manifest_eval_items > 0:
+    if world_cfg.manifest_eval_items > 0:
         from .evaluate import score_model, style_nll
         eval_start = time.time()
-        n, cfg = profile.world.manifest_eval_items, profile.world
+        n, cfg = world_cfg.manifest_eval_items, world_cfg
         with torch_threads(cfg.num_threads):
             scores = {f"T={t}": score_model(model, tokenizer, n, t, seed=0, world_cfg=cfg,
                                             max_new_tokens=cfg.eval_max_new_tokens) for t in (0.0, 0.7)}
             scores["nll_nats_per_token"] = style_nll(model, tokenizer, n=min(n, 64), world_cfg=cfg)
         stats["eval_wall_s"] = round(time.time() - eval_start, 1)
-    write_json_atomic(manifest_path, {"world_hash": digest, "weights_sha256": weights_sha256(out),
-                                      "world": dataclasses.asdict(profile.world),
-                                      "stats": stats, "heldout_scores": scores})
-    return out
+    write_json_atomic(out / "manifest.json", {"world_hash": world_hash(world_cfg), "weights_sha256": weights_sha256(out),
+                                              "world": dataclasses.asdict(world_cfg),
+                                              "stats": stats, "heldout_scores": scores})
+
+
+def _build_in_child(world_cfg, out: Path, env: dict[str, str]) -> None:
+    """`build_base_model` in a fresh interpreter started with the kernel environment `env`."""
+    import os
+    import subprocess
+    import sys
+    out.mkdir(parents=True, exist_ok=True)
+    spec = out / "world.json"
+    spec.write_text(json.dumps(dataclasses.asdict(world_cfg)))
+    print(f"pre-training in a child process on {world_cfg.cpu_kernels} kernels (world.cpu_kernels)", flush=True)
+    done = subprocess.run([sys.executable, "-m", "spotlib.world.pretrain_child", str(spec), str(out)],
+                          env={**os.environ, **env})
+    if done.returncode != 0:
+        raise RuntimeError(f"pre-training on {world_cfg.cpu_kernels} kernels failed in its child process "
+                           f"(exit code {done.returncode}); its output is above")
+

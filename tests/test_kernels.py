@@ -1,0 +1,61 @@
+"""world.cpu_kernels: the CPU instruction set a study computes with is the profile's, not the CPU's."""
+import json
+
+import pytest
+
+from spotlib import precision
+from spotlib.config import ConfigError, load_profile
+from spotlib.world.pretrain import ensure_base_model, world_hash
+
+
+def test_each_level_caps_torch_mkl_and_onednn_and_native_changes_nothing():
+    env = precision.kernel_env("avx2")
+    assert env == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2",
+                   "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert precision.kernel_env("native") == {}
+    with pytest.raises(ValueError, match="world.cpu_kernels"):
+        precision.kernel_env("sse4")
+
+
+@pytest.mark.parametrize("cpu, level", [("aarch64", "avx2"), ("avx2", "avx512"), ("x86_64", "avx2")])
+def test_a_cpu_without_the_pinned_kernels_is_told_before_any_work(monkeypatch, cpu, level):
+    monkeypatch.setattr(precision, "cpu_isa", lambda: cpu)
+    with pytest.raises(precision.KernelsUnavailable, match="world.cpu_kernels: native"):
+        precision.kernel_env(level)
+
+
+def test_an_unknown_level_in_a_profile_is_a_config_error():
+    with pytest.raises(ConfigError, match="world.cpu_kernels"):
+        load_profile("test", overrides={"world.cpu_kernels": "avx1024"})
+
+
+def test_the_world_hash_holds_the_instruction_set_the_model_is_computed_with(monkeypatch):
+    world = load_profile("test").world
+    pinned = {level: world_hash(world.__class__(**{**world.__dict__, "cpu_kernels": level}))
+              for level in ("avx2", "avx512")}
+    assert pinned["avx2"] != pinned["avx512"]
+    native = {}
+    for cpu in ("avx2", "avx512"):          # native: a model per CPU kind, never mistaken for another
+        monkeypatch.setattr(precision, "cpu_isa", lambda cpu=cpu: cpu)
+        native[cpu] = world_hash(world)
+        assert world_hash(world.__class__(**{**world.__dict__, "cpu_kernels": "avx2"})) == pinned["avx2"]
+    assert native["avx2"] != native["avx512"]
+    assert not set(native.values()) & set(pinned.values())   # pinned also pins MKL's reproducible path
+
+
+def test_pinned_kernels_pretrain_in_a_child_that_has_them_and_reproduce_bit_for_bit(tmp_path):
+    """The test process runs on this CPU's own kernels; a pinned profile's base model is built in a
+    child started on AVX2 kernels (the manifest says so), twice the same weights, and reused."""
+    def build(name):
+        profile = load_profile("test", overrides={"world.cpu_kernels": "avx2", "output_dir": str(tmp_path / name)})
+        out = ensure_base_model(profile, progress=False)
+        return out, json.loads((out / "manifest.json").read_text())
+
+    out, first = build("a")
+    assert first["stats"]["machine"]["kernels"] == "AVX2"
+    assert first["world"]["cpu_kernels"] == "avx2"
+    written = (out / "model.safetensors").stat().st_mtime_ns
+    _, second = build("b")
+    assert second["weights_sha256"] == first["weights_sha256"]
+    again, _ = build("a")                    # cached: same hash, weights intact
+    assert (again / "model.safetensors").stat().st_mtime_ns == written
