@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -26,22 +25,21 @@ import yaml
 from spotlib import precision, reproduce
 from spotlib.config import REPO_ROOT, load_profile, resolve_profile_path
 
-# The environment that caps each library's CPU dispatch at an instruction set.
-LOWER_ISA = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
-
 # stage -> (count in its manifest, unit of work)
 WORK = {"01_sample": ("samples", "samples"), "02_rectify": ("errors", "errors rectified"),
         "03_filter": ("verified", "pairs verified"), "04_train_spot": ("runs", "runs (method x seed)"),
         "05_eval_forgetting": ("records", "answers graded"), "06_rl_init": ("train_prompts", "prompts")}
 
 
-def fresh_profile(name: str, out: Path, seeds: list[int] | None = None) -> Path:
+def fresh_profile(name: str, out: Path, seeds: list[int] | None = None, kernels: str | None = None) -> Path:
     """A copy of the profile writing into `out` (so a cold run never touches outputs/<profile>),
-    with its training seeds replaced by `seeds` when given."""
+    with its training seeds replaced by `seeds` and its CPU kernels by `kernels` when given."""
     raw = yaml.safe_load(resolve_profile_path(name).read_text()) or {}
     raw.update(output_dir=str(out), name=raw.get("name", Path(name).stem))
     if seeds:
         raw["seeds"] = list(seeds)
+    if kernels:
+        raw.setdefault("world", {})["cpu_kernels"] = kernels
     out.mkdir(parents=True, exist_ok=True)
     path = out / "profile.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -103,24 +101,22 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="output folder (default outputs/study_time/<profile>)")
     parser.add_argument("--seeds", type=int, nargs="+", help="train these seeds only (e.g. --seeds 0: one seed)")
     parser.add_argument("--keep", action="store_true", help="reuse what is there (not a cold run)")
-    parser.add_argument("--kernels", choices=sorted(LOWER_ISA),
-                        help="run every stage on this lower instruction set (e.g. avx2 on an AVX-512 machine): "
-                             "torch, oneDNN and MKL are told to dispatch no higher")
+    parser.add_argument("--kernels", choices=["native", "avx2", "avx512"],
+                        help="set world.cpu_kernels: the whole study on these CPU kernels (e.g. avx2 on an "
+                             "AVX-512 machine); a different world hash, so pre-training runs anew")
     args = parser.parse_args(argv)
-    if args.kernels:
-        os.environ.update(LOWER_ISA[args.kernels])   # inherited by every notebook kernel and worker
     name = (Path(args.profile).stem + (f"-{args.kernels}" if args.kernels else "")
             + (f"-seeds{len(args.seeds)}" if args.seeds else ""))
     out = Path(args.out or REPO_ROOT / "outputs" / "study_time" / name).resolve()
     if out.exists() and not args.keep:
         shutil.rmtree(out)
-    profile_path = fresh_profile(args.profile, out, args.seeds)
+    profile_path = fresh_profile(args.profile, out, args.seeds, args.kernels)
     code = reproduce.main(["--profile", str(profile_path)] + (["--stages", *args.stages] if args.stages else []))
     if code != 0:
         print(f"error: the study stopped (exit code {code}); no table", file=sys.stderr)
         return code
     timings = read_json(out / "reproduce_timings.json")
-    # The ISA the pre-training process really used (this process imported torch before --kernels).
+    # The ISA the pre-training process really used (this process started on the CPU's own).
     kernels = read_json(out / "base_model" / "manifest.json").get("machine", {}).get("kernels")
     print("\n" + table(rows_for(out, timings), load_profile(str(profile_path)), kernels))
     return 0

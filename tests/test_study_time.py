@@ -33,8 +33,8 @@ def test_a_stage_without_a_manifest_keeps_its_time_and_no_work(tmp_path):
 def test_the_fresh_profile_writes_elsewhere_and_takes_the_seeds_asked_for(tmp_path):
     from spotlib.config import load_profile
 
-    path = study_time.fresh_profile("test", tmp_path / "run", seeds=[3, 4])
+    path = study_time.fresh_profile("test", tmp_path / "run", seeds=[3, 4], kernels="avx2")
     profile = load_profile(str(path))
-    assert profile.seeds == [3, 4]
+    assert profile.seeds == [3, 4] and profile.world.cpu_kernels == "avx2"
     assert profile.output_dir == str(tmp_path / "run")
     assert load_profile(str(study_time.fresh_profile("test", tmp_path / "all"))).seeds == load_profile("test").seeds
