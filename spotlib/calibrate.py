@@ -165,6 +165,10 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--seeds", nargs="+", type=int, help="overrides train.sweep_seeds")
     args = parser.parse_args(argv)
+    if argv is None:   # the command line: its stages and sweep points compute on the profile's CPU kernels
+        from spotlib import precision
+        from spotlib.config import load_profile
+        precision.run_on_kernels(load_profile(args.profile).world.cpu_kernels, "spotlib.calibrate", sys.argv[1:])
     result = calibrate(args.profile, args.seeds)
     print(markdown(result))
     return 0 if result["met"] else 1

@@ -15,6 +15,7 @@ API for every call site:
   record(profile)                    -> dict   precision and threads of every part, for reports
   kernel_env(level)                  -> dict   environment that caps CPU kernels at `level` (world.cpu_kernels)
   effective_kernels(level)           -> str    the instruction set a run at `level` computes with here
+  run_on_kernels(level, module, argv)         restart a command on `level`'s kernels (entry points)
 
 CPU kernels. fp32 sums are ordered differently by the AVX2 and AVX-512 kernels of torch, MKL
 and oneDNN, so a model pre-trained on one is a different model on the other (the tiny world's
@@ -156,6 +157,18 @@ _ENV_AT_START = {name: os.environ.get(name) for env in _KERNEL_ENV.values() for 
 def process_has_kernels(level: str) -> bool:
     """Whether this process was started with `level`'s kernel environment (native: always)."""
     return all(_ENV_AT_START.get(name) == value for name, value in kernel_env(level).items())
+
+
+def run_on_kernels(level: str, module: str, argv: list[str]) -> None:
+    """Restart this command (`python -m module argv...`) on `level`'s kernels unless it already runs
+    on them: for the entry points that compute (base model, sweep, calibration), so a pinned profile
+    gives the same numbers from the command line as under `make reproduce`. Returns when it may go on."""
+    if process_has_kernels(level):
+        return
+    env = {**os.environ, **kernel_env(level)}
+    print(f"restarting on {level} kernels (world.cpu_kernels)", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
 
 
 def running_kernels() -> str:

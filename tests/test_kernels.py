@@ -59,3 +59,27 @@ def test_pinned_kernels_pretrain_in_a_child_that_has_them_and_reproduce_bit_for_
     assert second["weights_sha256"] == first["weights_sha256"]
     again, _ = build("a")                    # cached: same hash, weights intact
     assert (again / "model.safetensors").stat().st_mtime_ns == written
+
+
+def test_the_base_model_command_restarts_itself_on_the_pinned_kernels(tmp_path):
+    """`python -m spotlib.world` on a pinned profile: one process on AVX2 kernels pre-trains and scores
+    (no child pre-training), and the manifest says AVX2."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from spotlib.config import resolve_profile_path
+    raw = yaml.safe_load(resolve_profile_path("test").read_text())
+    raw["world"]["cpu_kernels"] = "avx2"
+    raw["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "pinned.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "spotlib.world", "--profile", str(path), "--n", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "restarting on avx2 kernels" in done.stderr
+    assert "child process" not in done.stdout + done.stderr
+    manifest = json.loads((tmp_path / "out" / "base_model" / "manifest.json").read_text())
+    assert manifest["stats"]["machine"]["kernels"] == "AVX2"
+    assert '"T=0.7"' in done.stdout

@@ -45,6 +45,7 @@ import dataclasses
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -361,7 +362,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("train.lr_grid", args.lr_grid), ("train.sweep_variants", args.variants),
                                                ("train.sweep_seeds", args.seeds)) if value}
-    result = run(load_profile(args.profile, overrides=overrides), methods=args.methods, points_only=args.points_only)
+    profile = load_profile(args.profile, overrides=overrides)
+    if argv is None:   # the command line: compute on the profile's CPU kernels
+        from spotlib import precision
+        precision.run_on_kernels(profile.world.cpu_kernels, "spotlib.stages.sweep", sys.argv[1:])
+    result = run(profile, methods=args.methods, points_only=args.points_only)
     print(f"{len(result['points'])} points" if args.points_only else json.dumps(result["chosen"], indent=2))
 
 

@@ -1,7 +1,9 @@
 """python -m spotlib.world --profile P [--n N]: pre-train (or reuse) the base model and score it."""
 import argparse
 import json
+import sys
 
+from spotlib import precision
 from spotlib.config import load_profile
 from spotlib.models import load_model
 
@@ -13,6 +15,7 @@ parser.add_argument("--profile", default="tiny")
 parser.add_argument("--n", type=int, default=200, help="held-out items per family")
 args = parser.parse_args()
 profile = load_profile(args.profile)
+precision.run_on_kernels(profile.world.cpu_kernels, "spotlib.world", sys.argv[1:])   # scores too, on them
 model, tokenizer = load_model(ensure_base_model(profile), device="cpu")
 report = {f"T={t}": score_model(model, tokenizer, args.n, t, seed=0, world_cfg=profile.world,
                                 max_new_tokens=profile.world.eval_max_new_tokens) for t in (0.0, 0.7)}
