@@ -79,7 +79,8 @@ def table(rows, profile, kernels: str | None = None) -> str:
              f"kernels {kernels or m['kernels']}, {m['cuda_devices']} CUDA device(s)",
              f"profile {profile.name}: pre-training {rec['world_pretrain']['precision']} with "
              f"threads={rec['world_pretrain']['threads'] or 'default'}; training {rec['train']['precision']} "
-             f"({rec['train']['workers']} CPU worker(s)); RL {rec['rl']['precision']}; weights {rec['weights_dtype']}",
+             f"({rec['train']['workers']} CPU worker(s)); RL {rec['rl']['precision']}; weights {rec['weights_dtype']}; "
+             f"world.cpu_kernels {rec['cpu_kernels']}",
              "",
              f"| {'stage':<22} | {'wall':>8} | {'work':>22} | {'throughput':>18} | {'share':>6} |",
              f"|{'-' * 24}|{'-' * 10}|{'-' * 24}|{'-' * 20}|{'-' * 8}|"]

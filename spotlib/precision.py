@@ -188,7 +188,7 @@ def machine() -> dict:
 
 
 def record(profile) -> dict:
-    """Precision and threads of each part of the study, as the profile sets them."""
+    """Precision, threads and CPU kernels of each part of the study, as the profile sets them."""
     on_gpu = profile.device == "cuda" or (profile.device == "auto" and torch.cuda.is_available())
     train_bf16 = profile.train.bf16 if on_gpu else profile.train.bf16_autocast
     return {
@@ -197,4 +197,5 @@ def record(profile) -> dict:
         "train": {"precision": precision_name(train_bf16), "workers": profile.train.cpu_workers},
         "rl": {"precision": precision_name(profile.rl.bf16_autocast)},
         "weights_dtype": profile.model.dtype,
+        "cpu_kernels": profile.world.cpu_kernels,
     }

@@ -54,6 +54,8 @@ def test_tiny_profile_is_fp32_everywhere_and_recorded():
     assert {record["world_pretrain"]["precision"], record["train"]["precision"], record["rl"]["precision"]} == {"fp32"}
     # One pre-training thread: the profile's choice, recorded as such (2 threads' numerics lost arithmetic).
     assert record["world_pretrain"]["threads"] == tiny.world.num_threads == 1
+    # AVX2 kernels on every x86 CPU: the AVX-512 kernels made a different base model of the same world.
+    assert record["cpu_kernels"] == tiny.world.cpu_kernels == "avx2"
 
 
 def test_autocast_for_follows_the_flag_only():
