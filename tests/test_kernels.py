@@ -83,3 +83,16 @@ def test_the_base_model_command_restarts_itself_on_the_pinned_kernels(tmp_path):
     manifest = json.loads((tmp_path / "out" / "base_model" / "manifest.json").read_text())
     assert manifest["stats"]["machine"]["kernels"] == "AVX2"
     assert '"T=0.7"' in done.stdout
+
+
+def test_make_lab_gets_the_profiles_kernel_environment():
+    import subprocess
+    import sys
+
+    def words(profile):
+        done = subprocess.run([sys.executable, "-m", "spotlib.precision", "--profile", profile],
+                              capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    assert "ATEN_CPU_CAPABILITY=avx2" in words("tiny") and "MKL_CBWR=AVX2" in words("tiny")
+    assert words("test") == []                       # native: nothing to set
