@@ -51,7 +51,7 @@ test-slow: setup  ## the slow tests too
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 lab: setup  ## JupyterLab on the notebooks (its kernels on the profile's CPU kernels, as make reproduce)
-	env $$($(BIN)/python -m spotlib.precision --profile $(PROFILE)) $(BIN)/jupyter lab notebooks
+	env $$($(BIN)/python -m spotlib.reproduce --kernel-env --profile $(PROFILE)) $(BIN)/jupyter lab notebooks
 
 clean:  ## remove outputs/ (keeps .venv)
 	rm -rf outputs

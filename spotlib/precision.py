@@ -195,24 +195,3 @@ def record(profile) -> dict:
         "cpu_kernels": profile.world.cpu_kernels,
     }
 
-
-def main(argv=None) -> int:
-    """python -m spotlib.precision --profile P: the profile's kernel environment as NAME=VALUE words
-    (`make lab` starts JupyterLab with it, so the kernels it starts compute as `make reproduce` does)."""
-    import argparse
-
-    from spotlib.config import load_profile
-    from spotlib.reproduce import pick_profile
-    parser = argparse.ArgumentParser(prog="python -m spotlib.precision", description=main.__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="auto")
-    args = parser.parse_args(argv)
-    level = load_profile(pick_profile(args.profile)).world.cpu_kernels
-    try:
-        print(" ".join(f"{name}={value}" for name, value in kernel_env(level).items()))
-    except KernelsUnavailable as exc:
-        print(f"warning: {exc}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -201,9 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-preflight", action="store_true",
                         help="start a GPU profile even when its preflight checks fail (experts)")
     parser.add_argument("--gpus", type=int, help="plan for this many GPUs instead of hardware.gpus (with --dry-run)")
+    parser.add_argument("--kernel-env", action="store_true",
+                        help="print the profile's CPU-kernel environment as NAME=VALUE words and exit (make lab)")
     parser.add_argument("--gpu-memory-gib", type=float,
                         help="plan for this much memory per GPU instead of hardware.gpu_memory_gib (with --dry-run)")
     args = parser.parse_args(argv)
+    if args.kernel_env:
+        return _print_kernel_env(args.profile)
     try:
         name = pick_profile(args.profile)
         profile_arg = str(Path(name).resolve()) if name.endswith((".yaml", ".yml")) else name
@@ -250,6 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # between stages or while writing the report
         print("\ninterrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _print_kernel_env(profile_arg: str) -> int:
+    """`make lab` starts JupyterLab with these, so its notebook kernels compute as `make reproduce` does."""
+    from spotlib import precision
+    try:
+        level = load_profile(pick_profile(profile_arg)).world.cpu_kernels
+        print(" ".join(f"{name}={value}" for name, value in precision.kernel_env(level).items()))
+    except precision.KernelsUnavailable as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str) -> int:

@@ -90,7 +90,7 @@ def test_make_lab_gets_the_profiles_kernel_environment():
     import sys
 
     def words(profile):
-        done = subprocess.run([sys.executable, "-m", "spotlib.precision", "--profile", profile],
+        done = subprocess.run([sys.executable, "-m", "spotlib.reproduce", "--kernel-env", "--profile", profile],
                               capture_output=True, text=True, check=True)
         return done.stdout.split()
 
