@@ -56,14 +56,10 @@ def make_job(workdir: Path, n_pairs: int, size: str) -> None:
     from spotlib import world
     from spotlib.config import load_profile
     from spotlib.io import write_jsonl
-    from spotlib.world.pretrain import build_model
-    from spotlib.world.tokenizer import build_tokenizer
+    from spotlib.world.pretrain import save_untrained
 
     profile = load_profile(size)
-    tok = build_tokenizer(profile.world)
-    model = build_model(profile.world, tok)
-    model.save_pretrained(workdir / "model")
-    tok.save_pretrained(workdir / "model")
+    save_untrained(profile.world, workdir / "model")
     rng = random.Random(0)
     pairs = []
     for it in world.make_items("arith", n_pairs, "train", world_cfg=profile.world):

@@ -114,6 +114,7 @@ def _check_level(level: str) -> None:
         raise ValueError(f"world.cpu_kernels: {level!r} is not one of {', '.join(KERNEL_LEVELS)}")
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_isa() -> str:
     """The best kernel level this CPU runs: avx512, avx2 or the machine's name (ARM, old x86)."""
     cpuinfo = Path("/proc/cpuinfo")

@@ -65,13 +65,8 @@ def write_fake_stage01(profile, n: int, seed: int = 0) -> list[dict]:
 
 def save_untrained_student(path, world_cfg) -> None:
     """The world's tokenizer and an untrained micro model: enough for units and NLL plumbing."""
-    from spotlib.world.pretrain import build_model
-    from spotlib.world.tokenizer import build_tokenizer
-
-    tokenizer = build_tokenizer(world_cfg)
-    model = build_model(world_cfg, tokenizer)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    from spotlib.world.pretrain import save_untrained
+    save_untrained(world_cfg, path)
 
 
 def micro_pair_inputs(profile, tmp_path):
@@ -82,13 +77,9 @@ def micro_pair_inputs(profile, tmp_path):
     from spotlib.train import data as D
     from spotlib.train.logps import reference_sums
     from spotlib.train.trainer import RunInputs
-    from spotlib.world.pretrain import build_model
-    from spotlib.world.tokenizer import build_tokenizer
+    from spotlib.world.pretrain import save_untrained
 
-    tokenizer = build_tokenizer(profile.world)
-    model = build_model(profile.world, tokenizer)
-    model.save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
+    model, tokenizer = save_untrained(profile.world, tmp_path / "base")
     rng = random.Random(0)
     examples = []
     for it in world.make_items("arith", 3, "train", world_cfg=profile.world):

@@ -60,6 +60,16 @@ def build_model(world_cfg, tokenizer):
     return model
 
 
+
+def save_untrained(world_cfg, path) -> tuple:
+    """The world's tokenizer and a randomly initialised model of its shape, saved under `path`
+    (benchmarks and tests that need the model's shape, not its skills). Returns (model, tokenizer)."""
+    tokenizer = build_tokenizer(world_cfg)
+    model = build_model(world_cfg, tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model, tokenizer
+
 def pretrain_examples(world_cfg, n: int) -> list[tuple[str, str]]:
     """n (prompt, response) pairs drawn from the mixture `world_cfg.mix` (pretrain split only)."""
     for key in world_cfg.mix:
