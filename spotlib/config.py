@@ -54,6 +54,9 @@ class WorldConfig:
     # Pre-training mixture; oracle_style = arith problems solved in the oracle's wording.
     mix: dict[str, float] = field(default_factory=lambda: {
         "arith": 0.45, "arith_ood": 0.07, "facts": 0.23, "format": 0.17, "oracle_style": 0.05})
+    # Share of the pre-training arithmetic (student wording) written with one slipped step: a carry or
+    # borrow of ten dropped, the slip carried through to a wrong final answer, as in a corpus with errors.
+    slip_rate: float = 0.0
     bf16_autocast: bool = False      # bf16 autocast while pre-training, on any CPU (spotlib.precision)
     num_threads: int = 0             # torch threads while pre-training (0 = leave as is); in the world hash
     cpu_kernels: str = "native"      # native | avx2 | avx512: CPU instruction set of the whole study (spotlib.precision)
@@ -512,6 +515,8 @@ def check_values(profile: Profile, path: Path | str) -> None:
         if len(bounds) != 2 or not 0.0 <= bounds[0] <= bounds[1] <= 1.0:
             raise ConfigError(f"{path}: key base_gate.targets.{family}: expected [low, high] with "
                               f"0 <= low <= high <= 1 (accuracy as a fraction), got {bounds}")
+    if not 0.0 <= profile.world.slip_rate < 1.0:
+        raise ConfigError(f"{path}: key world.slip_rate: expected a share in [0, 1), got {profile.world.slip_rate}")
     if len(set(profile.train.sweep_seeds)) != len(profile.train.sweep_seeds):
         raise ConfigError(f"{path}: key train.sweep_seeds: each seed once, got {profile.train.sweep_seeds}")
     for i, lr in enumerate(profile.train.lr_grid):

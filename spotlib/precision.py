@@ -96,13 +96,22 @@ def cpu_model() -> str:
 
 KERNEL_LEVELS = ("native", "avx2", "avx512")
 # What each library reads, once, when it first dispatches (so set before torch computes).
-# MKL_CBWR asks MKL for its bit-reproducible code path of that instruction set on any CPU that has it.
+# MKL_CBWR asks MKL for its bit-reproducible code path of that instruction set on any CPU that has it;
+# STRICT makes its matrix products independent of the thread count too (measured: 1 and 2 threads
+# pre-train bit-identical weights), so a profile may use every core it names without a new model.
 _KERNEL_ENV = {
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2",
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2,STRICT",
              "ONEDNN_MAX_CPU_ISA": "AVX2"},
-    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512", "MKL_CBWR": "AVX512",
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512", "MKL_CBWR": "AVX512,STRICT",
                "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
 }
+
+
+def kernel_env_spec(level: str) -> dict[str, str]:
+    """The environment `level` stands for, without checking this CPU (part of the world hash, so a
+    change of these words makes a new base model)."""
+    _check_level(level)
+    return dict(_KERNEL_ENV.get(level, {}))
 
 
 class KernelsUnavailable(RuntimeError):

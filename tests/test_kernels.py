@@ -10,7 +10,7 @@ from spotlib.world.pretrain import ensure_base_model, world_hash
 
 def test_each_level_caps_torch_mkl_and_onednn_and_native_changes_nothing():
     env = precision.kernel_env("avx2")
-    assert env == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2",
+    assert env == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2,STRICT",
                    "ONEDNN_MAX_CPU_ISA": "AVX2"}
     assert precision.kernel_env("native") == {}
     with pytest.raises(ValueError, match="world.cpu_kernels"):
@@ -45,9 +45,11 @@ def test_the_world_hash_holds_the_instruction_set_the_model_is_computed_with(mon
 
 def test_pinned_kernels_pretrain_in_a_child_that_has_them_and_reproduce_bit_for_bit(tmp_path):
     """The test process runs on this CPU's own kernels; a pinned profile's base model is built in a
-    child started on AVX2 kernels (the manifest says so), twice the same weights, and reused."""
-    def build(name):
-        profile = load_profile("test", overrides={"world.cpu_kernels": "avx2", "output_dir": str(tmp_path / name)})
+    child started on AVX2 kernels (the manifest says so), twice the same weights — once on one thread,
+    once on two (MKL's strict path: the thread count does not change a bit) — and reused."""
+    def build(name, threads=1):
+        profile = load_profile("test", overrides={"world.cpu_kernels": "avx2", "world.num_threads": threads,
+                                                  "output_dir": str(tmp_path / name)})
         out = ensure_base_model(profile, progress=False)
         return out, json.loads((out / "manifest.json").read_text())
 
@@ -55,7 +57,8 @@ def test_pinned_kernels_pretrain_in_a_child_that_has_them_and_reproduce_bit_for_
     assert first["stats"]["machine"]["kernels"] == "AVX2"
     assert first["world"]["cpu_kernels"] == "avx2"
     written = (out / "model.safetensors").stat().st_mtime_ns
-    _, second = build("b")
+    _, second = build("b", threads=2)
+    assert second["stats"]["threads"] == 2
     assert second["weights_sha256"] == first["weights_sha256"]
     again, _ = build("a")                    # cached: same hash, weights intact
     assert (again / "model.safetensors").stat().st_mtime_ns == written
@@ -94,5 +97,5 @@ def test_make_lab_gets_the_profiles_kernel_environment():
                               capture_output=True, text=True, check=True)
         return done.stdout.split()
 
-    assert "ATEN_CPU_CAPABILITY=avx2" in words("tiny") and "MKL_CBWR=AVX2" in words("tiny")
+    assert "ATEN_CPU_CAPABILITY=avx2" in words("tiny") and "MKL_CBWR=AVX2,STRICT" in words("tiny")
     assert words("test") == []                       # native: nothing to set

@@ -205,3 +205,41 @@ def test_first_error_positions_point_at_the_first_wrong_step():
     garbage = {**rec, "response": "I think it is 5."}   # rewritten whole: no step to point at
     assert first_error_positions([{**rec, "response": middle}, {**rec, "response": both}, facts, garbage]) == \
         [1 / n, 1 / n]
+
+
+def test_a_slipped_solution_is_off_by_ten_at_one_step_and_the_oracle_repairs_it_there():
+    from spotlib.world.styles import slipped_solution
+    rng = random.Random(5)
+    for record in make_items("arith", 40, "pretrain", seed=0, world_cfg=WORLD):
+        text = slipped_solution(record, rng)
+        steps = parse_solution(text)
+        wrong = [i for i, s in enumerate(steps) if s.c != (s.a + s.b if s.op == "+" else s.a - s.b)]
+        assert len(wrong) == 1                       # one slip; later steps compute from its value
+        slip = steps[wrong[0]]
+        assert abs(slip.c - (slip.a + slip.b if slip.op == "+" else slip.a - slip.b)) == 10
+        assert extract_answer(record, text) != record["answer"] and not score(record, text)
+        fixed = minimal_fix(record, text)            # the edit starts where the slip is
+        assert fixed.first_error == "arithmetic" and fixed.changed_steps[0] == wrong[0]
+        assert fixed.mode == "edit" and score(record, fixed.text)
+
+
+def test_the_slip_rate_puts_that_share_of_wrong_solutions_in_the_corpus_and_zero_changes_nothing():
+    import dataclasses
+
+    from spotlib.world.pretrain import pretrain_examples
+    clean = pretrain_examples(WORLD, 400)
+    assert pretrain_examples(dataclasses.replace(WORLD, slip_rate=0.0), 400) == clean
+    noisy = pretrain_examples(dataclasses.replace(WORLD, slip_rate=0.3), 400)
+    records = {r["prompt"]: r for fam in ("arith", "arith_ood")
+               for r in make_items(fam, 2000, "pretrain", seed=WORLD.seed, world_cfg=WORLD)}
+    arith = [(p, t) for p, t in noisy if p in records]
+    wrong = sum(extract_answer(records[p], t) != records[p]["answer"] for p, t in arith)
+    assert 0.2 < wrong / len(arith) < 0.4
+    changed = [a != b for a, b in zip(noisy, clean)]
+    assert sum(changed) == wrong and all(p in records for (p, _), c in zip(noisy, changed) if c)
+
+
+def test_slip_rate_outside_zero_to_one_is_a_config_error():
+    from spotlib.config import ConfigError
+    with pytest.raises(ConfigError, match="world.slip_rate"):
+        load_profile("test", overrides={"world.slip_rate": 1.0})

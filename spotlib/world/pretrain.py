@@ -27,7 +27,7 @@ from spotlib import precision
 from spotlib.progress import bar as progress_bar
 
 from .families import make_items
-from .styles import oracle_solution, student_solution
+from .styles import oracle_solution, slipped_solution, student_solution
 from .tokenizer import build_tokenizer
 
 MIX_KEYS = ("arith", "arith_ood", "facts", "format", "oracle_style")
@@ -37,9 +37,11 @@ RECIPE_VERSION = 2
 
 def world_hash(world_cfg) -> str:
     """The base model's cache key: every world setting (precision, threads, CPU kernels), the recipe,
-    and the instruction set the kernels compute with here (`native` differs between CPUs)."""
+    the instruction set the kernels compute with here (`native` differs between CPUs) and the
+    environment that pins them."""
     blob = json.dumps({**dataclasses.asdict(world_cfg), "recipe": RECIPE_VERSION,
-                       "kernels": precision.effective_kernels(world_cfg.cpu_kernels)}, sort_keys=True)
+                       "kernels": precision.effective_kernels(world_cfg.cpu_kernels),
+                       "kernel_env": precision.kernel_env_spec(world_cfg.cpu_kernels)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -76,6 +78,7 @@ def pretrain_examples(world_cfg, n: int) -> list[tuple[str, str]]:
         if key not in MIX_KEYS:
             raise ValueError(f"world.mix: unknown key {key!r} (expected some of {', '.join(MIX_KEYS)})")
     rng = random.Random(f"pretrain-{world_cfg.seed}")
+    slip_rng = random.Random(f"slips-{world_cfg.seed}")
     keys = list(world_cfg.mix)
     weights = [world_cfg.mix[k] for k in keys]
     picks = rng.choices(keys, weights=weights, k=n)
@@ -98,6 +101,9 @@ def pretrain_examples(world_cfg, n: int) -> list[tuple[str, str]]:
         rec = pool[cursor[key] % len(pool)] if key != "facts" else rng.choice(pool)
         cursor[key] += 1
         text = oracle_solution(rec, rng) if key == "oracle_style" else student_solution(rec, rng)
+        # slips draw from their own stream: the rest of the corpus is the same with or without them
+        if key in ("arith", "arith_ood") and world_cfg.slip_rate > 0 and slip_rng.random() < world_cfg.slip_rate:
+            text = slipped_solution(rec, slip_rng)
         out.append((rec["prompt"], text))
     return out
 

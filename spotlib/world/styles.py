@@ -32,6 +32,23 @@ def chain_steps(record: dict) -> list[tuple[int, str, int, int]]:
     return [(values[i], op, operands[i + 1], values[i + 1]) for i, op in enumerate(ops)]
 
 
+def slipped_steps(record: dict, rng: random.Random) -> list[tuple[int, str, int, int]]:
+    """The record's steps with one slip: at a random step the result is off by ten (a carry or borrow
+    dropped, or one too many), and every later step computes correctly from the wrong value."""
+    operands, ops = record["meta"]["operands"], record["meta"]["ops"]
+    k = rng.randrange(len(ops))
+    values = chain_values(operands, ops)
+    true_c = values[k + 1]
+    slipped = true_c - 10 if true_c >= 10 and rng.random() < 0.5 else true_c + 10
+    steps, value = [], values[0]
+    for i, op in enumerate(ops):
+        b = operands[i + 1]
+        c = slipped if i == k else (value + b if op == "+" else value - b)
+        steps.append((value, op, b, c))
+        value = c
+    return steps
+
+
 def equation(a: int, op: str, b: int, c: int) -> str:
     return f"{a} {op} {b} = {c}"
 
@@ -73,6 +90,13 @@ def student_solution(record: dict, rng: random.Random) -> str:
         return direct
     return render_student(chain_steps(record), record["answer"],
                           rng.randrange(len(STUDENT_LAYOUTS)), rng.randrange(len(STUDENT_INTROS)))
+
+
+def slipped_solution(record: dict, rng: random.Random) -> str:
+    """A wrong solution in one of the student's styles: one slipped step (`slipped_steps`), the final
+    line giving the value it leads to."""
+    steps = slipped_steps(record, rng)
+    return render_student(steps, steps[-1][3], rng.randrange(len(STUDENT_LAYOUTS)), rng.randrange(len(STUDENT_INTROS)))
 
 
 def oracle_solution(record: dict, rng: random.Random) -> str:
