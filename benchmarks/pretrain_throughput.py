@@ -11,12 +11,19 @@ Each variant runs `--steps` steps per round, rounds interleaved (old, old+2t, ne
 so a busy machine slows all of them alike (but a machine with more runnable
 threads than cores punishes the multi-thread variants: measure threads on idle cores); the figure to read is the ratio of median
 tokens/s, not the absolute rate. Every variant starts from the same weights and batches.
+
+It runs on the profile's CPU kernels (`world.cpu_kernels`; it restarts itself on them), and says
+whether `new@1t` and `new` end every round with bit-identical weights: on pinned kernels MKL
+computes on its strict reproducible path, so the thread count should not change a bit.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -60,6 +67,10 @@ def old_optimizer(model, cfg):
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.pretrain_lr, betas=(0.9, 0.95))
 
 
+def weights_digest(model) -> str:
+    return hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="tiny")
@@ -67,6 +78,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     cfg = load_profile(args.profile).world
+    if argv is None and not precision.process_has_kernels(cfg.cpu_kernels):   # the kernels the study uses
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]],
+                  {**os.environ, **precision.kernel_env(cfg.cpu_kernels)})
     threads = cfg.num_threads or torch.get_num_threads()
     tok = build_tokenizer(cfg)
     base = build_model(cfg, tok)
@@ -80,6 +94,7 @@ def main(argv=None):
         model = copy.deepcopy(base).train()
         state[name] = (model, make_opt(model, cfg))
     rates = {name: [] for name in variants}
+    same_weights = []
     for _ in range(args.rounds):
         for name, (step_fn, _, n_threads) in variants.items():
             model, optim = state[name]
@@ -89,8 +104,10 @@ def main(argv=None):
                 for i, batch in enumerate(batches[1:], start=1):
                     tokens += step_fn(model, optim, batch, tok.pad_token_id, cfg, i, use_bf16)
                 rates[name].append(tokens / (time.perf_counter() - started))
+        same_weights.append(weights_digest(state["new@1t"][0]) == weights_digest(state["new"][0]))
     m = precision.machine()
     print(f"machine: {m['cpu']}, {m['cores']} cores, native bf16 {'yes' if m['native_bf16'] else 'no'}; "
+          f"kernels {m['kernels']}, MKL_CBWR={os.environ.get('MKL_CBWR', 'unset')}; "
           f"profile {args.profile}: precision {precision.precision_name(use_bf16)}, {threads} threads, "
           f"{args.rounds} rounds x {args.steps} steps x {cfg.pretrain_batch} sequences")
     old = statistics.median(rates["old"])
@@ -98,6 +115,8 @@ def main(argv=None):
     for name, values in rates.items():
         med = statistics.median(values)
         print(f"{name:<10} {med:>18,.0f} {', '.join(f'{v:,.0f}' for v in values):>30} {med / old:>12.2f}x")
+    print(f"new@1t and new ({threads} threads) bit-identical weights after each round: "
+          f"{', '.join('yes' if same else 'NO' for same in same_weights)}")
 
 
 if __name__ == "__main__":

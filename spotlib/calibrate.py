@@ -91,7 +91,13 @@ def markdown(result: dict) -> str:
     mark = {True: "met", False: "**not met**"}
     lines = ["| target | measured | goal | |", "|---|---|---|---|",
              f"| headroom: base arith at T {result['temperature']:g} | {h['score']:.1f} % | "
-             f"{h['low']:.0f}–{h['high']:.0f} % | {mark[h['met']]} |",
+             f"{h['low']:.0f}–{h['high']:.0f} % | {mark[h['met']]} |"]
+    if o is None or f is None:   # stopped at the base gate: stages 01-03 and SFT never ran
+        lines += [f"| off-policy: NLL direct / NLL y⁺ | not measured | ≥ {OFF_POLICY_RATIO:g}× | |",
+                  f"| forgetting: SFT at its best in-domain LR | not measured | ≥ {FORGETTING_POINTS:g} and > 2 SE | |",
+                  "", f"Stopped at stage 01's base gate: {result['stopped']}"]
+        return "\n".join(lines) + "\n"
+    lines += [
              f"| off-policy: NLL direct / NLL y⁺ | {o['nll_direct']:.3f} / {o['nll_y_plus']:.3f} = "
              f"{o['ratio']:.2f}× | ≥ {o['target']:g}× | {mark[o['met']]} |",
              f"| forgetting: SFT at lr {f['lr']:g} (its best in-domain gain, {f['in_domain_gain']:+.1f}), "
@@ -123,6 +129,16 @@ def calibrate(profile_arg: str, seeds: list[int] | None = None) -> dict:
     temperature = profile.base_gate.temperature
     manifest = json.loads((base_path / "manifest.json").read_text())
     scores = manifest["heldout_scores"][f"T={float(temperature)}"]
+    out = profile.out / "calibration"
+    out.mkdir(parents=True, exist_ok=True)
+    stopped = _gate_stop(profile, out)
+    if stopped:   # no study is built on this model, so there is nothing more to measure
+        result = {"profile": profile.name, "world_hash": manifest.get("world_hash"), "temperature": temperature,
+                  "base_scores": scores, "headroom": headroom(scores), "off_policy": None, "forgetting": None,
+                  "stopped": stopped, "met": False}
+        write_json_atomic(out / "calibration.json", result)
+        (out / "calibration.md").write_text(markdown(result))
+        return result
     _run(["-m", "spotlib.reproduce", "--profile", profile_arg, "--stages", "01", "02", "03"])
     nll = json.loads((profile.out / "03_filter" / "proximity_report.json").read_text())["nll"]
     seeds = seeds or list(profile.train.sweep_seeds) or list(profile.seeds)
@@ -141,11 +157,21 @@ def calibrate(profile_arg: str, seeds: list[int] | None = None) -> dict:
               "base_scores": scores, "headroom": headroom(scores), "off_policy": off_policy(nll),
               "forgetting": forgetting(points, bases)}
     result["met"] = all(result[k]["met"] for k in ("headroom", "off_policy", "forgetting"))
-    out = profile.out / "calibration"
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "calibration.json", result)
     (out / "calibration.md").write_text(markdown(result))
     return result
+
+
+def _gate_stop(profile, scratch: Path) -> str | None:
+    """Stage 01's base gate on this model: its message when it would stop the study, else None."""
+    from spotlib.world.gate import BaseModelOutsideTargets, check_base_model
+    if profile.base_gate.mode != "enforce":
+        return None
+    try:
+        check_base_model(profile, scratch)
+    except BaseModelOutsideTargets as stop:
+        return str(stop)
+    return None
 
 
 def _base_scores(results_path: Path, seed: int, benchmarks: list[str]) -> dict:

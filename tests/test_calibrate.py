@@ -60,3 +60,28 @@ def test_markdown_names_each_target():
               "forgetting": calibrate.forgetting(_points(1e-4, [6, 5, 7], [6, 7, 8]), BASES)}
     text = calibrate.markdown(result)
     assert "60.0 %" in text and "2.00×" in text and "facts loss +7.0" in text and "**not met**" not in text
+
+
+def test_a_base_model_outside_the_gate_ends_the_calibration_with_its_reason(tmp_path, monkeypatch):
+    """No traceback and no stages run on a model stage 01 would refuse: the calibration says why."""
+    import json
+
+    import spotlib.config
+    from spotlib.config import load_profile
+    from spotlib.world import pretrain
+
+    profile = load_profile("test", overrides={"output_dir": str(tmp_path), "base_gate.mode": "enforce",
+                                              "base_gate.targets": {"arith": [0.4, 0.7]}})
+    base = profile.base_model_path()
+    base.mkdir(parents=True)
+    (base / "manifest.json").write_text(json.dumps({"world_hash": "x", "world": {"cpu_kernels": "avx2"},
+                                                    "stats": {"machine": {"kernels": "AVX2"}},
+                                                    "heldout_scores": {"T=0.7": {"arith": 0.24}}}))
+    monkeypatch.setattr(pretrain, "ensure_base_model", lambda p, progress=True: base)
+    monkeypatch.setattr(calibrate, "_run", lambda args: pytest.fail(f"ran {args}"))
+    monkeypatch.setattr(spotlib.config, "load_profile", lambda arg: profile)
+    result = calibrate.calibrate("test")
+    assert not result["met"] and not result["headroom"]["met"] and result["forgetting"] is None
+    text = (tmp_path / "calibration" / "calibration.md").read_text()
+    assert "24.0 %" in text and "not measured" in text and "arith 0.24 (target 0.40-0.70)" in text
+    assert json.loads((tmp_path / "calibration" / "calibration.json").read_text())["stopped"].startswith("base model outside")
