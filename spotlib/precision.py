@@ -16,12 +16,16 @@ API for every call site:
   kernel_env(level)                  -> dict   environment that caps CPU kernels at `level` (world.cpu_kernels)
   effective_kernels(level)           -> str    the instruction set a run at `level` computes with here
   run_on_kernels(level, module, argv)         restart a command on `level`'s kernels (entry points)
+  kernel_signature()                 -> dict   the kernels this process computes with (run cache keys)
 
 CPU kernels. fp32 sums are ordered differently by the AVX2 and AVX-512 kernels of torch, MKL
 and oneDNN, so a model pre-trained on one is a different model on the other (the tiny world's
 arithmetic came out at 65 % on AVX-512 kernels and 97 % on AVX2, same recipe). `world.cpu_kernels`
 pins the instruction set (avx2 | avx512) for every x86 CPU that has it; `native` takes the CPU's
-best and the manifests say which one that was.
+best and the manifests say which one that was. Pinned, MKL also runs on its strict reproducible
+path (MKL_CBWR=<isa>,STRICT), where the number of threads does not change a bit of a matrix
+product: measured, 1 and 2 threads pre-train bit-identical weights (tests/test_kernels.py), so
+the tiny world pre-trains on both cores of a laptop and still makes the one-thread model.
 """
 from __future__ import annotations
 
@@ -179,6 +183,14 @@ def run_on_kernels(level: str, module: str, argv: list[str]) -> None:
     print(f"restarting on {level} kernels (world.cpu_kernels)", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
+def kernel_signature() -> dict:
+    """The CPU kernels this process computes with: torch's dispatch level and the kernel variables
+    it started with. Part of every trained run's cache key, so a run trained in a notebook kernel
+    on the CPU's own kernels is never taken for one trained on the profile's pinned kernels."""
+    return {"torch": torch.backends.cpu.get_cpu_capability(),
+            **{name: value for name, value in sorted(_ENV_AT_START.items()) if value}}
 
 
 def machine() -> dict:

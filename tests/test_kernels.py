@@ -99,3 +99,19 @@ def test_make_lab_gets_the_profiles_kernel_environment():
 
     assert "ATEN_CPU_CAPABILITY=avx2" in words("tiny") and "MKL_CBWR=AVX2,STRICT" in words("tiny")
     assert words("test") == []                       # native: nothing to set
+
+
+def test_a_trained_runs_cache_key_holds_the_kernels_it_computes_with(monkeypatch):
+    """A run trained in a notebook kernel on the CPU's own kernels must not pass for one trained on
+    the profile's pinned kernels (their weights differ): the run key includes the kernel signature."""
+    from spotlib.train.runspec import plan_runs
+    from spotlib.train.trainer import RunInputs, run_key
+    profile = load_profile("test")
+    run = plan_runs(profile.train)[0]
+    inputs = RunInputs(data=None, ref_chosen=None, ref_rejected=None, base_path="base", data_key="d")
+    monkeypatch.setattr(precision, "_ENV_AT_START", {})                 # started on the CPU's own kernels
+    here = run_key(profile.train, profile.model, run, 0, inputs, 4)
+    assert run_key(profile.train, profile.model, run, 0, inputs, 4) == here
+    monkeypatch.setattr(precision, "_ENV_AT_START", {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2"})
+    pinned = run_key(profile.train, profile.model, run, 0, inputs, 4)
+    assert pinned != here and precision.kernel_signature()["MKL_CBWR"] == "AVX2,STRICT"

@@ -127,12 +127,14 @@ NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep
 
 
 def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:
-    """What a finished run depends on: its settings, learning rate, data, start model and seed."""
+    """What a finished run depends on: its settings, learning rate, data, start model, seed and the
+    CPU kernels it computes with (`precision.kernel_signature`)."""
+    from spotlib.precision import kernel_signature
     cfg = dataclasses.asdict(train_cfg)
     return params_hash({"run": run.name, "seed": seed, "steps": steps, "lr": lr_for(train_cfg, run.method),
                         "train": {k: v for k, v in cfg.items() if k not in NOT_IN_RUN_KEY},
                         "model": dataclasses.asdict(model_cfg), "data": inputs.data_key,
-                        "base": str(inputs.base_path)})
+                        "base": str(inputs.base_path), "kernels": kernel_signature()})
 
 
 def _claim_run_dir(run_dir: Path, key: str) -> None:
