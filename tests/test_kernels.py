@@ -12,6 +12,7 @@ def test_each_level_caps_torch_mkl_and_onednn_and_native_changes_nothing():
     env = precision.kernel_env("avx2")
     assert env == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2,STRICT",
                    "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert precision.kernel_env_spec("avx2") == env       # what the world hash holds
     assert precision.kernel_env("native") == {}
     with pytest.raises(ValueError, match="world.cpu_kernels"):
         precision.kernel_env("sse4")
