@@ -78,9 +78,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     cfg = load_profile(args.profile).world
-    if argv is None and not precision.process_has_kernels(cfg.cpu_kernels):   # the kernels the study uses
-        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]],
-                  {**os.environ, **precision.kernel_env(cfg.cpu_kernels)})
+    if argv is None:   # the kernels the study uses
+        precision.run_on_kernels(cfg.cpu_kernels, __file__, sys.argv[1:])
     threads = cfg.num_threads or torch.get_num_threads()
     tok = build_tokenizer(cfg)
     base = build_model(cfg, tok)

@@ -174,15 +174,16 @@ def process_has_kernels(level: str) -> bool:
 
 
 def run_on_kernels(level: str, module: str, argv: list[str]) -> None:
-    """Restart this command (`python -m module argv...`) on `level`'s kernels unless it already runs
-    on them: for the entry points that compute (base model, sweep, calibration), so a pinned profile
+    """Restart this command (`python -m module argv...`; `python script.py argv...` for a script) on
+    `level`'s kernels unless it already runs on them: for the entry points that compute (base model, sweep, calibration), so a pinned profile
     gives the same numbers from the command line as under `make reproduce`. Returns when it may go on."""
     if process_has_kernels(level):
         return
     env = {**os.environ, **kernel_env(level)}
     print(f"restarting on {level} kernels (world.cpu_kernels)", file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+    target = [module] if module.endswith(".py") else ["-m", module]   # a script (benchmarks/) or a module
+    os.execve(sys.executable, [sys.executable, *target, *argv], env)
 
 
 def kernel_signature() -> dict:
