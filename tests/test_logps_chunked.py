@@ -112,14 +112,15 @@ def test_token_kl_by_chunks_equals_full_vocabulary_kl():
     assert all(p.grad is None for p in ref.parameters())
 
 
-def test_chunks_through_the_ddp_wrapper_give_the_same_gradients(tmp_path):
+def ddp_wrapper_check(store: str) -> None:
+    """Chunked log-probs through DDP (gloo, one process) give the unwrapped gradients."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     lm = micro_qwen3(0)
     batch = batch_of_rows()
     want_grads = grads_of(lm, weighted(full_vocabulary(lm, batch)))
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
     try:
         wrapped = DistributedDataParallel(CompletionLogpsModel(lm))
         got = completion_logps(wrapped, batch, head_chunk=4)
@@ -129,8 +130,32 @@ def test_chunks_through_the_ddp_wrapper_give_the_same_gradients(tmp_path):
     assert_same_gradients(got_grads, want_grads)
 
 
+def test_chunks_through_the_ddp_wrapper_give_the_same_gradients(tmp_path):
+    # In a child with a time limit, as the torchrun tests: a process group inside the pytest
+    # process once sat idle (gloo resolving the host), and a hang must fail, not stall the suite.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent.parent), str(Path(__file__).parent)]))
+    if Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+    done = subprocess.run([sys.executable, __file__, str(tmp_path / "store")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "ddp gradients equal" in done.stdout
+
+
 def test_chunk_size_must_be_positive():
     import pytest
 
     with pytest.raises(ValueError, match="logits_chunk_tokens"):
         completion_logps(micro_qwen3(0), batch_of_rows(), head_chunk=0)
+
+
+if __name__ == "__main__":
+    import sys
+
+    ddp_wrapper_check(sys.argv[1])
+    print("ddp gradients equal")
