@@ -57,6 +57,10 @@ class WorldConfig:
     # Share of the pre-training arithmetic (student wording) written with one slipped step: a carry or
     # borrow of ten dropped, the slip carried through to a wrong final answer, as in a corpus with errors.
     slip_rate: float = 0.0
+    # Words put before the prompt of the oracle-worded pre-training examples ("" = none: the student's
+    # own prompts). With a prefix the student learns to compute in the oracle's wording in another
+    # context (a textbook's worked examples) and still answers a plain prompt in its own wording.
+    oracle_style_prefix: str = ""
     bf16_autocast: bool = False      # bf16 autocast while pre-training, on any CPU (spotlib.precision)
     num_threads: int = 0             # torch threads while pre-training (0 = leave as is); in the world hash
     cpu_kernels: str = "native"      # native | avx2 | avx512: CPU instruction set of the whole study (spotlib.precision)

@@ -39,7 +39,10 @@ def world_hash(world_cfg) -> str:
     """The base model's cache key: every world setting (precision, threads, CPU kernels), the recipe,
     the instruction set the kernels compute with here (`native` differs between CPUs) and the
     environment that pins them."""
-    blob = json.dumps({**dataclasses.asdict(world_cfg), "recipe": RECIPE_VERSION,
+    fields = dataclasses.asdict(world_cfg)
+    if not fields["oracle_style_prefix"]:
+        del fields["oracle_style_prefix"]   # absent = the worlds made before the setting existed
+    blob = json.dumps({**fields, "recipe": RECIPE_VERSION,
                        "kernels": precision.effective_kernels(world_cfg.cpu_kernels),
                        "kernel_env": precision.kernel_env_spec(world_cfg.cpu_kernels)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -104,7 +107,8 @@ def pretrain_examples(world_cfg, n: int) -> list[tuple[str, str]]:
         # slips draw from their own stream: the rest of the corpus is the same with or without them
         if key in ("arith", "arith_ood") and world_cfg.slip_rate > 0 and slip_rng.random() < world_cfg.slip_rate:
             text = slipped_solution(rec, slip_rng)
-        out.append((rec["prompt"], text))
+        prompt = world_cfg.oracle_style_prefix + rec["prompt"] if key == "oracle_style" else rec["prompt"]
+        out.append((prompt, text))
     return out
 
 
