@@ -260,3 +260,11 @@ def test_the_oracle_style_prefix_goes_before_the_oracle_worded_examples_only():
     # no prefix keeps the world hash of the worlds made before the setting existed
     assert world_hash(dataclasses.replace(world, oracle_style_prefix="")) == world_hash(world)
     assert world_hash(dataclasses.replace(world, oracle_style_prefix="x")) != world_hash(world)
+
+
+def test_oracle_wording_is_told_from_the_students():
+    from spotlib.world.styles import is_oracle_worded
+    rng = random.Random(0)
+    for record in make_items("arith", 20, "eval", seed=0, world_cfg=WORLD):
+        assert is_oracle_worded(oracle_solution(record, rng))
+        assert not is_oracle_worded(student_solution(record, rng))

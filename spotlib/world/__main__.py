@@ -8,6 +8,7 @@ from spotlib.config import load_profile
 from spotlib.models import load_model
 
 from .evaluate import score_model, style_nll
+from .styles import is_oracle_worded
 from .pretrain import ensure_base_model
 
 parser = argparse.ArgumentParser(prog="python -m spotlib.world", description=__doc__)
@@ -20,4 +21,13 @@ model, tokenizer = load_model(ensure_base_model(profile), device="cpu")
 report = {f"T={t}": score_model(model, tokenizer, args.n, t, seed=0, world_cfg=profile.world,
                                 max_new_tokens=profile.world.eval_max_new_tokens) for t in (0.0, 0.7)}
 report["nll_nats_per_token"] = style_nll(model, tokenizer, world_cfg=profile.world)
+if profile.world.oracle_style_prefix:
+    # Can the student compute in the oracle's wording? Arithmetic asked in the context where the
+    # corpus writes that wording (the share of answers in it, and their accuracy).
+    scores, samples = score_model(model, tokenizer, args.n, 0.7, seed=0, world_cfg=profile.world,
+                                  families=("arith",), max_new_tokens=profile.world.eval_max_new_tokens,
+                                  return_samples=True, prompt_prefix=profile.world.oracle_style_prefix)
+    worded = [is_oracle_worded(text) for _, text in samples["arith"]]
+    report["arith_after_oracle_prefix_T=0.7"] = {"accuracy": scores["arith"],
+                                                 "oracle_worded_share": sum(worded) / max(1, len(worded))}
 print(json.dumps(report, indent=1))

@@ -7,8 +7,9 @@ from .scoring import score
 
 def score_model(model, tokenizer, n_per_family: int = 100, temperature: float = 0.0, seed: int = 0,
                 world_cfg=None, families=FAMILIES, split: str = "eval", max_new_tokens: int = 128,
-                batch_size: int = 64, return_samples: bool = False):
-    """family -> accuracy on n_per_family held-out items (temperature 0 = greedy, top-p 1).
+                batch_size: int = 64, return_samples: bool = False, prompt_prefix: str = ""):
+    """family -> accuracy on n_per_family held-out items (temperature 0 = greedy, top-p 1), each
+    prompt after `prompt_prefix` (e.g. the context of the oracle-worded pre-training examples).
 
     With return_samples=True, returns (accuracies, {family: [(record, response), ...]}).
     """
@@ -16,7 +17,7 @@ def score_model(model, tokenizer, n_per_family: int = 100, temperature: float = 
     accuracies, samples = {}, {}
     for family in families:
         records = make_items(family, n_per_family, split, seed=seed, world_cfg=world_cfg)
-        outputs = generate(model, tokenizer, [r["prompt"] for r in records], n=1, temperature=temperature,
+        outputs = generate(model, tokenizer, [prompt_prefix + r["prompt"] for r in records], n=1, temperature=temperature,
                            top_p=1.0, top_k=-1, max_new_tokens=max_new_tokens, seed=seed,
                            batch_size=batch_size, backend="transformers", progress=False)
         pairs = [(r, o[0]) for r, o in zip(records, outputs)]
