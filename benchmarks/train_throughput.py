@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO))
 SIDES = ("limit", "spotlib", "trl")
 SEED = 0
 TARGETS = {"vs_trl": 1.5, "memory_vs_trl": 1.0, "of_limit": 0.80}
+KERNEL_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
 MATTERING_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
 
@@ -303,7 +304,8 @@ def machine(threads: int) -> dict:
                 flags = set(line.split(":", 1)[1].split())
     return {"cpu": model, "flags": [f for f in MATTERING_FLAGS if f in flags], "native_bf16": cpu_has_native_bf16(),
             "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)), "threads": threads,
-            "torch": torch.__version__}
+            "torch": torch.__version__, "kernels": torch.backends.cpu.get_cpu_capability(),
+            "kernel_env": {k: v for k, v in os.environ.items() if k in KERNEL_VARS}}
 
 
 def load() -> str:
@@ -409,6 +411,9 @@ def parse_args(argv=None):
     parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {','.join(SIDES)}")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="every side recomputes activations in backward (default: no side does)")
+    parser.add_argument("--kernels", choices=["native", "avx2", "avx512"], default="native",
+                        help="CPU kernels of every side (avx2: the tiny study's, `world.cpu_kernels`; bf16 "
+                             "autocast is only native on the CPU's own kernels)")
     parser.add_argument("--json", help="also write every measurement and the summary here")
     parser.add_argument("--workdir", help="build the job here and keep it (default: a temporary folder)")
     parser.add_argument("--smoke", action="store_true",
@@ -433,6 +438,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if not args.child and args.kernels != "native":
+        from spotlib import precision
+        # restart on those kernels; the sides' processes inherit them
+        precision.run_on_kernels(args.kernels, __file__, sys.argv[1:] if argv is None else list(argv))
     if args.child:
         child(args.child, Path(args.workdir), args.batch, args.max_len, args.steps, args.threads, args.bf16,
               args.gradient_checkpointing)
