@@ -216,11 +216,11 @@ VARIANT_COLORS = {"+chosen_only": "#bcbd22", "+rejected_only": "#393b79", "+edit
 
 def _draw_frontier(ax, lines: dict, chosen: dict[str, float], matched: dict[str, float], budget: float,
                    annotate: bool) -> None:
+    from spotlib import plots
+
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8)
     ax.axvline(budget, color="grey", lw=0.8, ls="--")
-    from spotlib import plots
-
     ax.plot([0], [0], "kx", ms=8, label="base")
     for run, line_data in lines.items():
         xs, ys = line_data["x"], line_data["y"]
