@@ -46,7 +46,6 @@ sys.path.insert(0, str(REPO))
 SIDES = ("limit", "spotlib", "trl")
 SEED = 0
 TARGETS = {"vs_trl": 1.5, "memory_vs_trl": 1.0, "of_limit": 0.80}
-KERNEL_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
 MATTERING_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
 
@@ -292,7 +291,7 @@ def child(which: str, workdir: Path, batch: int, max_len: int, steps: int, threa
 def machine(threads: int) -> dict:
     import torch
 
-    from spotlib.precision import cpu_has_native_bf16
+    from spotlib.precision import cpu_has_native_bf16, kernel_signature
 
     model, flags = "unknown", set()
     cpuinfo = Path("/proc/cpuinfo")
@@ -304,8 +303,7 @@ def machine(threads: int) -> dict:
                 flags = set(line.split(":", 1)[1].split())
     return {"cpu": model, "flags": [f for f in MATTERING_FLAGS if f in flags], "native_bf16": cpu_has_native_bf16(),
             "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)), "threads": threads,
-            "torch": torch.__version__, "kernels": torch.backends.cpu.get_cpu_capability(),
-            "kernel_env": {k: v for k, v in os.environ.items() if k in KERNEL_VARS}}
+            "torch": torch.__version__, "kernels": kernel_signature()}
 
 
 def load() -> str:

@@ -249,17 +249,19 @@ def test_the_oracle_style_prefix_goes_before_the_oracle_worded_examples_only():
     import dataclasses
 
     from spotlib.world.pretrain import pretrain_examples, world_hash
+    from spotlib.world.styles import is_oracle_worded
     world = dataclasses.replace(WORLD, mix={"arith": 0.5, "oracle_style": 0.5})
     plain = pretrain_examples(world, 200)
     prefixed = pretrain_examples(dataclasses.replace(world, oracle_style_prefix="In a textbook: "), 200)
-    oracle_worded = [" makes " in text for _, text in plain]
+    oracle_worded = [is_oracle_worded(text) for _, text in plain]
     assert 50 < sum(oracle_worded) < 150
     for (p0, t0), (p1, t1), oracle in zip(plain, prefixed, oracle_worded):
         assert t1 == t0                               # the same solutions, only the context differs
         assert p1 == ("In a textbook: " + p0 if oracle else p0)
-    # no prefix keeps the world hash of the worlds made before the setting existed
-    assert world_hash(dataclasses.replace(world, oracle_style_prefix="")) == world_hash(world)
     assert world_hash(dataclasses.replace(world, oracle_style_prefix="x")) != world_hash(world)
+    # no prefix keeps the hash the tiny profile's base model was made under before the setting existed
+    # (machine-independent on pinned kernels): a new world setting must not orphan the cached models
+    assert world_hash(load_profile("tiny").world) == "df96eb4f32cbd50d"
 
 
 def test_oracle_wording_is_told_from_the_students():
