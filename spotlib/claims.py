@@ -6,8 +6,9 @@ Inputs are plain rows, so any of them may be missing:
   its `_se`, `d_<column>` against the base and `retention_loss`; the base row is `run: base`.
   Its SEs are per score, so a change's SE is the run's and the base's in quadrature.
 - `main_table`: the sweep's main table (`spotlib.frontier.main_table`): per run a row at its
-  validation-chosen LR (`at: chosen`) and one at its matched point (`at: matched`), changes
-  against the base of the same seed with their SE over seeds.
+  validation-chosen LR (`at: chosen`), one at its matched point (`at: matched`) and one at its
+  best in-domain point (`at: best`), changes against the base of the same seed with their SE
+  over seeds.
 - `frontier_points`: the sweep's per-seed points (points.jsonl), for the KL ↔ forgetting
   relation when stage 05 did not run (they carry `kl` when training probed it).
 - `rl`: stage 06's summary.json (`runs.<init>.heldout_last`, a fraction) with `heldout`, the
@@ -16,9 +17,9 @@ Inputs are plain rows, so any of them may be missing:
 Each source gives one *reading* of a claim; a reading decides only beyond 2 SE (the noise
 band, stated with it). The claim's verdict: supports (or contradicts) when some reading does
 and none says the opposite; cannot decide when all are within noise, when they disagree, or
-when the inputs are missing (then the command that makes them is named). When the readings
-at the chosen LR and at the matched point differ, the claim says so: a method judged only
-where it trains least is not a verdict.
+when the inputs are missing (then the command that makes them is named). When the sweep's
+readings at its points differ, the claim says so: a method judged only where it trains least
+is not a verdict.
 """
 from __future__ import annotations
 
@@ -103,13 +104,15 @@ def _eval_view(eval_rows: list[dict]) -> dict[str, dict]:
 
 
 def views(eval_rows: list[dict] | None, main_table: list[dict] | None) -> list[tuple[str, dict[str, dict]]]:
-    """[(label, {run: row})]: stage 05 (test split), the sweep at the chosen LR and at the matched point."""
+    """[(label, {run: row})]: stage 05 (test split), the sweep at the chosen LR, at the matched point and
+    at the best in-domain point."""
     out = []
     if eval_rows:
         view = _eval_view(eval_rows)
         if view:
             out.append(("05, test split", view))
-    for at, label in (("chosen", "sweep, chosen LR (val)"), ("matched", "sweep, matched point (val)")):
+    for at, label in (("chosen", "sweep, chosen LR (val)"), ("matched", "sweep, matched point (val)"),
+                      ("best", "sweep, best in-domain LR (val)")):
         rows = {r["run"]: r for r in main_table or [] if r.get("at") == at and r.get("lr") is not None}
         if rows:
             out.append((label, rows))
@@ -128,7 +131,7 @@ def _claim(key: str, title: str, paper: str, readings: list[dict], missing: str 
         sweep = {r["source"]: r["verdict"] for r in readings
                  if r["subject"] == subject and r["source"].startswith("sweep, ")}
         if len(set(sweep.values())) > 1:
-            notes.append(f"{subject}: the readings at the chosen LR and at the matched point differ (" +
+            notes.append(f"{subject}: the sweep's readings at its chosen, matched and best points differ (" +
                          ", ".join(f"{s.split(', ')[1]}: {v}" for s, v in sweep.items()) + ")")
     if {r["verdict"] for r in readings} >= {SUPPORTS, CONTRADICTS}:
         notes.append("some readings support and others contradict")
@@ -175,6 +178,12 @@ def claim_retention(sources) -> dict:
             notes.append(f"{label}: SFT itself does not forget beyond noise "
                          f"({band(sft.get('retention_loss'), sft.get('retention_loss_se'))}), so the premise "
                          "of the claim does not occur there")
+    for r in readings:
+        spot = dict(sources).get(r["source"], {}).get(SPOT, {})
+        gain, se = spot.get("in_domain_gain"), spot.get("in_domain_gain_se")
+        if r["verdict"] == SUPPORTS and verdict_of(gain, se) != SUPPORTS:
+            notes.append(f"{r['source']}: spot_bco forgets less there without gaining in-domain ({band(gain, se)}): "
+                         "it moved less, which is not learning without forgetting")
     if any(r["source"].startswith("sweep, matched") for r in readings):
         notes.append("at the matched point every method's retention loss is within the budget (2 points) by "
                      "construction, so that reading compares forgetting among the runs that stay within it")

@@ -275,9 +275,10 @@ def sweep_section(out: Path, profile_name: str) -> list[str]:
     seeds = sorted(int(k) for k in (manifest.get("bases") or {})) or "?"
     lines += [f"Every method trained at every LR of the grid and evaluated on the val split, seeds {seeds}; "
               "changes against the base model evaluated with the same seed, mean ± SE over seeds. "
-              f"Selection rule: {manifest.get('rule', '?')}. A method is read both at its chosen LR and at its "
+              f"Selection rule: {manifest.get('rule', '?')}. A method is read at its chosen LR, at its "
               f"matched point (its best in-domain gain within {frontier.MATCHED_RETENTION_LOSS:g} points of "
-              "retention loss), so that none is judged only where it trains least.", ""]
+              "retention loss) and at its best point (its best in-domain gain at any LR, whatever it forgets), "
+              "so that none is judged only where it trains least.", ""]
     if (sweep / "frontier.png").is_file():
         lines += [f"![frontier]({SWEEP_DIR}/frontier.png)", "",
                   "*In-domain gain against retention loss, one line per run over its LRs.* "
@@ -315,7 +316,7 @@ def claims_section(out: Path) -> list[str]:
                                sweep_items=(sweep.get("counts") or {}).get("items"))
     return ["## What the study says about each claim", "",
             "Each claim of the paper read from this study's numbers: stage 05 (test split, at the LRs stage 04 "
-            "trained at), the sweep at each method's chosen LR and at its matched point (val split), and "
+            "trained at), the sweep at each method's chosen LR, its matched point and its best point (val split), and "
             "stage 06.", "", claims.claims_markdown(found).strip(), ""]
 
 

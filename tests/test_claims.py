@@ -61,12 +61,24 @@ def test_chosen_and_matched_readings_that_differ_are_said():
     assert [r["verdict"] for r in a["readings"]] == [UNDECIDED, CONTRADICTS]
     assert a["verdict"] == CONTRADICTS  # the tie where it trains least decides nothing
     assert a["readings"][1]["text"] == "spot_bco at lr 0.0003: -6.0 ± 2.0 points (2 SE)"
-    assert any(n.startswith("spot_bco: the readings at the chosen LR and at the matched point differ (chosen LR (val): "
-                            "cannot decide, matched point (val): contradicts)") for n in a["notes"])
+    assert any(n.startswith("spot_bco: the sweep's readings at its chosen, matched and best points differ "
+                            "(chosen LR (val): cannot decide, matched point (val): contradicts)") for n in a["notes"])
     # a reading for and one against: no verdict
     table[0]["in_domain_gain"] = 4.0
     a = by_key(read_claims(main_table=table))["in_domain"]
     assert a["verdict"] == UNDECIDED and any("some readings support and others contradict" in n for n in a["notes"])
+
+
+def test_retention_without_an_in_domain_gain_is_said_to_be_moving_less():
+    # at each method's best in-domain point: SFT gains and forgets; SPoT-BCO neither
+    table = [row("sft", "best", 1e-4, retention_loss=(14.0, 1.0), in_domain_gain=(5.0, 1.0)),
+             row("spot_bco", "best", 1e-5, retention_loss=(0.0, 0.5), in_domain_gain=(-1.3, 0.6))]
+    c = by_key(read_claims(main_table=table))["retention"]
+    assert c["verdict"] == SUPPORTS and c["readings"][0]["source"] == "sweep, best in-domain LR (val)"
+    assert any("spot_bco forgets less there without gaining in-domain (-1.3 ± 1.2 (2 SE))" in n for n in c["notes"])
+    table[1]["in_domain_gain"] = 4.0  # now it gains beyond noise: learning without forgetting, no such note
+    c = by_key(read_claims(main_table=table))["retention"]
+    assert c["verdict"] == SUPPORTS and not any("without gaining" in n for n in c["notes"])
 
 
 def test_retention_says_when_sft_does_not_forget():

@@ -63,14 +63,17 @@ def test_main_table_has_the_chosen_and_the_matched_point_of_each_method():
     rows = frontier.aggregate(frontier.with_changes(_sweep(), BASES))
     table = frontier.main_table(rows, {"sft": 1e-5, "spot": 1e-4}, budget=2.0)
     by = {(t["run"], t["at"]): t for t in table}
-    assert [(t["run"], t["at"]) for t in table] == [("sft", "chosen"), ("sft", "matched"),
-                                                    ("spot", "chosen"), ("spot", "matched")]
+    assert [(t["run"], t["at"]) for t in table] == [("sft", "chosen"), ("sft", "matched"), ("sft", "best"),
+                                                    ("spot", "chosen"), ("spot", "matched"), ("spot", "best")]
     assert by["sft", "chosen"]["in_domain_gain"] == pytest.approx(1.0)
     assert by["sft", "matched"]["lr"] == 3e-5 and by["sft", "matched"]["in_domain_gain"] == pytest.approx(4.0)
     assert by["spot", "chosen"]["lr"] == by["spot", "matched"]["lr"] == 1e-4
+    # the best point ignores forgetting: sft's is 1e-4 (+9, forgetting 6), outside the matched budget
+    assert by["sft", "best"]["lr"] == 1e-4 and by["sft", "best"]["retention_loss"] == pytest.approx(6.0)
     none = frontier.main_table(rows, {"sft": 1e-5}, budget=-1.0)
     assert none[1]["lr"] is None and math.isnan(none[1]["in_domain_gain"])
-    assert none[2]["at"] == "chosen" and none[2]["lr"] is None  # no chosen LR given for spot
+    assert none[2]["at"] == "best" and none[2]["lr"] is not None     # the best point has no budget
+    assert none[3]["at"] == "chosen" and none[3]["lr"] is None  # no chosen LR given for spot
     text = frontier.frontier_markdown(rows, {"sft": 1e-5, "spot": 1e-4})
     assert "| sft | matched | 3e-05 | +4.0 ± 0.6 |" in text
     assert "**1e-05 ★**" in text and "| 3e-05 ◆ |" in text and "| spot | 0.0001 ★◆ |" in text.replace("**", "")
