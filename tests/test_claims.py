@@ -76,9 +76,11 @@ def test_retention_without_an_in_domain_gain_is_said_to_be_moving_less():
     c = by_key(read_claims(main_table=table))["retention"]
     assert c["verdict"] == SUPPORTS and c["readings"][0]["source"] == "sweep, best in-domain LR (val)"
     assert any("spot_bco forgets less there without gaining in-domain (-1.3 ± 1.2 (2 SE))" in n for n in c["notes"])
+    assert "| **supports** (only where SPoT-BCO gains nothing in-domain) |" in claims_markdown([c])
     table[1]["in_domain_gain"] = 4.0  # now it gains beyond noise: learning without forgetting, no such note
     c = by_key(read_claims(main_table=table))["retention"]
     assert c["verdict"] == SUPPORTS and not any("without gaining" in n for n in c["notes"])
+    assert "qualifier" not in c and "| **supports** |" in claims_markdown([c])
 
 
 def test_retention_says_when_sft_does_not_forget():

@@ -98,6 +98,22 @@ def test_chosen_lr_is_the_argmax_of_the_rule(profile, swept):
     assert sweep.choose(rows) == {"a": 3e-4, "b": 3e-4, "c": 3e-4}
 
 
+def test_a_fresh_sweep_derives_its_summary_again_and_keeps_its_timings(profile, swept, monkeypatch):
+    out = profile.out / "sweep"
+    manifest = json.loads((out / "manifest.json").read_text())
+    stale = dict(manifest, main_table=[], wall_time_s=123.0)  # a summary from older code, a real run's time
+    (out / "manifest.json").write_text(json.dumps(stale))
+    (out / "frontier.png").unlink()
+    monkeypatch.setattr(sweep, "train_run", lambda *a, **k: pytest.fail("a fresh sweep trained a point"))
+    again = sweep.run(profile, progress=False)
+    same = lambda a, b: json.dumps(a) == json.dumps(b)  # noqa: E731  (NaN SEs with one seed)
+    assert same(again["main_table"], manifest["main_table"]) and again["main_table"]
+    assert {t["at"] for t in again["main_table"]} == {"chosen", "matched", "best"}
+    written = json.loads((out / "manifest.json").read_text())
+    assert same(written["main_table"], manifest["main_table"]) and written["wall_time_s"] == 123.0
+    assert (out / "frontier.png").is_file()
+
+
 def test_resume_skips_finished_points(profile, swept, monkeypatch):
     out = profile.out / "sweep"
     assert sweep.run(profile, progress=False)["chosen"] == swept["chosen"]  # fresh: nothing runs

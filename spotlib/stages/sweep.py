@@ -19,7 +19,9 @@ Selection rule, the same for every method: the chosen LR maximises the mean val
 **overall** score, which rewards in-domain gains and penalises forgetting alike; ties go to
 the smaller retention loss, then to the smaller learning rate. Beside it, each method's
 **matched point** (`spotlib.frontier.matched_point`): its best in-domain gain within 2
-points of retention loss, so that no method is judged only where it trains least.
+points of retention loss, so that no method is judged only where it trains least; and its
+**best point** (`spotlib.frontier.best_point`): its best in-domain gain at any LR, whatever
+it forgets — where a method that buys accuracy with forgetting (SFT) shows both.
 
 `train.sweep_variants` adds runs swept on the same grid and seeds and drawn on the same
 frontier without being chosen into `train.lr` — the pair objectives taken apart
@@ -186,15 +188,16 @@ def plot_frontier(rows: list[dict], chosen: dict[str, float], path: Path,
     fig, (whole, zoom) = plt.subplots(1, 2, figsize=(10, 5.4))
     lines = frontier.frontier_lines(rows)
     matched = frontier.matched_lrs(rows, budget)
+    best = frontier.matched_lrs(rows, math.inf)  # the best in-domain gain at any LR
     for ax in (whole, zoom):
-        _draw_frontier(ax, lines, chosen, matched, budget, annotate=ax is zoom)
+        _draw_frontier(ax, lines, chosen, matched, best, budget, annotate=ax is zoom)
     zoom.set_xlim(*_zoom_window([x for d in lines.values() for x in d["x"]], -2.0, 4 * budget))
     lo, hi = zoom.get_xlim()
     inside = [y for d in lines.values() for x, y in zip(d["x"], d["y"]) if lo <= x <= hi and not math.isnan(y)]
     if inside:
         zoom.set_ylim(max(min(inside) - 2, -15.0), max(inside) + 2)
     whole.set_title("all learning rates", fontsize=9)
-    zoom.set_title(f"near the base (★ chosen, ◇ matched, dashed: {budget:g}-point budget)", fontsize=9)
+    zoom.set_title(f"near the base (★ chosen, ◇ matched, ▲ best, dashed: {budget:g}-point budget)", fontsize=8)
     handles, labels = zoom.get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=6, frameon=False)
     fig.suptitle("LR frontier on the validation split: in-domain gain against retention loss", fontsize=10)
@@ -214,8 +217,8 @@ def _zoom_window(xs: list[float], lo: float, hi: float) -> tuple[float, float]:
 VARIANT_COLORS = {"+chosen_only": "#bcbd22", "+rejected_only": "#393b79", "+edit_only": "#7b4173"}
 
 
-def _draw_frontier(ax, lines: dict, chosen: dict[str, float], matched: dict[str, float], budget: float,
-                   annotate: bool) -> None:
+def _draw_frontier(ax, lines: dict, chosen: dict[str, float], matched: dict[str, float], best: dict[str, float],
+                   budget: float, annotate: bool) -> None:
     from spotlib import plots
 
     ax.axhline(0, color="grey", lw=0.8)
@@ -237,6 +240,8 @@ def _draw_frontier(ax, lines: dict, chosen: dict[str, float], matched: dict[str,
                 ax.plot([x], [y], "*", ms=14, color=color, markeredgecolor="black")
             if lr == matched.get(run):
                 ax.plot([x], [y], "D", ms=8, mfc="none", color=color, markeredgecolor="black")
+            if lr == best.get(run) and lr not in (chosen.get(run), matched.get(run)):
+                ax.plot([x], [y], "^", ms=9, color=color, markeredgecolor="black")
     ax.set_xlabel("retention loss (base − model, general, points) →")
     ax.set_ylabel("in-domain gain (model − base, points)")
 
@@ -310,7 +315,13 @@ def run(profile, progress: bool = True, methods: list[str] | None = None, points
               "matched_retention_loss": frontier.MATCHED_RETENTION_LOSS}
     manifest = Manifest(out, params=params, inputs=plan.inputs_hash)
     if manifest.is_fresh() and not points_only:
-        return manifest.load()
+        # Nothing to train or evaluate; the summary (chosen, matched and best points, figure, tables)
+        # is derived again from the stored points by this code, so it never lags the code that reads it.
+        old = manifest.load()
+        summary = _summarise(old["points"], {int(k): v for k, v in old["bases"].items()}, specs, profile, out)
+        old.update(summary)
+        write_json_atomic(manifest.path, old)
+        return old
 
     # What a point depends on besides (run, lr, seed): data, steps, trainer and eval settings.
     point_key = params_hash({"inputs": plan.inputs_hash, "steps": plan.steps, "n": plan.n,
@@ -353,6 +364,17 @@ def run(profile, progress: bool = True, methods: list[str] | None = None, points
     rows = frontier.with_changes(points, bases)
     if points_only:
         return {"points": rows, "bases": bases}
+    summary = _summarise(rows, bases, specs, profile, out)
+    manifest.counts.update({"runs": len(runs), "lrs": len(grid), "seeds": len(seeds), "points": len(rows),
+                            "steps": plan.steps, "examples_per_run": plan.n,
+                            "items": {n: len(v) for n, v in items.items()}})
+    return manifest.write(rule=RULE, base=bases[seeds[0]], bases={str(k): v for k, v in bases.items()},
+                          points=rows, **summary)
+
+
+def _summarise(rows: list[dict], bases: dict[int, dict], specs, profile, out: Path) -> dict:
+    """From the per-seed points: the frontier, the chosen / matched / best points, the LR files,
+    the figure and sweep.md; returns the manifest's summary fields."""
     table = frontier.aggregate(rows)
     chosen = choose(table)
     plain = {s.name: s.method for s in specs}  # variants are drawn, never chosen into train.lr
@@ -369,12 +391,7 @@ def run(profile, progress: bool = True, methods: list[str] | None = None, points
     (out / "matched_lr.yaml").write_text(chosen_yaml(at_matched, profile, MATCHED_RULE))
     plot_frontier(table, chosen, out / "frontier.png")
     (out / "sweep.md").write_text(sweep_markdown(table, bases, chosen, profile))
-    manifest.counts.update({"runs": len(runs), "lrs": len(grid), "seeds": len(seeds), "points": len(rows),
-                            "steps": plan.steps, "examples_per_run": plan.n,
-                            "items": {n: len(v) for n, v in items.items()}})
-    return manifest.write(rule=RULE, chosen=by_method, matched=matched, base=bases[seeds[0]],
-                          bases={str(k): v for k, v in bases.items()}, points=rows, frontier=table,
-                          main_table=frontier.main_table(table, chosen))
+    return {"chosen": by_method, "matched": matched, "frontier": table, "main_table": frontier.main_table(table, chosen)}
 
 
 def main(argv=None) -> None:
