@@ -12,7 +12,7 @@ seeds, so LRs are compared on paired replicates). Per point
 and per (run, lr) the mean ± standard error over seeds (SE = sample std / √n; NaN with a
 single seed: one replicate says nothing about noise).
 
-Two readings of each method, so that no method is judged only where it trains least:
+Three readings of each method, so that no method is judged only where it trains least:
 
 - the **chosen** point: the LR picked on validation by the sweep's rule;
 - the **matched** point: the largest mean in-domain gain among the LRs whose mean
@@ -148,8 +148,10 @@ def frontier_markdown(rows: list[dict], chosen: dict[str, float], budget: float 
     lines = ["| method | lr | seeds | in-domain gain | OOD gain | retention loss | overall |",
              "|---|---|---|---|---|---|---|"]
     matched = matched_lrs(rows, budget)
+    best = matched_lrs(rows, math.inf)
     for r in rows:
         marks = ("★" if chosen.get(r["run"]) == r["lr"] else "") + ("◆" if matched.get(r["run"]) == r["lr"] else "")
+        marks += "▲" if best.get(r["run"]) == r["lr"] and not marks else ""
         cells = [r["run"], f"{r['lr']:g}{(' ' + marks) if marks else ''}", str(r["n_seeds"]),
                  pm(r["in_domain_gain"], r["in_domain_gain_se"]), pm(r["ood_gain"], r["ood_gain_se"]),
                  pm(r["retention_loss"], r["retention_loss_se"]),
@@ -157,7 +159,8 @@ def frontier_markdown(rows: list[dict], chosen: dict[str, float], budget: float 
         if "★" in marks:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"★ (bold) validation-chosen LR; ◆ matched point (best in-domain gain with retention loss ≤ {budget:g}).",
+    lines += ["", f"★ (bold) validation-chosen LR; ◆ matched point (best in-domain gain with retention loss ≤ {budget:g}); "
+              "▲ best point (best in-domain gain at any LR), where it is neither.",
               "", "**Main table** (mean ± SE over seeds): each method at its chosen LR, at its matched point and at "
               "its best point (its best in-domain gain at any LR, whatever it forgets).", "",
               "| method | at | lr | in-domain gain | OOD gain | retention loss |", "|---|---|---|---|---|---|"]

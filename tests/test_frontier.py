@@ -59,7 +59,7 @@ def test_matched_point_is_the_best_gain_within_the_retention_budget():
     assert frontier.matched_point(tie)["lr"] == 1e-5  # equal gain: less forgetting, then the smaller LR
 
 
-def test_main_table_has_the_chosen_and_the_matched_point_of_each_method():
+def test_main_table_has_the_chosen_matched_and_best_point_of_each_method():
     rows = frontier.aggregate(frontier.with_changes(_sweep(), BASES))
     table = frontier.main_table(rows, {"sft": 1e-5, "spot": 1e-4}, budget=2.0)
     by = {(t["run"], t["at"]): t for t in table}
@@ -77,6 +77,7 @@ def test_main_table_has_the_chosen_and_the_matched_point_of_each_method():
     text = frontier.frontier_markdown(rows, {"sft": 1e-5, "spot": 1e-4})
     assert "| sft | matched | 3e-05 | +4.0 ± 0.6 |" in text
     assert "**1e-05 ★**" in text and "| 3e-05 ◆ |" in text and "| spot | 0.0001 ★◆ |" in text.replace("**", "")
+    assert "| sft | 0.0001 ▲ |" in text and "| sft | best | 0.0001 | +9.0" in text
 
 
 def test_frontier_lines_are_the_figure_data():
