@@ -96,6 +96,11 @@ def best_point(rows: list[dict]) -> dict | None:
     return matched_point(rows, budget=math.inf)
 
 
+def best_lrs(rows: list[dict]) -> dict[str, float | None]:
+    """{run: LR of its best point}."""
+    return matched_lrs(rows, budget=math.inf)
+
+
 def matched_lrs(rows: list[dict], budget: float = MATCHED_RETENTION_LOSS) -> dict[str, float | None]:
     """{run: LR of its matched point, or None}."""
     runs = dict.fromkeys(r["run"] for r in rows)
@@ -148,7 +153,7 @@ def frontier_markdown(rows: list[dict], chosen: dict[str, float], budget: float 
     lines = ["| method | lr | seeds | in-domain gain | OOD gain | retention loss | overall |",
              "|---|---|---|---|---|---|---|"]
     matched = matched_lrs(rows, budget)
-    best = matched_lrs(rows, math.inf)
+    best = best_lrs(rows)
     for r in rows:
         marks = ("★" if chosen.get(r["run"]) == r["lr"] else "") + ("◆" if matched.get(r["run"]) == r["lr"] else "")
         marks += "▲" if best.get(r["run"]) == r["lr"] and not marks else ""

@@ -249,7 +249,7 @@ def test_the_oracle_style_prefix_goes_before_the_oracle_worded_examples_only():
     import dataclasses
 
     from spotlib.world.pretrain import pretrain_examples, world_hash
-    from spotlib.world.styles import is_oracle_worded
+    from spotlib.world.edit import is_oracle_worded
     world = dataclasses.replace(WORLD, mix={"arith": 0.5, "oracle_style": 0.5})
     plain = pretrain_examples(world, 200)
     prefixed = pretrain_examples(dataclasses.replace(world, oracle_style_prefix="In a textbook: "), 200)
@@ -266,7 +266,7 @@ def test_the_oracle_style_prefix_goes_before_the_oracle_worded_examples_only():
 
 
 def test_oracle_wording_is_told_from_the_students():
-    from spotlib.world.styles import is_oracle_worded
+    from spotlib.world.edit import is_oracle_worded
     rng = random.Random(0)
     for record in make_items("arith", 20, "eval", seed=0, world_cfg=WORLD):
         assert is_oracle_worded(oracle_solution(record, rng))

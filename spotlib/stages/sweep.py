@@ -188,7 +188,7 @@ def plot_frontier(rows: list[dict], chosen: dict[str, float], path: Path,
     fig, (whole, zoom) = plt.subplots(1, 2, figsize=(10, 5.4))
     lines = frontier.frontier_lines(rows)
     matched = frontier.matched_lrs(rows, budget)
-    best = frontier.matched_lrs(rows, math.inf)  # the best in-domain gain at any LR
+    best = frontier.best_lrs(rows)
     for ax in (whole, zoom):
         _draw_frontier(ax, lines, chosen, matched, best, budget, annotate=ax is zoom)
     zoom.set_xlim(*_zoom_window([x for d in lines.values() for x in d["x"]], -2.0, 4 * budget))

@@ -8,7 +8,7 @@ from spotlib.config import load_profile
 from spotlib.models import load_model
 
 from .evaluate import score_model, style_nll
-from .styles import is_oracle_worded
+from .edit import is_oracle_worded
 from .pretrain import ensure_base_model
 
 

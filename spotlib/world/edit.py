@@ -55,6 +55,12 @@ def parse_solution(text: str) -> list[Step]:
     return steps
 
 
+def is_oracle_worded(text: str) -> bool:
+    """Whether a solution is written in the oracle's style: it has steps, all in words ("a plus b makes c")."""
+    steps = parse_solution(text)
+    return bool(steps) and all(s.worded for s in steps)
+
+
 def wrong_steps(record: dict, steps: list[Step]) -> list[int]:
     """Indices where the written step differs from the correct chain (missing/extra count)."""
     truth = chain_steps(record)

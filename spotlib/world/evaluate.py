@@ -17,9 +17,10 @@ def score_model(model, tokenizer, n_per_family: int = 100, temperature: float = 
     accuracies, samples = {}, {}
     for family in families:
         records = make_items(family, n_per_family, split, seed=seed, world_cfg=world_cfg)
-        outputs = generate(model, tokenizer, [prompt_prefix + r["prompt"] for r in records], n=1, temperature=temperature,
-                           top_p=1.0, top_k=-1, max_new_tokens=max_new_tokens, seed=seed,
-                           batch_size=batch_size, backend="transformers", progress=False)
+        prompts = [prompt_prefix + r["prompt"] for r in records]
+        outputs = generate(model, tokenizer, prompts, n=1, temperature=temperature, top_p=1.0, top_k=-1,
+                           max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                           backend="transformers", progress=False)
         pairs = [(r, o[0]) for r, o in zip(records, outputs)]
         accuracies[family] = sum(score(r, text) for r, text in pairs) / max(1, len(pairs))
         samples[family] = pairs

@@ -75,11 +75,6 @@ def render_oracle(steps, answer, intro: int = 0) -> str:
     return "\n".join(lines)
 
 
-def is_oracle_worded(text: str) -> bool:
-    """Whether a solution is written in the oracle's style (its steps say "makes", never "=")."""
-    return " makes " in text and " = " not in text
-
-
 def _reference_response(record: dict) -> str | None:
     if record["family"] == "facts":
         return record["meta"]["response"]
