@@ -61,6 +61,9 @@ class WorldConfig:
     # own prompts). With a prefix the student learns to compute in the oracle's wording in another
     # context (a textbook's worked examples) and still answers a plain prompt in its own wording.
     oracle_style_prefix: str = ""
+    # One matrix for the input embeddings and the LM head (Qwen3-0.6B/1.7B) or two (Qwen3-8B): with
+    # tied embeddings a push on an output token also moves that token's input embedding everywhere.
+    tie_word_embeddings: bool = True
     bf16_autocast: bool = False      # bf16 autocast while pre-training, on any CPU (spotlib.precision)
     num_threads: int = 0             # torch threads while pre-training (0 = leave as is); in the world hash
     cpu_kernels: str = "native"      # native | avx2 | avx512: CPU instruction set of the whole study (spotlib.precision)
