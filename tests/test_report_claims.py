@@ -65,8 +65,9 @@ def test_report_holds_the_frontier_the_matched_points_and_the_mechanism(reports)
     text = reports[0].read_text()
     section = text[text.index("## Learning-rate frontier (sweep)"):text.index("## What the study says")]
     assert "![frontier](sweep/frontier.png)" in section
-    assert "| spot_bco | chosen | 0.0001 |" in section and "| spot_bco | matched | 0.0001 |" in section
-    assert "| sft | matched | 0.001 | +4.5 ± 0.5 |" in section  # within the 2-point budget, the best gain
+    assert "| spot_bco | chosen | 0.0001⇤ |" in section and "| spot_bco | matched | 0.0001⇤ |" in section
+    assert "**Still on an edge of its grid:** " in section     # the low edge is named under the table
+    assert "| sft | matched | 0.001⇥ | +4.5 ± 0.5 |" in section  # within the 2-point budget, the best gain
     assert ("| spot_bco | 0.001 | 2 | -10.5 ± 0.5 | -0.010 ± 0.000 | -0.400 ± 0.000 | -0.050 ± 0.000 | "
             "+0.020 ± 0.000 | 0.250 ± 0.000 |") in section  # the last probe record, not the first
     assert ("the rejected term causes it; restricting y⁻ to the edit removes it; Δlog π(y⁻) per token "
