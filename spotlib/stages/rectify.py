@@ -28,7 +28,12 @@ PROBLEM_FIELDS = ("id", "family", "prompt", "answer", "meta")
 
 def oracle_params(profile) -> dict:
     """The settings that change this stage's output (the key's *name*, never its value)."""
+    from spotlib.config import ORACLE_BEHAVIOUR_KEYS
+
     cfg = profile.to_dict()["oracle"]
+    for key in ORACLE_BEHAVIOUR_KEYS:   # absent when 0: the minimal-edit Oracle's earlier outputs stay valid
+        if not cfg[key]:
+            del cfg[key]
     return {**cfg, "seed": profile.seed, "grading": profile.sample.grading}
 
 
