@@ -124,14 +124,19 @@ def matched_lrs(rows: list[dict], budget: float = MATCHED_RETENTION_LOSS) -> dic
 
 def main_table(rows: list[dict], chosen: dict[str, float], budget: float = MATCHED_RETENTION_LOSS) -> list[dict]:
     """Per run, three rows: at its chosen LR (`at: chosen`), at its matched point (`at: matched`,
-    absent values when no LR stays within the budget) and at its best point (`at: best`)."""
+    absent values when no LR stays within the budget) and at its best point (`at: best`); `edge`
+    says whether that LR is the lowest or highest the run was swept at (`edge_ties_base`: and the
+    run ties with the base there)."""
     table = []
+    edges = {(e["run"], e["lr"]): e for e in edge_points(rows, chosen, budget)}
     for run in dict.fromkeys(r["run"] for r in rows):
         mine = [r for r in rows if r["run"] == run]
         at_chosen = next((r for r in mine if run in chosen and r["lr"] == float(chosen[run])), None)
         points = (("chosen", at_chosen), ("matched", matched_point(mine, budget)), ("best", best_point(mine)))
         for label, row in points:
             entry = {"run": run, "at": label, "lr": row["lr"] if row else None}
+            edge = edges.get((run, entry["lr"]))   # on an edge of the run's grid: claims say so
+            entry.update(edge=edge["edge"] if edge else None, edge_ties_base=bool(edge and edge["ties_base"]))
             for key in CHANGES + ("overall",):
                 entry[key] = row.get(key, math.nan) if row else math.nan
                 entry[f"{key}_se"] = row.get(f"{key}_se", math.nan) if row else math.nan

@@ -154,3 +154,15 @@ def test_the_report_names_every_point_still_on_an_edge():
     interior = frontier.frontier_markdown(_rows("mid", [(1e-5, 0.0, 0.0), (3e-5, 2.0, 0.5), (1e-4, 1.0, 1.0)]),
                                           {"mid": 3e-5})
     assert "Every chosen, matched and best point is interior" in interior and "★⇤" not in interior
+
+
+def test_main_table_rows_say_when_their_point_is_on_an_edge_and_claims_repeat_it():
+    from spotlib.claims import _lr
+
+    rows = _rows("pair", [(1e-5, -1.3, 0.1), (3e-5, -8.0, 1.0)]) + _rows("mid", [(1e-5, 0.0, 0.0), (3e-5, 2.0, 0.5),
+                                                                                (1e-4, 1.0, 1.0)])
+    table = {(t["run"], t["at"]): t for t in frontier.main_table(rows, {"pair": 1e-5, "mid": 3e-5})}
+    assert table["pair", "chosen"]["edge"] == "low" and not table["pair", "chosen"]["edge_ties_base"]
+    assert table["mid", "chosen"]["edge"] is None
+    assert _lr(table["pair", "chosen"]) == " at lr 1e-05 (low edge of its grid, not bracketed)"
+    assert _lr(table["mid", "chosen"]) == " at lr 3e-05"

@@ -80,7 +80,8 @@ def test_report_ends_with_a_reading_per_claim(reports):
     for claim in ("(a) In-domain", "(b) OOD", "(c) Retention", "(d) Data × objective", "(e) δ", "(f) KL",
                   "(g) RL start"):
         assert claims.count(claim) == 2  # in the summary table and as its own paragraph
-    assert "spot_bco at lr 0.0001: +0.2 ± 0.5 points (2 SE) → cannot decide" in claims
+    assert ("spot_bco at lr 0.0001 (low edge of its grid, tied with the base there): +0.2 ± 0.5 points (2 SE) "
+            "→ cannot decide") in claims
     assert "GRPO from spot_bco 55.0% vs from base 50.0%" in claims
     assert "no input: run `make reproduce` (stage 05)" in claims  # data × objective: no spot_bco@direct anywhere
     page = (reports[0].parent / "report.html").read_text()
