@@ -151,7 +151,9 @@ def test_an_oracle_beyond_the_minimal_edit_is_filtered_and_reported(tmp_path, st
                                                      "oracle.fail_rate": 0.15, "oracle.wrong_step_rate": 0.15,
                                                      "filter.gamma": 0.5})
     errors = read_jsonl(profile.stage_dir("01_sample") / "errors.jsonl")
-    rectify.run(profile, progress=False)
+    did = rectify.run(profile, progress=False)["beyond_minimal"]
+    arith = sum(e["family"] in ("arith", "arith_ood") for e in errors)
+    assert sum(did["rewrite"].values()) == sum(did["slip"].values()) <= arith and did["rewrite"]["restart"] > 0
     result = pair_filter.run(profile, progress=False)
     out = profile.stage_dir("03_filter")
     report = json.loads((out / "proximity_report.json").read_text())

@@ -89,6 +89,7 @@ def run(profile, progress: bool = True) -> dict:
         "rectified_ok": sum(r["ok"] for r in rectified),
         "rectify_failures": dict(Counter(r["failure"] for r in rectified if not r["ok"])),
         "modes": dict(modes),
+        "beyond_minimal": _beyond_minimal(rectified),
         "transient_failures": len(transient),
         "direct_problems": len(problems),
         "direct_solved": len(solved),
@@ -105,6 +106,16 @@ def run(profile, progress: bool = True) -> dict:
     # Unanswered requests leave the stage incomplete, so the next run asks for them again.
     manifest.write(complete=not transient, summary=summary)
     return summary
+
+
+def _beyond_minimal(rectified: list[dict]) -> dict:
+    """What the programmatic Oracle did besides its minimal edit ({} for the minimal-edit Oracle and endpoints):
+    counts of restarts and re-wordings, of fixes that slipped again and of wrong steps left."""
+    did = [(r.get("info") or {}).get("beyond_minimal") for r in rectified if r["ok"]]
+    did = [d for d in did if d]
+    if not did:
+        return {}
+    return {"rewrite": dict(Counter(d["rewrite"] for d in did)), "slip": dict(Counter(d["slip"] for d in did))}
 
 
 def _rectified_record(raw: dict) -> dict:

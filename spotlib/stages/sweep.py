@@ -397,7 +397,8 @@ def run(profile, progress: bool = True, methods: list[str] | None = None, points
         if not more:
             break
         if progress:
-            print("bracketing: " + "; ".join(f"{run} + {', '.join(f'{lr:g}' for lr in lrs)}" for run, lrs in more.items()))
+            added = (f"{run} + {', '.join(f'{lr:g}' for lr in lrs)}" for run, lrs in more.items())
+            print("bracketing: " + "; ".join(added))
         for name, lrs in more.items():
             extra.setdefault(name, []).extend(lrs)
     if points_only:
