@@ -173,7 +173,7 @@ def _read_03(d: Path, out: Path) -> list[str]:
 def oracle_rates_lines(report: dict) -> list[str]:
     """Stage 03's reading of the Oracle: success, error introduction, and the change-ratio retention
     points beside the paper's (Appendix G: 1,998 and 3,646 of 6,171 rectified errors)."""
-    from spotlib.world.oracle_rewrite import PAPER_RETENTION
+    from spotlib.oracle.retention import PAPER_RETENTION
 
     oracle, intro = report.get("oracle") or {}, report.get("error_introduction") or {}
     verified, kept = oracle.get("verified"), report.get("kept_by_gamma") or {}

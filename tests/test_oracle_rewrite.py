@@ -8,8 +8,9 @@ from spotlib.config import ConfigError, load_profile
 from spotlib.oracle import ProgrammaticOracle
 from spotlib.world import make_items, score, student_solution
 from spotlib.world.edit import minimal_fix, parse_solution, wrong_steps
-from spotlib.world.oracle_rewrite import (PAPER_RETENTION, OracleBehaviour, beyond_minimal, restart_from,
-                                          reword_steps, slip_step, synthetic_errors)
+from spotlib.oracle.retention import PAPER_RETENTION, retention
+from spotlib.world.oracle_rewrite import (OracleBehaviour, beyond_minimal, restart_from, reword_steps, slip_step,
+                                          synthetic_errors)
 
 WORLD = load_profile("test").world
 
@@ -79,7 +80,6 @@ def test_beyond_minimal_restarts_no_later_than_the_first_wrong_step():
 
 
 def test_the_candidate_profile_meets_the_papers_retention_points_on_corpus_style_errors():
-    from spotlib.world.oracle_rewrite import retention
     from spotlib.world.tokenizer import build_tokenizer
 
     profile = load_profile("tiny-paper-oracle")

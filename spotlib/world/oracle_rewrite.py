@@ -16,6 +16,7 @@ the minimal edit, this module draws for each rectification what such an Oracle d
   answer is right, so only a step-level check (stage 03's error introduction) sees it.
 
 `restart` and `reword` exclude each other; `fail` and `wrong_step` apply on top, exclusively.
+`spotlib.oracle.retention` measures what a profile's rates give against the paper's retention points.
 Every draw comes from the item's own seeded generator: the same item gives the same text.
 """
 from __future__ import annotations
@@ -138,10 +139,7 @@ def beyond_minimal(record: dict, fixed: str, first_wrong: int, rng: random.Rando
     return text, info
 
 
-# ---------------------------------------------------------------- the retention points of a profile's Oracle
-PAPER_RETENTION = {"0.5": 1998 / 6171, "0.7": 3646 / 6171}   # the paper's Appendix G: 32.4% and 59.1%
-
-
+# ---------------------------------------------------------------- wrong answers to try it on
 def synthetic_errors(world_cfg, n: int, seed: int = 0) -> list[dict]:
     """Wrong answers as the pre-training corpus writes them (one slipped step in a student wording), on
     train-split arithmetic: a stand-in for stage 01's errors before a base model exists."""
@@ -151,67 +149,3 @@ def synthetic_errors(world_cfg, n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     return [{**it, "sample_id": 0, "response": slipped_solution(it, rng)}
             for it in make_items("arith", n, "train", world_cfg=world_cfg)]
-
-
-def retention(profile, errors: list[dict], tokenizer) -> dict:
-    """The profile's Oracle on `errors` as stage 02-03 see it: its success rate (a reply whose final answer
-    is right), the share of successes holding a wrong step, and the share of successes within change
-    ratio 0.5 and 0.7 (tokens), against the paper's."""
-    from spotlib import proximity
-    from spotlib.oracle.programmatic import ProgrammaticOracle
-
-    from .edit import wrong_steps
-    from .scoring import score
-
-    oracle = ProgrammaticOracle(profile.seed, OracleBehaviour.from_config(profile.oracle))
-    ratios, wrong, did = [], 0, {}
-    for r in errors:
-        result = oracle.fix(r, r["response"])
-        step = (result.info or {}).get("beyond_minimal", {})
-        key = f"{step.get('rewrite', 'none')}/{step.get('slip', 'none')}/{result.mode}"
-        did[key] = did.get(key, 0) + 1
-        if result.text is None or not score(r, result.text):
-            continue
-        wrong += bool(wrong_steps(r, parse_solution(result.text)))
-        units = [proximity.to_units(t, "tokens", tokenizer) for t in (r["response"], result.text)]
-        ratios.append(proximity.change_ratio(*units))
-    n = len(ratios)
-    within = {g: (sum(x <= float(g) + 1e-12 for x in ratios) / n if n else None) for g in PAPER_RETENTION}
-    return {"errors": len(errors), "verified": n, "success_rate": n / len(errors) if errors else None,
-            "wrong_step_rate": wrong / n if n else None, "within": within, "paper": PAPER_RETENTION,
-            "median_change_ratio": proximity.summary(ratios)["median"] if ratios else None, "did": did}
-
-
-def main(argv=None) -> None:
-    """python -m spotlib.world.oracle_rewrite --profile P [--errors FILE] [-n N]: the Oracle's retention points."""
-    import argparse
-    import json
-
-    from spotlib.config import load_profile
-    from spotlib.io import read_jsonl
-
-    parser = argparse.ArgumentParser(description="the profile's Oracle: success, wrong steps, change ratios")
-    parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--errors", help="stage 01's errors.jsonl (default: the profile's, else synthetic slips)")
-    parser.add_argument("-n", type=int, default=2000, help="synthetic errors when there are no stage-01 errors")
-    args = parser.parse_args(argv)
-    profile = load_profile(args.profile)
-    path = args.errors or profile.out / "01_sample" / "errors.jsonl"
-    from pathlib import Path
-    if Path(path).is_file():
-        errors, source = [r for r in read_jsonl(path) if r.get("family") in ("arith", "arith_ood")], str(path)
-    else:
-        errors, source = synthetic_errors(profile.world, args.n, profile.seed), "synthetic slips (no stage-01 errors)"
-    base = profile.base_model_path()
-    if (base / "tokenizer.json").is_file():
-        from spotlib.models import load_tokenizer
-        tokenizer = load_tokenizer(base)
-    else:
-        from .tokenizer import build_tokenizer
-        tokenizer = build_tokenizer(profile.world)
-    print(json.dumps({"profile": profile.name, "errors_from": source, **retention(profile, errors, tokenizer)},
-                     indent=2))
-
-
-if __name__ == "__main__":
-    main()
