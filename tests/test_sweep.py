@@ -270,3 +270,16 @@ def test_bracketing_extends_each_runs_grid_beyond_an_edge_until_interior_or_tied
     shutil.copytree(profile.out / "03_filter", tmp_path / "off" / "03_filter")
     sweep.run(profile.replace(output_dir=str(tmp_path / "off"), train=profile.train), progress=False)
     assert sorted({lr for _, lr in trained}) == GRID
+
+
+def test_a_workers_command_line_trains_its_extra_lrs(profile, swept):
+    """What a bracketing round hands a worker: `--extra-lrs run=lr` trains that point beside the grid's."""
+    from spotlib.workers import worker_profile
+
+    spec = worker_profile(profile, profile.out / "sweep")
+    sweep.main(["--profile", str(spec), "--points-only", "--methods", "sft_plus", "--extra-lrs", "sft_plus=5e-4"])
+    out = profile.out / "sweep"
+    assert (sweep.point_dir(out, "sft_plus", 5e-4, 0) / "point.json").is_file()
+    assert not (sweep.point_dir(out, "spot_bco", 5e-4, 0) / "point.json").exists()
+    with pytest.raises(ValueError, match="expected run=lr"):
+        sweep.parse_extra_lrs(["sft_plus"])
