@@ -120,7 +120,12 @@ def views(eval_rows: list[dict] | None, main_table: list[dict] | None) -> list[t
 
 
 def _lr(row: dict) -> str:
-    return f" at lr {row['lr']:g}" if row.get("lr") is not None else ""
+    if row.get("lr") is None:
+        return ""
+    edge = row.get("edge")   # a sweep point on an edge of its grid is read with that said
+    tie = "tied with the base there" if row.get("edge_ties_base") else "not bracketed"
+    note = f" ({edge} edge of its grid, {tie})" if edge else ""
+    return f" at lr {row['lr']:g}{note}"
 
 
 # ------------------------------------------------------------------ one reading per claim

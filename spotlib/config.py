@@ -61,6 +61,9 @@ class WorldConfig:
     # own prompts). With a prefix the student learns to compute in the oracle's wording in another
     # context (a textbook's worked examples) and still answers a plain prompt in its own wording.
     oracle_style_prefix: str = ""
+    # One matrix for the input embeddings and the LM head (Qwen3-0.6B/1.7B) or two (Qwen3-8B): with
+    # tied embeddings a push on an output token also moves that token's input embedding everywhere.
+    tie_word_embeddings: bool = True
     bf16_autocast: bool = False      # bf16 autocast while pre-training, on any CPU (spotlib.precision)
     num_threads: int = 0             # torch threads while pre-training (0 = leave as is); in the world hash
     cpu_kernels: str = "native"      # native | avx2 | avx512: CPU instruction set of the whole study (spotlib.precision)
@@ -134,6 +137,13 @@ class OracleConfig:
     max_cost_usd: float | None = None  # stop sending new requests past this estimated spend
     server_faults: dict[str, float] = field(default_factory=dict)  # local_server: fault rates, latency_s
     server_thinking: str = "inline"  # local_server: how thoughts come back (inline | gemini | field)
+    # The programmatic Oracle beyond its minimal edit (spotlib.world.oracle_rewrite), shares of rectifications:
+    # restart from an earlier step in its own wording, or re-word correct steps; a fix whose new slip makes
+    # the answer wrong (fail), or one wrong intermediate step under a right answer (wrong_step).
+    restart_rate: float = 0.0
+    reword_rate: float = 0.0
+    fail_rate: float = 0.0
+    wrong_step_rate: float = 0.0
 
 
 @dataclass
@@ -192,6 +202,11 @@ class TrainConfig:
     tether_lr: float | None = None
     sweep_seeds: list[int] = field(default_factory=list)  # the sweep's training seeds ([] = the first of `seeds`)
     sweep_variants: list[str] = field(default_factory=list)  # extra runs on the sweep's frontier, e.g. spot_bco+edit_only
+    # Bracketing (spotlib.frontier): at most this many half-decades added beyond each edge of lr_grid, per run,
+    # while its chosen, matched or best point sits there (0: the grid as given); a run whose gains and
+    # forgetting are within max(sweep_bracket_tie, eval.tie_sigmas SE) points of zero ties with the base.
+    sweep_bracket: int = 0
+    sweep_bracket_tie: float = 0.5
     # Which tokens a completion is trained on (docs/training-format.md): `conversational` is what the
     # authors' trainer (TRL 0.20, conversational pairs) saw; `clean` is the raw text and one eos.
     completion_format: str = "conversational"
@@ -503,6 +518,9 @@ def _get(profile: Profile, dotted: str) -> Any:
     return node
 
 
+ORACLE_BEHAVIOUR_KEYS = ("restart_rate", "reword_rate", "fail_rate", "wrong_step_rate")
+
+
 def check_values(profile: Profile, path: Path | str) -> None:
     """Values that no run can use: zero or negative counts and rates, no seeds, unknown dtypes."""
     if not profile.seeds:
@@ -526,6 +544,20 @@ def check_values(profile: Profile, path: Path | str) -> None:
     for i, lr in enumerate(profile.train.lr_grid):
         if lr <= 0:
             raise ConfigError(f"{path}: key train.lr_grid[{i}]: expected a learning rate > 0, got {lr}")
+    behaviour = {k: getattr(profile.oracle, k) for k in ORACLE_BEHAVIOUR_KEYS}
+    for key, value in behaviour.items():
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{path}: key oracle.{key}: expected a share in [0, 1], got {value}")
+    for a, b in (("restart_rate", "reword_rate"), ("fail_rate", "wrong_step_rate")):
+        if behaviour[a] + behaviour[b] > 1.0:
+            raise ConfigError(f"{path}: keys oracle.{a} + oracle.{b}: shares of one draw, expected a sum <= 1, "
+                              f"got {behaviour[a] + behaviour[b]:g}")
+    if any(behaviour.values()) and profile.oracle.kind == "openai":
+        raise ConfigError(f"{path}: key oracle.{next(k for k, v in behaviour.items() if v)}: the programmatic "
+                          "Oracle's behaviour (oracle.kind programmatic or local_server), not an endpoint's")
+    for key in ("sweep_bracket", "sweep_bracket_tie"):
+        if getattr(profile.train, key) < 0:
+            raise ConfigError(f"{path}: key train.{key}: expected a value >= 0, got {getattr(profile.train, key)}")
     if profile.train.tether_lr is not None and profile.train.tether_lr <= 0:
         raise ConfigError(f"{path}: key train.tether_lr: expected a learning rate > 0 (or null: the top of "
                           f"train.lr_grid), got {profile.train.tether_lr}")

@@ -159,6 +159,7 @@ def _read_03(d: Path, out: Path) -> list[str]:
         lines += ["**Closeness of the pairs**", "",
                   _table(pd.DataFrame({"R": report["change_ratio"], "R (chars)": report.get("change_ratio_chars", {}),
                                        "edit distance": report.get("edit_distance_tokens", {})}).T, index=True), ""]
+    lines += oracle_rates_lines(report)
     nll = {k: v for k, v in (report.get("nll") or {}).items() if k != "per_item"}
     if nll:
         lines += ["**Student NLL per token**", "", _table(pd.DataFrame(nll).T, index=True), ""]
@@ -167,6 +168,25 @@ def _read_03(d: Path, out: Path) -> list[str]:
         lines += [f"**{c['per_method']} examples per method** (available: "
                   + ", ".join(f"{k} {v}" for k, v in c["available"].items()) + ").", ""]
     return lines
+
+
+def oracle_rates_lines(report: dict) -> list[str]:
+    """Stage 03's reading of the Oracle: success, error introduction, and the change-ratio retention
+    points beside the paper's (Appendix G: 1,998 and 3,646 of 6,171 rectified errors)."""
+    from spotlib.oracle.retention import PAPER_RETENTION
+
+    oracle, intro = report.get("oracle") or {}, report.get("error_introduction") or {}
+    verified, kept = oracle.get("verified"), report.get("kept_by_gamma") or {}
+    if not oracle.get("errors"):
+        return []
+    pct = lambda x: "–" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    within = {g: (kept.get(f"{float(g):.2f}") / verified if verified and f"{float(g):.2f}" in kept else None)
+              for g in PAPER_RETENTION}
+    return [f"**The Oracle**: success rate {pct(oracle.get('success_rate'))} (verified y⁺ of "
+            f"{oracle['errors']} errors); error introduction {pct(intro.get('pairs_with_a_wrong_step'))} of the "
+            "verified y⁺ still hold a wrong step (right answer, wrong working); of the verified pairs "
+            + ", ".join(f"{pct(within[g])} at R ≤ {g} (paper {pct(PAPER_RETENTION[g])})" for g in PAPER_RETENTION)
+            + ".", ""]
 
 
 def _read_04(d: Path, out: Path) -> list[str]:
@@ -291,6 +311,10 @@ def sweep_section(out: Path, profile_name: str) -> list[str]:
               "`+rejected_only`: through y⁻ only; `+edit_only`: y⁻ scored on its edited tokens only), "
               "the in-domain gain and where probability moved by the end of training.", "",
               mechanism.mechanism_markdown(rows).strip(), ""]
+    lines += ["### Collateral: the pushed tokens where they are right", "",
+              "Does the push at the edit reach correct computation elsewhere? Per pair-objective run and LR, the "
+              "change in log-probability of the tokens pushed down at the edit, where those tokens are right.", "",
+              mechanism.collateral_markdown(rows).strip(), ""]
     return lines
 
 

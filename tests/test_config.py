@@ -84,3 +84,14 @@ def test_paper_profile_names_key_variable_not_key():
     profile = load_profile("paper")
     assert profile.oracle.api_key_env == "GEMINI_API_KEY"
     assert "api_key" not in {k for k in profile.to_dict()["oracle"] if k != "api_key_env"}
+
+
+@pytest.mark.parametrize("key,value", [("train.sweep_bracket", -1), ("train.sweep_bracket_tie", -0.5)])
+def test_bracketing_settings_below_zero_name_their_key(key, value):
+    with pytest.raises(ConfigError, match=key):
+        load_profile("test", overrides={key: value})
+
+
+def test_tie_word_embeddings_must_be_a_boolean():
+    with pytest.raises(ConfigError, match="world.tie_word_embeddings: expected true or false"):
+        load_profile("test", overrides={"world.tie_word_embeddings": "no"})

@@ -91,3 +91,22 @@ def test_a_restriction_that_only_shrinks_the_loss_is_said_so():
     line = mechanism_reading(mechanism_table(rows, diags))[0]
     # −5 ± 0.6: a loss beyond 2 SE, yet 6 points above the full objective's −11 (2 SE of the difference: 1.6)
     assert "the rejected term causes it; restricting y⁻ to the edit makes it smaller but does not remove it" in line
+
+
+def test_collateral_table_sets_the_pushed_tokens_change_beside_the_in_domain_loss():
+    from spotlib.mechanism import collateral_markdown
+
+    rows, diags = study(with_variants=False)
+    for d, pushed in zip(diags, (-0.30, -0.40, -0.50)):        # lr 1e-3: pushed −0.4 ± 0.058, others −0.01
+        d.update({"collateral/pushed": pushed, "collateral/other": -0.01, "collateral/p_pushed": 0.5,
+                  "collateral/p_pushed_ref": 0.7})
+    diags += [{"run": "spot_bco", "lr": 1e-4, "seed": s, "collateral/pushed": -0.02 + 0.01 * s,
+               "collateral/other": -0.01} for s in SEEDS]
+    table = mechanism_table(rows, diags)
+    at = {r["lr"]: r for r in table}
+    assert at[1e-3]["collateral"] == pytest.approx(-0.4) and at[1e-3]["collateral_se"] == pytest.approx(0.1 / math.sqrt(3))
+    text = collateral_markdown(table)
+    assert "| spot_bco | 0.001 | 3 | -11.0 ± 0.6 | -0.400 ± 0.058 | -0.010 ± 0.000 | 0.500 / 0.700 |" in text
+    assert "0.001: in-domain -11.0 ± 0.6, pushed -0.400 vs other -0.010 nats/token (beyond 2 SE)" in text
+    assert "0.0001: in-domain +0.0 ± 0.6, pushed -0.010 vs other -0.010 nats/token (within 2 SE)" in text
+    assert "not recorded" in collateral_markdown(mechanism_table(*study(with_variants=False)))

@@ -65,8 +65,9 @@ def test_report_holds_the_frontier_the_matched_points_and_the_mechanism(reports)
     text = reports[0].read_text()
     section = text[text.index("## Learning-rate frontier (sweep)"):text.index("## What the study says")]
     assert "![frontier](sweep/frontier.png)" in section
-    assert "| spot_bco | chosen | 0.0001 |" in section and "| spot_bco | matched | 0.0001 |" in section
-    assert "| sft | matched | 0.001 | +4.5 ± 0.5 |" in section  # within the 2-point budget, the best gain
+    assert "| spot_bco | chosen | 0.0001⇤ |" in section and "| spot_bco | matched | 0.0001⇤ |" in section
+    assert "**Still on an edge of its grid:** " in section     # the low edge is named under the table
+    assert "| sft | matched | 0.001⇥ | +4.5 ± 0.5 |" in section  # within the 2-point budget, the best gain
     assert ("| spot_bco | 0.001 | 2 | -10.5 ± 0.5 | -0.010 ± 0.000 | -0.400 ± 0.000 | -0.050 ± 0.000 | "
             "+0.020 ± 0.000 | 0.250 ± 0.000 |") in section  # the last probe record, not the first
     assert ("the rejected term causes it; restricting y⁻ to the edit removes it; Δlog π(y⁻) per token "
@@ -79,7 +80,8 @@ def test_report_ends_with_a_reading_per_claim(reports):
     for claim in ("(a) In-domain", "(b) OOD", "(c) Retention", "(d) Data × objective", "(e) δ", "(f) KL",
                   "(g) RL start"):
         assert claims.count(claim) == 2  # in the summary table and as its own paragraph
-    assert "spot_bco at lr 0.0001: +0.2 ± 0.5 points (2 SE) → cannot decide" in claims
+    assert ("spot_bco at lr 0.0001 (low edge of its grid, tied with the base there): +0.2 ± 0.5 points (2 SE) "
+            "→ cannot decide") in claims
     assert "GRPO from spot_bco 55.0% vs from base 50.0%" in claims
     assert "no input: run `make reproduce` (stage 05)" in claims  # data × objective: no spot_bco@direct anywhere
     page = (reports[0].parent / "report.html").read_text()

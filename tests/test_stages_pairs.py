@@ -142,3 +142,28 @@ def test_filter_keeps_an_empty_source_empty():
     rft = [{"id": f"p{i}", "prompt": "q", "response": "r", "answer": "1", "sample_id": 0} for i in range(2)]
     data = _select({"pairs": [], "sft_direct": direct, "rft": rft}, 2, seed=0)
     assert (len(data["pairs"]), len(data["sft_plus"]), len(data["sft_direct"]), len(data["rft"])) == (0, 0, 2, 2)
+
+
+def test_an_oracle_beyond_the_minimal_edit_is_filtered_and_reported(tmp_path, student_dir):
+    """Rates that restart most fixes, fail some and leave wrong steps in others: stage 03 reports the Oracle's
+    success and error introduction, the filter bites at γ, and the γ = 1 set holds as many pairs."""
+    profile = make_profile(tmp_path, student_dir, **{"oracle.restart_rate": 0.7, "oracle.reword_rate": 0.2,
+                                                     "oracle.fail_rate": 0.15, "oracle.wrong_step_rate": 0.15,
+                                                     "filter.gamma": 0.5})
+    errors = read_jsonl(profile.stage_dir("01_sample") / "errors.jsonl")
+    did = rectify.run(profile, progress=False)["beyond_minimal"]
+    arith = sum(e["family"] in ("arith", "arith_ood") for e in errors)
+    assert sum(did["rewrite"].values()) == sum(did["slip"].values()) <= arith and did["rewrite"]["restart"] > 0
+    result = pair_filter.run(profile, progress=False)
+    out = profile.stage_dir("03_filter")
+    report = json.loads((out / "proximity_report.json").read_text())
+    assert report["oracle"]["verified"] < len(errors) and result["oracle_success_rate"] < 1.0   # fails rejected
+    assert result["oracle_wrong_step_rate"] > 0 and report["error_introduction"]["pairs_with_a_wrong_step"] > 0
+    pairs, unfiltered = (read_jsonl(out / f"{n}.jsonl") for n in ("pairs", "pairs_unfiltered"))
+    assert len(unfiltered) == len(pairs) == result["pairs"]
+    assert all(p["change_ratio"] <= 0.5 for p in pairs)
+    assert report["kept_by_gamma"]["0.50"] < report["oracle"]["verified"]          # the filter removes pairs
+    assert any(p["change_ratio"] > 0.5 for p in unfiltered)                         # γ = 1 keeps them
+    from spotlib.report import oracle_rates_lines
+    line = oracle_rates_lines(report)[0]
+    assert f"success rate {100 * result['oracle_success_rate']:.1f}%" in line and "paper 32.4%" in line

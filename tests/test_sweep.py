@@ -224,3 +224,62 @@ def test_points_only_returns_points_and_leaves_the_summary_alone(profile, swept)
     assert {name: (out / name).read_bytes() for name in summary} == summary  # the full sweep's summary is kept
     full = {(p["run"], p["lr"]): p["overall"] for p in swept["points"] if p["run"] == first}
     assert {(p["run"], p["lr"]): p["overall"] for p in result["points"]} == full  # finished points reused
+
+
+def test_bracketing_extends_each_runs_grid_beyond_an_edge_until_interior_or_tied(profile, tmp_path, monkeypatch):
+    """Synthetic scores per (run, lr): spot_bco loses in-domain less the lower its LR and ties with the base
+    at 1e-5; sft_plus gains most at the top of the grid and peaks half a decade above it."""
+    import math
+    import shutil
+
+    shutil.copytree(profile.out / "03_filter", tmp_path / "03_filter")
+    base = {"in_domain": 50.0, "ood": 20.0, "general": 90.0, "overall": 60.0, "n_items": 3}
+
+    def gain(run, lr):
+        if run == "spot_bco":
+            return -3e4 * lr                                   # 1e-4: −3; 3.2e-5: −0.96; 1e-5: −0.3 (a tie)
+        return 10.0 - 4.0 * (math.log10(lr / 3e-3)) ** 2      # sft_plus: peaks at 3e-3 ... 1e-2 is lower
+
+    trained = []
+
+    def fake_point(profile, run_spec, lr, seed, point_dir, items, steps, shared, progress, key):
+        trained.append((run_spec.name, lr))
+        g = gain(run_spec.name, lr)
+        return {"run": run_spec.name, "method": run_spec.method, "lr": lr, "seed": seed, "in_domain": 50.0 + g,
+                "ood": 20.0, "general": 90.0, "overall": 60.0 + g / 4}
+
+    jobs = []
+    monkeypatch.setattr(sweep, "_point", fake_point)
+    monkeypatch.setattr(sweep, "_scores", lambda *a, **k: dict(base))
+    monkeypatch.setattr(sweep.train_methods, "shared_inputs", lambda *a, **k: {})
+    monkeypatch.setattr(sweep, "run_in_workers", lambda j, *a, **k: jobs.extend(j))
+    cfg = profile.train.__class__(**{**profile.train.__dict__, "sweep_bracket": 3, "cpu_workers": 2})
+    result = sweep.run(profile.replace(output_dir=str(tmp_path), train=cfg), progress=False)
+    lrs = lambda run: sorted({lr for r, lr in trained if r == run})  # noqa: E731
+    assert lrs("spot_bco") == [1e-5, 3.2e-5, 1e-4, 3e-3]     # down two half-decades: tied at 1e-5, stop
+    assert lrs("sft_plus") == [1e-4, 3e-3, 9.5e-3]           # up one: 3e-3 now interior
+    assert result["counts"]["lrs_beyond_grid"] == {"spot_bco": [1e-5, 3.2e-5], "sft_plus": [9.5e-3]}
+    assert result["chosen"]["sft_plus"] == 3e-3
+    # a worker of a bracketing round is told its runs' extra LRs
+    assert any("--extra-lrs" in args and "spot_bco=3.2e-05" in args for _, args in jobs)
+    assert sweep.parse_extra_lrs(["a+edit_only=1e-06,3.2e-06"]) == {"a+edit_only": [1e-6, 3.2e-6]}
+    text = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "spot_bco chosen/matched/best at 1e-05 (low edge, ties with the base there)" in text
+    # off (the default): the grid as given
+    trained.clear()
+    shutil.copytree(profile.out / "03_filter", tmp_path / "off" / "03_filter")
+    sweep.run(profile.replace(output_dir=str(tmp_path / "off"), train=profile.train), progress=False)
+    assert sorted({lr for _, lr in trained}) == GRID
+
+
+def test_a_workers_command_line_trains_its_extra_lrs(profile, swept):
+    """What a bracketing round hands a worker: `--extra-lrs run=lr` trains that point beside the grid's."""
+    from spotlib.workers import worker_profile
+
+    spec = worker_profile(profile, profile.out / "sweep")
+    sweep.main(["--profile", str(spec), "--points-only", "--methods", "sft_plus", "--extra-lrs", "sft_plus=5e-4"])
+    out = profile.out / "sweep"
+    assert (sweep.point_dir(out, "sft_plus", 5e-4, 0) / "point.json").is_file()
+    assert not (sweep.point_dir(out, "spot_bco", 5e-4, 0) / "point.json").exists()
+    with pytest.raises(ValueError, match="expected run=lr"):
+        sweep.parse_extra_lrs(["sft_plus"])

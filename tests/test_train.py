@@ -180,6 +180,8 @@ def test_stage_trains_every_method_with_probes(tmp_path, base, filter_dir):
         probes = [r for r in read_jsonl(stage / name / "seed0" / "metrics.jsonl") if r["kind"] == "probe"]
         assert probes[0]["kl/probe"] == pytest.approx(0.0, abs=1e-3)   # step 0: π_θ = π_ref
         assert probes[-1]["kl/probe"] > 0 and "edit/at" in probes[-1] and "kl/facts" in probes[-1]
+        assert "collateral/pushed" in probes[-1]   # the collateral probe rides with the edit diagnostic
+    assert list((stage / "reference").glob("collateral-*.pt"))
     # A second call finds the stage fresh and trains nothing.
     assert train_methods.run(profile, progress=False)["complete"]
 

@@ -271,3 +271,31 @@ def test_oracle_wording_is_told_from_the_students():
     for record in make_items("arith", 20, "eval", seed=0, world_cfg=WORLD):
         assert is_oracle_worded(oracle_solution(record, rng))
         assert not is_oracle_worded(student_solution(record, rng))
+
+
+def test_tie_word_embeddings_is_a_world_setting_the_model_obeys_and_the_hash_holds(tmp_path):
+    import dataclasses
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from spotlib.world.pretrain import save_untrained, world_hash
+    untied = dataclasses.replace(WORLD, tie_word_embeddings=False)
+    # the default (tied) keeps every earlier world's hash; untying changes it, and only the setting does
+    assert world_hash(dataclasses.replace(WORLD, tie_word_embeddings=True)) == world_hash(WORLD)
+    assert world_hash(untied) != world_hash(WORLD)
+    assert world_hash(load_profile("params/calibration/world-n-untied.yaml").world) != \
+        world_hash(load_profile("params/calibration/world-n.yaml").world)
+    assert world_hash(dataclasses.replace(load_profile("params/calibration/world-n-untied.yaml").world,
+                                          tie_word_embeddings=True)) == \
+        world_hash(load_profile("params/calibration/world-n.yaml").world)
+    for cfg, tied in ((WORLD, True), (untied, False)):
+        save_untrained(cfg, tmp_path / str(tied))
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / str(tied))   # as every stage loads it
+        head, emb = model.get_output_embeddings().weight, model.get_input_embeddings().weight
+        assert (head.data_ptr() == emb.data_ptr()) is tied
+        if not tied:   # separate tensors: a step on the head leaves the input embeddings where they were
+            before = emb.detach().clone()
+            with torch.no_grad():
+                head[9] += 1.0
+            assert torch.equal(emb, before)

@@ -31,9 +31,12 @@ def open_oracle(profile, problems: Iterable[dict] = ()) -> Iterator[Oracle]:
     """The profile's Oracle; `local_server` starts the local HTTP server for the duration."""
     from spotlib.config import ConfigError
 
+    from spotlib.world.oracle_rewrite import OracleBehaviour
+
     cfg = profile.oracle
+    behaviour = OracleBehaviour.from_config(cfg)
     if cfg.kind == "programmatic":
-        yield ProgrammaticOracle(profile.seed)
+        yield ProgrammaticOracle(profile.seed, behaviour)
     elif cfg.kind == "openai":
         from .openai_oracle import OpenAIOracle
 
@@ -45,7 +48,7 @@ def open_oracle(profile, problems: Iterable[dict] = ()) -> Iterator[Oracle]:
         from .server import OracleServer
 
         with OracleServer(problems, faults=cfg.server_faults, seed=profile.seed,
-                          oracle=ProgrammaticOracle(profile.seed), thinking=cfg.server_thinking) as server:
+                          oracle=ProgrammaticOracle(profile.seed, behaviour), thinking=cfg.server_thinking) as server:
             yield OpenAIOracle(cfg, base_url=server.url, api_key="local")
     else:
         raise ConfigError(f"{profile.source}: key oracle.kind: unknown {cfg.kind!r}")

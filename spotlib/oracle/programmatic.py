@@ -3,6 +3,8 @@
 It finds the student's first wrong step, corrects it, recomputes what follows, and
 keeps the student's wording everywhere else (`spotlib.world.edit.minimal_fix`). A
 solution it cannot parse is rewritten whole in the Oracle's style (`mode="rewrite"`).
+With an `OracleBehaviour` it also does what a real Oracle does beyond the minimal edit
+(`spotlib.world.oracle_rewrite`: restarts, re-wording, failed fixes, a wrong step left).
 Direct solutions are written in the Oracle's style, which the student rarely saw:
 the tiny analogue of a stronger model's distribution shift.
 """
@@ -46,11 +48,16 @@ def world_record(problem: dict) -> dict:
 class ProgrammaticOracle(Oracle):
     kind = "programmatic"
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, behaviour=None):
+        from spotlib.world.oracle_rewrite import OracleBehaviour
+
         self.seed = seed
+        self.behaviour = behaviour or OracleBehaviour()
 
     def settings(self) -> dict:
-        return {"kind": self.kind, "seed": self.seed}
+        if self.behaviour.minimal:   # the minimal-edit Oracle's fingerprint (and cached replies) as before
+            return {"kind": self.kind, "seed": self.seed}
+        return {"kind": self.kind, "seed": self.seed, "behaviour": dataclasses.asdict(self.behaviour)}
 
     def fix(self, problem: dict, student_answer: str) -> OracleResult:
         from spotlib.world.edit import minimal_fix
@@ -64,6 +71,14 @@ class ProgrammaticOracle(Oracle):
                                 latency_s=time.perf_counter() - started)
         fix = minimal_fix(problem, student_answer)
         info = {k: v for k, v in _as_dict(fix).items() if k != "text"}
+        if not self.behaviour.minimal and fix.mode == "edit":
+            from spotlib.world.oracle_rewrite import beyond_minimal
+
+            rng = random.Random(stable_seed(self.seed, "rectify", problem.get("id"), student_answer))
+            first_wrong = fix.wrong_steps_before[0] if fix.wrong_steps_before else 0
+            text, did = beyond_minimal(problem, fix.text, first_wrong, rng, self.behaviour)
+            fix = dataclasses.replace(fix, text=text)
+            info["beyond_minimal"] = did
         thoughts = (f"Checked each step against the problem. Wrong steps: {info.get('wrong_steps_before')}; "
                     f"changed: {info.get('changed_steps')} ({fix.mode}).")
         return OracleResult(text=fix.text, thoughts=thoughts, mode=fix.mode, info=info,

@@ -4,6 +4,8 @@ Reads 02_rectify/{rectified,direct}.jsonl and 01_sample/correct.jsonl. Writes un
 outputs/<profile>/03_filter/:
   pairs.jsonl       (x, y⁻, y⁺) with R ≤ γ and a verified y⁺   — SPoT, DPO
   sft_plus.jsonl    the same y⁺ as SFT targets                  — SFT+
+  pairs_unfiltered.jsonl, sft_plus_unfiltered.jsonl: as many verified pairs drawn without
+                    the proximity filter (γ = 1)                — the γ ablation (`@unfiltered`)
   sft_direct.jsonl  verified direct Oracle solutions            — SFT
   rft.jsonl         the student's own correct samples           — RFT
   proximity_report.json, proximity.png, nll.png, manifest.json
@@ -21,7 +23,7 @@ from spotlib.io import Manifest, dir_sha256, file_sha256, read_jsonl, write_json
 from spotlib.oracle.verify import verify_many
 
 STAGE = "03_filter"
-OUTPUTS = ("pairs", "sft_plus", "sft_direct", "rft")
+OUTPUTS = ("pairs", "sft_plus", "sft_direct", "rft", "pairs_unfiltered", "sft_plus_unfiltered")
 
 
 def _inputs(profile) -> dict:
@@ -41,7 +43,7 @@ def run(profile, progress: bool = True) -> dict:
     inputs = {name: file_sha256(path) if path.is_file() else "missing" for name, path in paths.items()}
     inputs["student"] = _student_hash(profile)
     manifest = Manifest(out_dir, params={"filter": profile.to_dict()["filter"], "grading": profile.sample.grading,
-                                         "max_len": profile.model.max_len}, inputs=inputs)
+                                         "max_len": profile.model.max_len, "outputs": list(OUTPUTS)}, inputs=inputs)
     if manifest.is_fresh():
         return manifest.load()["summary"]
     manifest.write(complete=False)
@@ -75,6 +77,7 @@ def run(profile, progress: bool = True) -> dict:
     nonempty = [n for n in available.values() if n]
     count = min([cfg.max_examples, *nonempty]) if nonempty else 0
     data = _select(sources, count, cfg.seed)
+    data.update(_unfiltered(scored, len(data["pairs"]), cfg.seed))
     for name in OUTPUTS:
         write_jsonl(out_dir / f"{name}.jsonl", data[name])
 
@@ -90,6 +93,8 @@ def run(profile, progress: bool = True) -> dict:
     summary = {"pairs": count, "available": available, "gamma": cfg.gamma, "unit": cfg.unit,
                "median_change_ratio": report["change_ratio"]["median"],
                "oracle_success_rate": report["oracle"]["success_rate"],
+               "oracle_wrong_step_rate": report["error_introduction"].get("pairs_with_a_wrong_step"),
+               "within_0.5": report["kept_by_gamma"].get("0.50"), "within_0.7": report["kept_by_gamma"].get("0.70"),
                "nll_per_token": {k: v["nll_per_token"] for k, v in report.get("nll", {}).items()
                                  if isinstance(v, dict) and "nll_per_token" in v},
                "figures": [str(f) for f in figures], "wall_time_s": round(time.perf_counter() - started, 2)}
@@ -136,6 +141,18 @@ def _select(sources: dict, count: int, seed: int) -> dict[str, list[dict]]:
     }
 
 
+def _unfiltered(scored: list[dict], count: int, seed: int) -> dict[str, list[dict]]:
+    """The γ ablation's data: as many verified pairs as the filtered set holds, drawn with the same seed
+    from all of them (γ = 1), so their change ratios are those of every verified pair."""
+    rng = random.Random(seed)
+    pool = sorted(scored, key=lambda r: (r["id"], r["sample_id"]))
+    picked = sorted(rng.sample(pool, min(count, len(pool))), key=lambda r: (r["id"], r["sample_id"]))
+    extra = lambda r: {"sample_id": r["sample_id"], "change_ratio": r["change_ratio"],  # noqa: E731
+                       "edit_distance_tokens": r["edit_distance_tokens"], "mode": r.get("mode")}
+    return {"pairs_unfiltered": [_pair(r, "rectified", r["chosen"], r["rejected"], **extra(r)) for r in picked],
+            "sft_plus_unfiltered": [_pair(r, "rectified", r["chosen"], None, **extra(r)) for r in picked]}
+
+
 def build_report(profile, rectified, verified, scored, direct, direct_ok, progress: bool) -> dict:
     cfg = profile.filter
     n = len(rectified)
@@ -175,7 +192,7 @@ def error_introduction(profile, scored: list[dict]) -> dict:
         return {"checkable": "final answer only", "n": len(scored)}
     from spotlib.world.edit import parse_solution, wrong_steps
 
-    right_total = right_changed = wrong_total = wrong_left = pairs_breaking = 0
+    right_total = right_changed = wrong_total = wrong_left = pairs_breaking = pairs_wrong_after = 0
     for s in arith:
         before, after = parse_solution(s["rejected"]), parse_solution(s["chosen"])
         wrong_before = set(wrong_steps(s, before))
@@ -186,12 +203,15 @@ def error_introduction(profile, scored: list[dict]) -> dict:
         right_total += len(right)
         right_changed += len(broken)
         pairs_breaking += bool(broken)
+        pairs_wrong_after += bool(wrong_after)
         wrong_total += len(wrong_before)
         wrong_left += len(wrong_before & wrong_after)
     return {"checkable": "every step", "n": len(arith),
             "right_steps": right_total, "right_steps_changed": right_changed,
             "right_step_change_rate": right_changed / right_total if right_total else None,
             "pairs_changing_a_right_step": pairs_breaking / len(arith),
+            # the Oracle's error introduction: a verified y⁺ (right answer) that still holds a wrong step
+            "pairs_with_a_wrong_step": pairs_wrong_after / len(arith),
             "wrong_steps": wrong_total, "wrong_steps_left": wrong_left,
             "wrong_step_left_rate": wrong_left / wrong_total if wrong_total else None}
 

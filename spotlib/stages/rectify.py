@@ -28,7 +28,12 @@ PROBLEM_FIELDS = ("id", "family", "prompt", "answer", "meta")
 
 def oracle_params(profile) -> dict:
     """The settings that change this stage's output (the key's *name*, never its value)."""
+    from spotlib.config import ORACLE_BEHAVIOUR_KEYS
+
     cfg = profile.to_dict()["oracle"]
+    for key in ORACLE_BEHAVIOUR_KEYS:   # absent when 0: the minimal-edit Oracle's earlier outputs stay valid
+        if not cfg[key]:
+            del cfg[key]
     return {**cfg, "seed": profile.seed, "grading": profile.sample.grading}
 
 
@@ -84,6 +89,7 @@ def run(profile, progress: bool = True) -> dict:
         "rectified_ok": sum(r["ok"] for r in rectified),
         "rectify_failures": dict(Counter(r["failure"] for r in rectified if not r["ok"])),
         "modes": dict(modes),
+        "beyond_minimal": _beyond_minimal(rectified),
         "transient_failures": len(transient),
         "direct_problems": len(problems),
         "direct_solved": len(solved),
@@ -100,6 +106,16 @@ def run(profile, progress: bool = True) -> dict:
     # Unanswered requests leave the stage incomplete, so the next run asks for them again.
     manifest.write(complete=not transient, summary=summary)
     return summary
+
+
+def _beyond_minimal(rectified: list[dict]) -> dict:
+    """What the programmatic Oracle did besides its minimal edit ({} for the minimal-edit Oracle and endpoints):
+    counts of restarts and re-wordings, of fixes that slipped again and of wrong steps left."""
+    did = [(r.get("info") or {}).get("beyond_minimal") for r in rectified if r["ok"]]
+    did = [d for d in did if d]
+    if not did:
+        return {}
+    return {"rewrite": dict(Counter(d["rewrite"] for d in did)), "slip": dict(Counter(d["slip"] for d in did))}
 
 
 def _rectified_record(raw: dict) -> dict:

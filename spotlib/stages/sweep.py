@@ -133,14 +133,15 @@ def _point(profile, run_spec, lr: float, seed: int, point_dir: Path, items, step
     return row
 
 
-def _points_in_workers(profile, runs, grid, out: Path, key: str, workers: int, shared, progress) -> None:
+def _points_in_workers(profile, runs, grids: dict[str, list[float]], out: Path, key: str, workers: int, shared,
+                       progress) -> None:
     """Share the unfinished points out by method among single-thread worker processes.
 
     Pair objectives cost about twice a single-sequence one, so methods go to the least
     loaded worker, costliest first. The reference pass runs here once, before the workers."""
     def pending(run_spec):
         return sum(_finished_point(point_dir(out, run_spec.dirname, lr, seed), key) is None
-                   for lr in grid for seed in sweep_seeds(profile))
+                   for lr in grids[run_spec.name] for seed in sweep_seeds(profile))
 
     todo = [(pending(r) * (2 if r.info.pairs else 1), r) for r in runs]
     todo = sorted([t for t in todo if t[0]], key=lambda t: -t[0])
@@ -153,9 +154,28 @@ def _points_in_workers(profile, runs, grid, out: Path, key: str, workers: int, s
         group[0] += cost
         group[1].append(run_spec.name)
     spec = worker_profile(profile, out)
-    jobs = [(f"sweep{i}", ["spotlib.stages.sweep", "--profile", str(spec), "--points-only", "--methods", *names])
+    base = set(profile.train.lr_grid)
+    jobs = [(f"sweep{i}", ["spotlib.stages.sweep", "--profile", str(spec), "--points-only", "--methods", *names,
+                           *_extra_lrs_args({n: [lr for lr in grids[n] if lr not in base] for n in names})])
             for i, (_, names) in enumerate(groups)]
     run_in_workers(jobs, out, len(jobs), progress)
+
+
+def _extra_lrs_args(extra: dict[str, list[float]]) -> list[str]:
+    """`--extra-lrs run=lr,lr ...` for a worker (nothing when no run has LRs beyond the grid)."""
+    pairs = [f"{run}={','.join(f'{lr:g}' for lr in lrs)}" for run, lrs in extra.items() if lrs]
+    return ["--extra-lrs", *pairs] if pairs else []
+
+
+def parse_extra_lrs(pairs: list[str] | None) -> dict[str, list[float]]:
+    """{run: [lr]} from `run=lr,lr` arguments."""
+    out: dict[str, list[float]] = {}
+    for pair in pairs or []:
+        run, sep, lrs = pair.partition("=")
+        if not sep or not lrs:
+            raise ValueError(f"--extra-lrs: expected run=lr[,lr...], got {pair!r}")
+        out.setdefault(run, []).extend(float(x) for x in lrs.split(","))
+    return out
 
 
 def choose(rows: list[dict]) -> dict[str, float]:
@@ -257,7 +277,8 @@ def sweep_markdown(rows: list[dict], bases: dict[int, dict], chosen: dict[str, f
              f"OOD {base['ood']:.1f}, general {base['general']:.1f}, overall {base['overall']:.1f} (%), on "
              f"{n_items} items (avg@k at the eval settings). Changes are against the base evaluated with the "
              f"same seed; ± is the standard error over {len(seeds)} seed(s) (none with one seed).", "",
-             frontier.frontier_markdown(rows, chosen),
+             frontier.frontier_markdown(rows, chosen, tie_points=profile.train.sweep_bracket_tie,
+                                        sigmas=profile.eval.tie_sigmas),
              "Chosen learning rates: " + ", ".join(f"{run} {lr:g}" for run, lr in chosen.items()) + "."]
     return "\n".join(lines) + "\n"
 
@@ -276,11 +297,15 @@ MATCHED_RULE = (f"each method's matched point: the best mean in-domain gain with
 
 
 # ---------------------------------------------------------------- the stage
-def run(profile, progress: bool = True, methods: list[str] | None = None, points_only: bool = False) -> dict:
+def run(profile, progress: bool = True, methods: list[str] | None = None, points_only: bool = False,
+        extra_lrs: dict[str, list[float]] | None = None) -> dict:
     """Sweep `train.lr_grid` for each method; write the points, the chosen LRs and the frontier.
 
-    `points_only` trains and evaluates the points and returns them without writing the sweep's
-    summary (a worker's share, or `make calibrate`'s SFT points beside a finished sweep)."""
+    With `train.sweep_bracket` > 0 a run whose chosen, matched or best point sits on an edge of its
+    LRs is swept half a decade further on that side, round after round (`spotlib.frontier.
+    bracket_extensions`). `extra_lrs` ({run: [lr]}) adds LRs to some runs' grids (a worker's share
+    of such a round). `points_only` trains and evaluates the points and returns them without writing
+    the sweep's summary (a worker's share, or `make calibrate`'s SFT points beside a finished sweep)."""
     cfg = profile.train
     # Stage 04's runs plus the variants: the same n and steps as there (variants share their data).
     plan = train_methods.plan_stage(profile.replace(train=dataclasses.replace(
@@ -347,25 +372,40 @@ def run(profile, progress: bool = True, methods: list[str] | None = None, points
         return cache
 
     workers = 1 if methods else cpu_worker_count(profile, len(runs))
-    if workers > 1:  # the loop below then finds every point done and only collects it
-        _points_in_workers(profile, runs, grid, out, point_key, workers, shared, progress)
-
-    points = []
-    for run_spec in runs:
-        for lr in grid:
-            for seed in seeds:
-                t0 = time.perf_counter()
-                row = _point(profile, run_spec, lr, seed, point_dir(out, run_spec.dirname, lr, seed), items,
-                             plan.steps, shared, progress, point_key)
-                points.append(row)
-                if progress:
-                    print(f"{run_spec.name:20s} lr {lr:<8g} seed {seed} overall {row['overall']:5.1f}  "
-                          f"({time.perf_counter() - t0:.1f} s)")
-    rows = frontier.with_changes(points, bases)
+    extra = {name: list(lrs) for name, lrs in (extra_lrs or {}).items()}
+    while True:
+        grids = {r.name: sorted(set(grid) | set(extra.get(r.name, ()))) for r in runs}
+        if workers > 1:  # the loop below then finds every point done and only collects it
+            _points_in_workers(profile, runs, grids, out, point_key, workers, shared, progress)
+        points = []
+        for run_spec in runs:
+            for lr in grids[run_spec.name]:
+                for seed in seeds:
+                    t0 = time.perf_counter()
+                    row = _point(profile, run_spec, lr, seed, point_dir(out, run_spec.dirname, lr, seed), items,
+                                 plan.steps, shared, progress, point_key)
+                    points.append(row)
+                    if progress:
+                        print(f"{run_spec.name:20s} lr {lr:<8g} seed {seed} overall {row['overall']:5.1f}  "
+                              f"({time.perf_counter() - t0:.1f} s)")
+        rows = frontier.with_changes(points, bases)
+        if points_only or not cfg.sweep_bracket:
+            break
+        table = frontier.aggregate(rows)
+        more = frontier.bracket_extensions(table, choose(table), grid, cfg.sweep_bracket,
+                                           tie_points=cfg.sweep_bracket_tie, sigmas=profile.eval.tie_sigmas)
+        if not more:
+            break
+        if progress:
+            added = (f"{run} + {', '.join(f'{lr:g}' for lr in lrs)}" for run, lrs in more.items())
+            print("bracketing: " + "; ".join(added))
+        for name, lrs in more.items():
+            extra.setdefault(name, []).extend(lrs)
     if points_only:
         return {"points": rows, "bases": bases}
     summary = _summarise(rows, bases, specs, profile, out)
     manifest.counts.update({"runs": len(runs), "lrs": len(grid), "seeds": len(seeds), "points": len(rows),
+                            "lrs_beyond_grid": {name: sorted(lrs) for name, lrs in extra.items() if lrs},
                             "steps": plan.steps, "examples_per_run": plan.n,
                             "items": {n: len(v) for n, v in items.items()}})
     return manifest.write(rule=RULE, base=bases[seeds[0]], bases={str(k): v for k, v in bases.items()},
@@ -404,6 +444,8 @@ def main(argv=None) -> None:
     parser.add_argument("--lr-grid", nargs="+", type=float, help="overrides train.lr_grid")
     parser.add_argument("--variants", nargs="+", help="overrides train.sweep_variants (e.g. spot_bco+edit_only)")
     parser.add_argument("--seeds", nargs="+", type=int, help="overrides train.sweep_seeds")
+    parser.add_argument("--extra-lrs", nargs="+", metavar="RUN=LR[,LR]",
+                        help="LRs beyond train.lr_grid for some runs (the bracketing rounds' worker shares)")
     parser.add_argument("--points-only", action="store_true",
                         help="train and evaluate the points only; leave the sweep's summary as it is")
     args = parser.parse_args(argv)
@@ -413,7 +455,8 @@ def main(argv=None) -> None:
     if argv is None:   # the command line: compute on the profile's CPU kernels
         from spotlib import precision
         precision.run_on_kernels(profile.world.cpu_kernels, "spotlib.stages.sweep", sys.argv[1:])
-    result = run(profile, methods=args.methods, points_only=args.points_only)
+    result = run(profile, methods=args.methods, points_only=args.points_only,
+                 extra_lrs=parse_extra_lrs(args.extra_lrs))
     print(f"{len(result['points'])} points" if args.points_only else json.dumps(result["chosen"], indent=2))
 
 

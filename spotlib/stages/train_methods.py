@@ -42,7 +42,7 @@ from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
 from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
-from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
+from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, pairs_file, plan_runs
 from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_key,
                                    train_bf16, train_run)
 from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
@@ -101,7 +101,7 @@ def plan_stage(profile) -> StagePlan:
     effective = cfg.per_device_batch * cfg.grad_accum * accelerator.num_processes
     steps = num_steps(cfg, n, effective)
 
-    used = sorted({PAIRS_FILE if r.info.pairs else DATA_FILES[r.data] for r in runs}
+    used = sorted({pairs_file(r) if r.info.pairs else DATA_FILES[r.data] for r in runs}
                   | {DATA_FILES["direct"] for r in runs if r.info.pairs and r.data == "direct"})
     inputs_hash = {f: file_sha256(filter_dir / f) for f in used}
     inputs_hash["base_model"] = ref_hash
@@ -383,8 +383,34 @@ def _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, p
     rejected = D.tokenize(tokenizer, prompts, [p["rejected"] for p in pairs], cfg.max_len, cfg.max_prompt_len,
                           completion_format=fmt)
     key = cache_key(ref_hash, D.examples_hash([dict(p, rejected=p["rejected"]) for p in pairs]), cfg.max_len, fmt)
-    return cached(stage_dir / "reference" / f"diag-{key}.pt", lambda: build_edit_diag(
+    diag = cached(stage_dir / "reference" / f"diag-{key}.pt", lambda: build_edit_diag(
         reference(), chosen, rejected, pad_id, device, autocast=autocast))
+    diag.collateral = _collateral(profile, tokenizer, reference, ref_hash, stage_dir, chosen, rejected, pad_id,
+                                  device, autocast)
+    return diag
+
+
+def _collateral(profile, tokenizer, reference, ref_hash, stage_dir, chosen, rejected, pad_id, device, autocast):
+    """The tokens the edit diagnostic's pairs push down, on held-out arithmetic the start model solves
+    (the tiny world's probe split; spotlib.train.collateral). None outside the tiny world."""
+    from spotlib.train.collateral import build_collateral_set, correct_heldout, pushed_token_ids
+
+    cfg = profile.train
+    if profile.sample.dataset != "world" or not cfg.kl_probe_prompts:
+        return None
+    pushed = pushed_token_ids(rejected, chosen)
+    items = probe_items(profile.world, cfg.kl_probe_prompts, families=("arith",))
+    key = cache_key(ref_hash, "collateral", pushed, [i["prompt"] for i in items], profile.sample.max_new_tokens,
+                    cfg.max_len, cfg.completion_format)
+
+    def build():
+        prompts, completions = correct_heldout(reference(), tokenizer, items,
+                                               max_new_tokens=profile.sample.max_new_tokens)
+        tok = D.tokenize(tokenizer, prompts, completions, cfg.max_len, cfg.max_prompt_len,
+                         completion_format=cfg.completion_format)
+        return build_collateral_set(reference(), tok, pushed, pad_id, device, autocast=autocast)
+
+    return cached(stage_dir / "reference" / f"collateral-{key}.pt", build)
 
 
 def launch_processes(profile) -> int:

@@ -23,7 +23,7 @@ import torch
 from spotlib.io import DataError, read_jsonl
 from spotlib.tokens import build_completion_batch
 
-from .runspec import DATA_FILES, PAIRS_FILE, RunSpec
+from .runspec import DATA_FILES, RunSpec, pairs_file
 
 
 def load_examples(filter_dir: Path, run: RunSpec) -> list[dict]:
@@ -39,12 +39,12 @@ def _load_examples(filter_dir: Path, run: RunSpec) -> list[dict]:
         path = filter_dir / DATA_FILES[run.data]
         return [{"id": r["id"], "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r.get("rejected")}
                 for r in read_jsonl(path, required=("id", "prompt", "chosen"))]
-    path = filter_dir / PAIRS_FILE
+    path = filter_dir / pairs_file(run)
     pairs = read_jsonl(path, required=("id", "prompt", "chosen", "rejected"))
     for lineno, pair in enumerate(pairs, start=1):
         if not pair["rejected"]:
             raise DataError(f"{path}: record {lineno}: pair {pair['id']!r} has no rejected response")
-    if run.data == "rectified":
+    if run.data in ("rectified", "unfiltered"):
         return [{"id": p["id"], "prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]}
                 for p in pairs]
     direct_path = filter_dir / DATA_FILES[run.data]

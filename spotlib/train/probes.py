@@ -60,6 +60,8 @@ class EditDiagSet:
     ref_chosen_tokens: torch.Tensor | None = None  # [N_chosen_tokens]
     first_chosen: torch.Tensor | None = None       # [P] flat index of y⁺'s token at the first edit (−1: none)
     first_rejected: torch.Tensor | None = None     # [P] flat index of y⁻'s token there (−1: none)
+    # The pushed tokens where they are right (spotlib.train.collateral.CollateralSet; None: not measured).
+    collateral: object | None = None
 
 
 def probe_items(world_cfg, n_prompts: int, families=PROBE_FAMILIES) -> list[dict]:
@@ -195,6 +197,10 @@ def edit_diagnostic(model, diag: EditDiagSet, pad_id: int, device, *, beta: floa
             kept = index[index >= 0]
             result[f"edit/p_{name}"] = float(now[kept].exp().mean()) if len(kept) else float("nan")
             result[f"edit/p_{name}_ref"] = float(ref[kept].exp().mean()) if len(kept) else float("nan")
+    if getattr(diag, "collateral", None) is not None:
+        from .collateral import collateral_probe
+        result.update(collateral_probe(model, diag.collateral, pad_id, device, autocast=autocast,
+                                       batch_size=batch_size))
     r_pos = beta * (pos_sums - diag.ref_chosen_sums)
     # (the token-level changes above are per token; the rewards below are β × whole-sequence sums)
     r_neg = beta * (neg_sums - diag.ref_rejected_sums)

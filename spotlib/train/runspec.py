@@ -4,7 +4,9 @@ A run is named `method[@data][:delta][+option...]`:
 
 - `method` — one of METHODS below (the paper's baselines and SPoT's two forms);
 - `@data` — the data × objective cross (docs/method.md): `direct` (the Oracle's direct solutions),
-  `rectified` (the minimally edited y⁺), or `rft` (the student's own correct samples).
+  `rectified` (the minimally edited y⁺), `unfiltered` (rectified pairs without the proximity
+  filter, γ = 1, as many as the filtered ones: the γ ablation), or `rft` (the student's own
+  correct samples).
   For pair objectives `@direct` keeps each pair's y⁻ and swaps y⁺ for the Oracle's
   direct solution of the same problem. Without `@data`, a method uses its own data.
 - `:delta` — δ mode for `spot_bco` (`running_mean`, `ema`, `none`); without it the
@@ -46,10 +48,17 @@ METHODS: dict[str, Method] = {
     "spot_bce": Method("bce", "rectified", pairs=True, needs_reference=True),
     "spot_bco": Method("bco", "rectified", pairs=True, needs_reference=True),
 }
-DATA_KINDS = ("direct", "rectified", "rft")
+DATA_KINDS = ("direct", "rectified", "unfiltered", "rft")
 # Stage 03's files: SFT-type data uses `chosen`; pairs hold both y⁻ and y⁺.
-DATA_FILES = {"direct": "sft_direct.jsonl", "rectified": "sft_plus.jsonl", "rft": "rft.jsonl"}
+DATA_FILES = {"direct": "sft_direct.jsonl", "rectified": "sft_plus.jsonl", "unfiltered": "sft_plus_unfiltered.jsonl",
+              "rft": "rft.jsonl"}
 PAIRS_FILE = "pairs.jsonl"
+UNFILTERED_PAIRS_FILE = "pairs_unfiltered.jsonl"
+
+
+def pairs_file(run: "RunSpec") -> str:
+    """The stage-03 pairs a pair run reads: γ = 1 pairs for `@unfiltered`, else the filtered ones."""
+    return UNFILTERED_PAIRS_FILE if run.data == "unfiltered" else PAIRS_FILE
 
 OPTIONS = ("edit_only", "rejected_only", "chosen_only")
 

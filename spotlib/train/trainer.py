@@ -123,7 +123,7 @@ class _Registered:
 EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens", "logits_chunk_tokens")
 # ... and, for one run, also which other runs exist and their LRs (its own LR is keyed apart).
 NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep_variants",
-                  "tether_lr") + EXECUTION_ONLY
+                  "tether_lr", "sweep_bracket", "sweep_bracket_tie") + EXECUTION_ONLY
 
 
 def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:

@@ -42,6 +42,8 @@ def world_hash(world_cfg) -> str:
     fields = dataclasses.asdict(world_cfg)
     if not fields["oracle_style_prefix"]:
         del fields["oracle_style_prefix"]   # absent = the worlds made before the setting existed
+    if fields["tie_word_embeddings"]:
+        del fields["tie_word_embeddings"]   # likewise: tied is what every earlier world built
     blob = json.dumps({**fields, "recipe": RECIPE_VERSION,
                        "kernels": precision.effective_kernels(world_cfg.cpu_kernels),
                        "kernel_env": precision.kernel_env_spec(world_cfg.cpu_kernels)}, sort_keys=True)
@@ -55,7 +57,7 @@ def build_model(world_cfg, tokenizer):
         num_hidden_layers=world_cfg.num_layers, num_attention_heads=world_cfg.num_heads,
         num_key_value_heads=world_cfg.num_kv_heads, head_dim=world_cfg.hidden_size // world_cfg.num_heads,
         intermediate_size=world_cfg.intermediate_size, max_position_embeddings=world_cfg.max_position,
-        tie_word_embeddings=True, rope_theta=10000.0, attention_dropout=0.0,
+        tie_word_embeddings=world_cfg.tie_word_embeddings, rope_theta=10000.0, attention_dropout=0.0,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"))
     torch.manual_seed(world_cfg.seed)
