@@ -38,7 +38,7 @@ from spotlib import tether
 from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
 from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
-from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
+from spotlib.train.probes import build_edit_diag, build_probe_set, diag_settings, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
 from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_key,
                                    train_bf16, train_run)
@@ -377,7 +377,7 @@ def _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, p
                           completion_format=fmt)
     key = cache_key(ref_hash, D.examples_hash([dict(p, rejected=p["rejected"]) for p in pairs]), cfg.max_len, fmt)
     return cached(stage_dir / "reference" / f"diag-{key}.pt", lambda: build_edit_diag(
-        reference(), chosen, rejected, pad_id, device, autocast=autocast))
+        reference(), chosen, rejected, pad_id, device, autocast=autocast, **diag_settings(cfg)))
 
 
 def launch_processes(profile) -> int:

@@ -1,0 +1,154 @@
+"""What would stop or spoil the first 8-GPU run, shown on a micro model on the CPU: the edit
+diagnostic's logits, memory held between runs, the state dict at save time, the mid-run checkpoint."""
+from __future__ import annotations
+
+import gc
+import random
+
+import pytest
+import torch
+
+from pairs_helpers import change_one_result, save_untrained_student
+from spotlib import world
+from spotlib.config import load_profile
+from spotlib.io import write_jsonl
+from spotlib.train import data as D
+from spotlib.train.logps import reference_sums
+from spotlib.train.runspec import parse_run
+from spotlib.train.trainer import RunInputs, train_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base")
+    save_untrained_student(path, load_profile("test").world)
+    return path
+
+
+@pytest.fixture(scope="module")
+def filter_dir(tmp_path_factory):
+    profile = load_profile("test")
+    rng = random.Random(0)
+    pairs = []
+    for it in world.make_items("arith", 8, "train", world_cfg=profile.world):
+        good = world.student_solution(it, rng)
+        pairs.append({"id": it["id"], "prompt": it["prompt"], "rejected": change_one_result(good, rng),
+                      "chosen": good, "answer": it["answer"], "source": "rectified"})
+    d = tmp_path_factory.mktemp("outputs") / "03_filter"
+    write_jsonl(d / "pairs.jsonl", pairs)
+    return d
+
+
+def _profile(base, filter_dir, **train):
+    overrides = {"output_dir": str(filter_dir.parent), "model.name_or_path": str(base),
+                 "train.kl_probe_every": 0, "train.edit_diag_pairs": 0, "train.methods": ["spot_bco"],
+                 "train.ablations": []}
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    return load_profile("test", overrides=overrides)
+
+
+def _inputs(profile, run, base, filter_dir, diag=None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    data = D.prepare(tok, D.load_examples(filter_dir, run), profile.train.max_len, profile.train.max_prompt_len,
+                     run.info.pairs)
+    cpu = torch.device("cpu")
+    rc = reference_sums(model, data.chosen, tok.pad_token_id, cpu)[0]
+    rr = reference_sums(model, data.rejected, tok.pad_token_id, cpu)[0] if run.info.pairs else None
+    return RunInputs(data, rc, rr, str(base), diag=diag)
+
+
+class _HeadRows:
+    """The most rows any LM-head call produced (a [rows, vocab] logits tensor), over every module."""
+
+    def __init__(self, vocab: int):
+        self.vocab, self.most = vocab, 0
+
+    def __enter__(self):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor) and output.shape[-1] == self.vocab and isinstance(
+                    module, torch.nn.Linear):
+                self.most = max(self.most, output.reshape(-1, self.vocab).shape[0])
+        self.handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        return self
+
+    def __exit__(self, *_):
+        self.handle.remove()
+
+
+def test_edit_diagnostic_runs_the_head_in_chunks(tmp_path, base, filter_dir, monkeypatch):
+    """Stage 04's edit diagnostic (built on the reference, then measured in training) never makes
+    the [N, V] logits of all its pairs: at most `train.logits_chunk_tokens` rows at a time."""
+    from spotlib.stages import train_methods as T
+    from transformers import AutoConfig
+
+    chunk = 4
+    profile = _profile(base, filter_dir, edit_diag_pairs=4, logits_chunk_tokens=chunk, kl_probe_every=1,
+                       max_steps=1, per_device_batch=2, grad_accum=1)
+    from spotlib.train import probes
+    vocab = AutoConfig.from_pretrained(base).vocab_size
+    head = _HeadRows(vocab)
+    measured = probes._token_logps
+
+    def diag_pass(*args):  # only the diagnostic's passes are measured (training has its own chunks)
+        with head:
+            return measured(*args)
+
+    monkeypatch.setattr(probes, "_token_logps", diag_pass)
+    inputs = T.shared_inputs(profile, T.plan_stage(profile))["spot_bco"]
+    assert inputs.diag is not None and len(inputs.diag.ref_rejected_tokens) > 4 * chunk
+    train_run(profile.train, profile.model, parse_run("spot_bco"), 0, inputs, tmp_path / "run", steps=1,
+              device="cpu", progress=False)
+    assert 0 < head.most <= chunk
+    records = [r for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"probe"' in r]
+    assert records and '"edit/at"' in records[0]
+
+
+def _live_tensor_bytes() -> int:
+    """Bytes of every tensor the garbage collector still tracks (reachable or in uncollected cycles)."""
+    seen, total = set(), 0
+    for obj in gc.get_objects():
+        if type(obj) in (torch.Tensor, torch.nn.Parameter):
+            storage = obj.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
+
+
+def test_runs_in_one_process_do_not_keep_each_others_memory(tmp_path, base, filter_dir, monkeypatch):
+    """After each of several runs in one process (as stage 04 trains every method), the tensors
+    still alive do not grow with the number of runs: nothing waits for a chance collection.
+
+    ZeRO's parameters point back at their module (reference cycles, which plain reference
+    counting never frees); the model here gets the same cycles, so a run left to a chance
+    collection shows as growth on the CPU too."""
+    from spotlib.train import trainer
+
+    loaded = trainer.load_model
+
+    def load_with_cycles(*args, **kwargs):
+        model = loaded(*args, **kwargs)
+        for param in model.parameters():
+            param.owner = model
+        return model
+
+    monkeypatch.setattr(trainer, "load_model", load_with_cycles)
+    profile = _profile(base, filter_dir, max_steps=2, per_device_batch=2, grad_accum=1)
+    run = parse_run("spot_bco")
+    inputs = _inputs(profile, run, base, filter_dir)
+    gc.collect()
+    held = []
+    gc.disable()  # as when the cyclic collector happens not to run between two runs
+    try:
+        for k in range(3):
+            train_run(profile.train, profile.model, run, k, inputs, tmp_path / f"run{k}", steps=2, device="cpu",
+                      progress=False)
+            held.append(_live_tensor_bytes())
+    finally:
+        gc.enable()
+    model_bytes = sum(p.numel() * p.element_size() for p in loaded(str(base), "float32").parameters())
+    assert held[0] < model_bytes and held[2] <= held[0] * 1.02, (held, model_bytes)
