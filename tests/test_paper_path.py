@@ -152,3 +152,41 @@ def test_runs_in_one_process_do_not_keep_each_others_memory(tmp_path, base, filt
         gc.enable()
     model_bytes = sum(p.numel() * p.element_size() for p in loaded(str(base), "float32").parameters())
     assert held[0] < model_bytes and held[2] <= held[0] * 1.02, (held, model_bytes)
+
+
+def _dapo_profile(tmp_path, rows: int, **overrides):
+    import json
+    path = tmp_path / "dapo.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"What is {i}+1?", "solution": str(i + 1),
+                                        "extra_info": {"index": i}}) + "\n" for i in range(rows)))
+    values = {"output_dir": str(tmp_path / "out"), "sample.dataset": "open-r1/DAPO-Math-17k-Processed",
+              "sample.data_files": str(path)}
+    values.update(overrides)
+    return load_profile("test", overrides=values)
+
+
+def test_grpo_heldout_problems_are_outside_every_row_the_start_models_saw(tmp_path):
+    """Stage 01 samples `sample.num_problems` rows (stages 03 and 04 train on what it keeps);
+    GRPO's held-out problems are none of them."""
+    from spotlib.problems import load_train_problems
+    from spotlib.stages.rl_init import rl_problems
+
+    profile = _dapo_profile(tmp_path, 30, **{"sample.num_problems": 20, "rl.num_prompts": 12,
+                                             "rl.heldout_items": 6})
+    stage01 = {r["id"] for r in load_train_problems(profile)}
+    train, heldout = rl_problems(profile)
+    assert len(stage01) == 20 and len(heldout) == 6 and len(train) == 12
+    assert not stage01 & {r["id"] for r in heldout}
+    assert {r["id"] for r in train} <= stage01  # GRPO trains on prompts of the same data
+    with pytest.raises(ValueError, match="lower sample.num_problems to 18"):
+        rl_problems(_dapo_profile(tmp_path, 24, **{"sample.num_problems": 20, "rl.num_prompts": 12,
+                                                   "rl.heldout_items": 6}))
+    paper = load_profile("paper")
+    assert paper.sample.num_problems + paper.rl.heldout_items == 17398  # the dataset's rows, all used once
+
+
+def test_the_rehearsal_writes_the_heldout_rows_after_stage_01s(tmp_path):
+    from spotlib.rehearsal import train_rows
+
+    profile = load_profile("rehearsal", overrides={"output_dir": str(tmp_path / "out")})
+    assert train_rows(profile) == profile.sample.num_problems + profile.rl.heldout_items

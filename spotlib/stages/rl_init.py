@@ -56,7 +56,9 @@ def make_grader(profile):
 
 
 def rl_problems(profile) -> tuple[list[dict], list[dict]]:
-    """(training prompts, held-out problems). Held-out: the world's `val` split, else the data's tail."""
+    """(training prompts, held-out problems). Held-out: the world's `val` split, else the
+    `rl.heldout_items` rows after the `sample.num_problems` that stage 01 samples (and stages 03
+    and 04 train on), so neither start model has trained on a held-out problem."""
     from spotlib.problems import load_train_problems
 
     cfg = profile.rl
@@ -67,11 +69,16 @@ def rl_problems(profile) -> tuple[list[dict], list[dict]]:
         heldout = world.make_items("arith", cfg.heldout_items, split="val", seed=profile.seed,
                                    world_cfg=profile.world)
         return train[:cfg.num_prompts], heldout
-    rows = load_train_problems(profile, cfg.num_prompts + cfg.heldout_items)
-    if len(rows) <= cfg.num_prompts:
-        raise ValueError(f"rl.num_prompts={cfg.num_prompts}: the dataset has only {len(rows)} problems, "
-                         f"none left for {cfg.heldout_items} held-out ones")
-    return rows[:cfg.num_prompts], rows[cfg.num_prompts:]
+    used = profile.sample.num_problems
+    if cfg.num_prompts > used:
+        raise ValueError(f"rl.num_prompts={cfg.num_prompts}: more than the sample.num_problems={used} rows "
+                         f"stage 01 uses; the rows after them are the held-out problems")
+    rows = load_train_problems(profile, used + cfg.heldout_items)
+    if len(rows) < used + cfg.heldout_items:
+        raise ValueError(f"rl.heldout_items={cfg.heldout_items}: the dataset has {len(rows)} problems and stage 01 "
+                         f"uses the first {used}; lower sample.num_problems to {max(len(rows) - cfg.heldout_items, 0)} "
+                         f"so the held-out problems lie outside what the start models trained on")
+    return rows[:cfg.num_prompts], rows[used:used + cfg.heldout_items]
 
 
 def fingerprint(path: Path) -> str:
