@@ -190,3 +190,65 @@ def test_the_rehearsal_writes_the_heldout_rows_after_stage_01s(tmp_path):
 
     profile = load_profile("rehearsal", overrides={"output_dir": str(tmp_path / "out")})
     assert train_rows(profile) == profile.sample.num_problems + profile.rl.heldout_items
+
+
+class _CutRollouts:
+    """Short texts the engine says it cut at its token budget (vLLM: finish_reason "length"):
+    re-tokenised, each is far shorter than `max_new_tokens`."""
+
+    def __init__(self):
+        self.finish_reasons = []
+
+    def sample(self, policy, tokenizer, prompts, *, n, **_):
+        out = [["ab"] * n for _ in prompts]
+        self.finish_reasons = [["length"] * n for _ in prompts]
+        return out
+
+    def release(self):
+        pass
+
+
+def test_grpo_takes_truncation_from_the_engines_finish_reason(tmp_path):
+    from rl_helpers import micro_model, says_a, toy_items
+    from spotlib.config import RLConfig
+    from spotlib.rl import train_grpo
+
+    cfg = RLConfig(num_prompts=2, rollouts_per_prompt=2, prompts_per_step=2, mini_batch=2, max_new_tokens=8,
+                   max_steps=1, eval_every=5, micro_batch=4, bf16_autocast=False, save_every=0, heldout_items=0)
+    out = train_grpo(micro_model(tmp_path / "init"), tmp_path / "run", toy_items(2), says_a, cfg, device="cpu",
+                     max_len=32, progress=False, engine=_CutRollouts())
+    assert out["metrics"][0]["truncated_frac"] == 1.0
+
+
+def test_generation_reports_length_where_no_eos_was_written():
+    """The transformers path's finish reasons come from the sampled tokens, not from the text."""
+    from spotlib.sampling import generate_rows
+
+    class Tok:
+        eos_token_id, pad_token_id, padding_side = 9, 0, "right"
+
+        def __call__(self, texts, **_):
+            if isinstance(texts, str):
+                return {"input_ids": [1] * len(texts)}
+            return _Batch({"input_ids": torch.ones(len(texts), 2, dtype=torch.long),
+                           "attention_mask": torch.ones(len(texts), 2, dtype=torch.long)})
+
+        def batch_decode(self, rows, **_):
+            return ["x" for _ in rows]  # one character however many tokens: text says nothing
+
+    class _Batch(dict):
+        def to(self, _):
+            return self
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def generate(self, input_ids, **_):  # row 0 writes eos, row 1 is cut at 3 new tokens
+            new = torch.tensor([[5, 9, 0], [5, 6, 7]])
+            return torch.cat([input_ids, new], dim=1)
+
+    texts, reasons = generate_rows(Model(), Tok(), ["p", "q"], [1, 2], temperature=0.0, top_p=1.0, top_k=-1,
+                                   max_new_tokens=3, batch_size=2, with_finish_reasons=True)
+    assert texts == ["x", "x"] and reasons == ["stop", "length"]
