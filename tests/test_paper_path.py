@@ -252,3 +252,75 @@ def test_generation_reports_length_where_no_eos_was_written():
     texts, reasons = generate_rows(Model(), Tok(), ["p", "q"], [1, 2], temperature=0.0, top_p=1.0, top_k=-1,
                                    max_new_tokens=3, batch_size=2, with_finish_reasons=True)
     assert texts == ["x", "x"] and reasons == ["stop", "length"]
+
+
+def test_only_the_main_rank_builds_the_full_state_dict():
+    from spotlib.train.trainer import saved_state_dict
+
+    class Plugin:
+        zero_stage = 2
+
+    class Acc:
+        def __init__(self, main, stage):
+            self.is_main_process, self.calls = main, 0
+            Plugin.zero_stage = stage
+            self.state = type("S", (), {"deepspeed_plugin": Plugin()})()
+
+        def get_state_dict(self, model):
+            self.calls += 1
+            return {"w": torch.zeros(1)}
+
+    other, main = Acc(False, 2), Acc(True, 2)
+    assert saved_state_dict(other, None) is None and other.calls == 0  # ZeRO-2: no host copy on other ranks
+    assert saved_state_dict(main, None) is not None and main.calls == 1
+    gathered = Acc(False, 3)
+    assert saved_state_dict(gathered, None) is None and gathered.calls == 1  # ZeRO-3 gathers: every rank joins
+
+
+def test_paper_stage_04_checkpoints_mid_run():
+    from spotlib.train.trainer import num_steps
+
+    paper = load_profile("paper")
+    steps = num_steps(paper.train, paper.filter.max_examples, paper.train.per_device_batch * paper.train.grad_accum * 8)
+    assert 0 < paper.train.save_every < steps
+
+
+@pytest.mark.slow
+def test_stage_04_stopped_mid_run_resumes_to_the_uninterrupted_weights(tmp_path, base, filter_dir, monkeypatch):
+    """Stage 04 stopped after step 3 of 6 (checkpoint at 2) and started again ends with the
+    weights of a stage that was never stopped."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from spotlib.stages import train_methods as T
+
+    def stage(out, stop_after=None):
+        shutil.copytree(filter_dir, out / "03_filter", dirs_exist_ok=True)
+        profile = load_profile("test", overrides={
+            "output_dir": str(out), "model.name_or_path": str(base), "train.methods": ["spot_bco"],
+            "train.ablations": [], "train.max_steps": 6, "train.save_every": 2, "train.kl_probe_every": 0,
+            "train.edit_diag_pairs": 0, "train.per_device_batch": 2, "train.grad_accum": 1,
+            "train.lr": {"default": 1e-3}, "train.cpu_workers": 1})
+        if stop_after is None:
+            return T.run(profile, progress=False)
+        real = T.train_run
+
+        def stopped(*args, **kwargs):
+            real(*args, stop_after=stop_after, **kwargs)
+            raise KeyboardInterrupt  # the stage is stopped here, as by Ctrl-C or a lost node
+
+        monkeypatch.setattr(T, "train_run", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            T.run(profile, progress=False)
+        monkeypatch.setattr(T, "train_run", real)
+
+    stage(tmp_path / "whole")
+    stage(tmp_path / "stopped", stop_after=3)
+    run_dir = tmp_path / "stopped" / T.STAGE / "spot_bco" / "seed0"
+    assert (run_dir / "checkpoint-2").is_dir() and not (run_dir / "summary.json").exists()
+    stage(tmp_path / "stopped")
+    a = load_file(tmp_path / "whole" / T.STAGE / "spot_bco" / "seed0" / "model.safetensors")
+    b = load_file(run_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
