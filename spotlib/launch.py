@@ -65,7 +65,9 @@ class Nodes:
 
 def profile_nodes(profile) -> Nodes:
     """This node's place in the profile's `hardware.nodes` (the environment says which node it is)."""
-    return Nodes.from_env(profile.hardware.nodes)
+    from spotlib.nodes import node_count
+
+    return Nodes.from_env(node_count(profile))
 
 
 def launched() -> bool:

@@ -354,6 +354,7 @@ def build_plan(profile: Profile, gpus: int | None = None, gpu_memory_gib: float 
     """The per-stage plan; `gpus` and `gpu_memory_gib` override the profile's hardware (what-if)."""
     changes = {k: v for k, v in (("gpus", gpus), ("gpu_memory_gib", gpu_memory_gib)) if v is not None}
     hw = dataclasses.replace(profile.hardware, **changes)
+    hw = dataclasses.replace(hw, gpus=hw.gpus * hw.nodes)  # hardware.gpus is per node: plan for all of them
     shape = model_shape(profile)
     card = hw.gpu_memory_gib * GIB
     usable = card - hw.reserve_gib * GIB

@@ -162,8 +162,10 @@ def run(profile, progress: bool = True) -> dict:
         return manifest.load()["summary"]
     manifest.write(complete=False)
 
+    from spotlib.nodes import node_count
+
     processes = num_processes(profile)
-    if processes * profile.hardware.nodes > 1:  # trained by launched processes, read back from disk
+    if processes * node_count(profile) > 1:  # trained by launched processes, read back from disk
         from spotlib.rl import finished_result
 
         t0 = time.perf_counter()
@@ -263,8 +265,11 @@ def relaunch(profile, processes: int) -> None:
     from spotlib.launch import profile_nodes, run_launched
     from spotlib.workers import worker_profile
 
+    from spotlib.nodes import for_nodes
+
     stage_dir = profile.stage_dir(STAGE)
     nodes = profile_nodes(profile)
+    profile = for_nodes(profile)  # checks that rl.mini_batch splits over every node's ranks
     cmd = launch_command(profile, processes, worker_profile(profile, stage_dir), nodes)
     env = dict(os.environ)
     if profile.device == "cpu" or not _has_cuda():

@@ -412,6 +412,9 @@ def launch_command(profile) -> list[str] | None:
         if not torch.cuda.is_available():
             raise RuntimeError(f"train.accelerate_config: accelerate launch needs GPUs here; on CPU set "
                                f"train.launcher: torchrun (it starts {processes} processes on gloo)")
+    from spotlib.nodes import for_nodes
+
+    profile = for_nodes(profile)  # on several nodes: train.grad_accum derived, the global batch kept
     stage_dir = profile.stage_dir(STAGE)
     spec = worker_profile(profile, stage_dir)
     total = processes * nodes.count
@@ -424,7 +427,12 @@ def _relaunch(profile, command: list[str]) -> dict:
     """Run this stage in the launched processes; their manifest is the result."""
     from spotlib.launch import run_launched
 
+    from spotlib.launch import profile_nodes
+
     run_launched(command, what=f"stage {STAGE} in launched processes")
+    rank = profile_nodes(profile).rank
+    if rank > 0:  # node 0's main process writes the manifest
+        return {"node_rank": rank}
     return Manifest(profile.stage_dir(STAGE), params=None).load()
 
 
