@@ -134,3 +134,48 @@ def check_shared_outputs(out: Path, nodes, timeout_s: float = 300.0, poll_s: flo
                                f"every node must see the same folder (shared storage: NFS, Lustre...) and be started "
                                f"with the same SPOT_MAIN_ADDRESS/SPOT_MAIN_PORT")
         time.sleep(poll_s)
+
+
+DISTRIBUTED_STAGES = ("04_train_spot", "06_rl_init")   # the stages whose training spans every node
+
+
+def stage_marker(out: Path, stage: str) -> Path:
+    return Path(out) / SHARED_CHECK_DIR / f"{stage}.started"
+
+
+def clear_stage_markers(out: Path) -> None:
+    """Node 0, before the shared-outputs check: markers of an earlier run must not start the others."""
+    for stage in DISTRIBUTED_STAGES:
+        stage_marker(out, stage).unlink(missing_ok=True)
+
+
+def mark_stage_started(out: Path, stage: str) -> None:
+    """Node 0 starts a distributed stage: the other nodes join its launch now."""
+    if stage in DISTRIBUTED_STAGES:
+        marker = stage_marker(out, stage)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(time.time()))
+
+
+def follow_node0(profile, node, stage_names: list[str], run_stage=None, poll_s: float = 5.0) -> None:
+    """A node other than 0: only the training of stages 04 and 06, each when node 0 starts it
+    (node 0 samples, rectifies, filters and evaluates into the shared outputs folder)."""
+    run_stage = run_stage or _join_stage
+    for stage in stage_names:
+        if stage not in DISTRIBUTED_STAGES:
+            continue
+        print(f"node {node.rank}: waiting for node 0 to start {stage}", flush=True)
+        while not stage_marker(profile.out, stage).is_file():
+            time.sleep(poll_s)
+        run_stage(profile, stage)
+
+
+def _join_stage(profile, stage: str) -> None:
+    if stage == "04_train_spot":
+        from spotlib.stages import train_methods
+
+        train_methods.run(profile, progress=False)
+    else:
+        from spotlib.stages import rl_init
+
+        rl_init.relaunch(profile, rl_init.num_processes(profile))

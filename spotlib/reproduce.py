@@ -267,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         node = _node_ready(profile)
         with output_lock(profile.out, name=LOCK_NAME if node is None else f".reproduce-node{node.rank}.lock"):
+            if node is not None and node.rank > 0:  # this node joins the training of stages 04 and 06
+                from spotlib.nodes import follow_node0
+                follow_node0(profile, node, [s.name for s in stages])
+                return 0
             return _run_stages(profile_arg, profile, stages, args.kernel)
     except OutputLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -284,7 +288,11 @@ def _node_ready(profile):
     if node_count(profile) <= 1:
         return None
 
+    from spotlib.nodes import clear_stage_markers
+
     node = profile_nodes(profile)
+    if node.rank == 0:
+        clear_stage_markers(profile.out)
     check_shared_outputs(profile.out, node)
     return node
 
@@ -305,8 +313,12 @@ def _print_kernel_env(profile_arg: str) -> int:
 
 def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str) -> int:
     timings: dict[str, float] = {}
+    from spotlib.nodes import mark_stage_started, node_count
+
     for stage in stages:
         print(f"\n== {stage.name} ==", flush=True)
+        if node_count(profile) > 1:  # the other nodes join this stage's launch now
+            mark_stage_started(profile.out, stage.name)
         try:
             seconds = run_stage(profile_arg, profile, stage, kernel)
         except StageFailed as exc:

@@ -144,3 +144,20 @@ def test_stage_04_on_two_nodes_matches_one_node_with_two_processes(tmp_path):
     gap = sum(float((a[k] - b[k]).double().pow(2).sum()) for k in a) ** 0.5
     update = sum(float((a[k] - w0[k]).double().pow(2).sum()) for k in a) ** 0.5
     assert update > 1e-3 and gap / update < 1e-2, (gap, update)
+
+
+def test_other_nodes_join_only_the_distributed_stages_when_node_0_starts_them(tmp_path):
+    profile = load_profile("test", overrides={"output_dir": str(tmp_path / "out"), "hardware.nodes": 2})
+    joined = []
+    stages = ["01_sample", "04_train_spot", "05_eval_forgetting", "06_rl_init"]
+    follower = threading.Thread(target=nodes.follow_node0, args=(profile, launch.Nodes(2, 1, "h", 1), stages),
+                                kwargs={"run_stage": lambda p, s: joined.append(s), "poll_s": 0.02})
+    nodes.clear_stage_markers(profile.out)
+    follower.start()
+    time.sleep(0.2)
+    assert joined == []                      # node 0 has not started stage 04 yet
+    for stage in stages:                     # node 0 goes through every stage
+        nodes.mark_stage_started(profile.out, stage)
+        time.sleep(0.1)
+    follower.join(timeout=5)
+    assert joined == ["04_train_spot", "06_rl_init"]
