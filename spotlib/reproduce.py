@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         profile_arg = str(Path(name).resolve()) if name.endswith((".yaml", ".yml")) else name
         if args.nodes:  # every stage's kernel (and what it launches) runs on this many nodes
             os.environ["SPOT_NODES"] = str(args.nodes)
-        profile = load_profile(profile_arg, overrides={"hardware.nodes": args.nodes} if args.nodes else None)
+        profile = load_profile(profile_arg, overrides={"hardware.nodes": args.nodes}) if args.nodes \
+            else load_profile(profile_arg)
         stages = select(available_stages(), args.stages)
         problems = validate(profile, [s.name for s in stages])
     except (ConfigError, FileNotFoundError) as exc:

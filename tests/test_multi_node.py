@@ -161,3 +161,39 @@ def test_other_nodes_join_only_the_distributed_stages_when_node_0_starts_them(tm
         time.sleep(0.1)
     follower.join(timeout=5)
     assert joined == ["04_train_spot", "06_rl_init"]
+
+
+@pytest.mark.slow
+def test_grpo_on_two_nodes_matches_one_process(tmp_path):
+    """GRPO's training processes launched as 2 nodes × 1 process (spotlib.launch, c10d on 127.0.0.1)
+    give the weights of the same run in one process, on the same fixed rollouts."""
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import rl_dist_worker
+    from rl_helpers import micro_model
+
+    init = micro_model(tmp_path / "init")
+    before = torch.get_num_threads()
+    try:
+        rl_dist_worker.run(init, tmp_path / "one")
+    finally:
+        torch.set_num_threads(before)
+    port = launch.free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO_ROOT}:{Path(__file__).parent}")
+    procs = []
+    for rank in (0, 1):
+        command = launch.launch_command(["rl_dist_worker", str(init), str(tmp_path / "two")], processes=1,
+                                        launcher="torchrun", accelerate_config=None, config_copy=tmp_path / "c.yaml",
+                                        nodes=launch.Nodes(2, rank, "127.0.0.1", port))
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+    ranks = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    one, two, start = (AutoModelForCausalLM.from_pretrained(p).state_dict()
+                       for p in (tmp_path / "one" / "run" / "final", tmp_path / "two" / "run" / "final", init))
+    moved = max(float((one[k] - start[k]).abs().max()) for k in one)
+    gap = max(float((one[k] - two[k]).abs().max()) for k in one)
+    assert moved > 1e-3 and gap < 1e-5 * max(1.0, moved) + 1e-6, (gap, moved)
