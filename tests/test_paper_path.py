@@ -137,7 +137,7 @@ def test_runs_in_one_process_do_not_keep_each_others_memory(tmp_path, base, filt
         return model
 
     monkeypatch.setattr(trainer, "load_model", load_with_cycles)
-    profile = _profile(base, filter_dir, max_steps=2, per_device_batch=2, grad_accum=1)
+    profile = _profile(base, filter_dir, max_steps=1, per_device_batch=2, grad_accum=1)
     run = parse_run("spot_bco")
     inputs = _inputs(profile, run, base, filter_dir)
     gc.collect()
@@ -145,7 +145,7 @@ def test_runs_in_one_process_do_not_keep_each_others_memory(tmp_path, base, filt
     gc.disable()  # as when the cyclic collector happens not to run between two runs
     try:
         for k in range(3):
-            train_run(profile.train, profile.model, run, k, inputs, tmp_path / f"run{k}", steps=2, device="cpu",
+            train_run(profile.train, profile.model, run, k, inputs, tmp_path / f"run{k}", steps=1, device="cpu",
                       progress=False)
             held.append(_live_tensor_bytes())
     finally:
