@@ -30,10 +30,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create .venv and install spotlib (CPU torch pinned when no GPU)
 
 reproduce: setup  ## run the whole study for PROFILE (auto|tiny|paper|file.yaml) into outputs/<profile>/
-	$(BIN)/python -m spotlib.reproduce --profile $(PROFILE) $(if $(STAGES),--stages $(STAGES))
+	$(BIN)/python -m spotlib.reproduce --profile $(PROFILE) $(if $(STAGES),--stages $(STAGES)) $(if $(NODES),--nodes $(NODES))
 
-dry-run: setup  ## validate PROFILE, print its memory/time plan and preflight (what-if: GPUS=8 GPU_MEM=24)
-	$(BIN)/python -m spotlib.reproduce --profile $(PROFILE) --dry-run $(if $(GPUS),--gpus $(GPUS)) $(if $(GPU_MEM),--gpu-memory-gib $(GPU_MEM))
+dry-run: setup  ## validate PROFILE, print its memory/time plan and preflight (what-if: GPUS=8 GPU_MEM=24 NODES=2)
+	$(BIN)/python -m spotlib.reproduce --profile $(PROFILE) --dry-run $(if $(GPUS),--gpus $(GPUS)) $(if $(GPU_MEM),--gpu-memory-gib $(GPU_MEM)) $(if $(NODES),--nodes $(NODES))
 
 base-model: setup  ## pre-train (or load from cache) the tiny base model and print its scores
 	$(BIN)/python -m spotlib.world --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))

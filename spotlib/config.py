@@ -272,6 +272,7 @@ class RLConfig:
 class HardwareConfig:
     """What the memory and time plan (spotlib.memory_plan) and the preflight assume and check."""
     gpus: int = 0                   # CUDA GPUs the profile runs on (0: a CPU profile, not planned)
+    nodes: int = 1                  # machines; `gpus` is per node (spotlib.launch, docs/multi-node.md)
     gpu_memory_gib: float = 80.0    # memory per GPU
     gpu_tflops: float = 989.0       # dense bf16 peak per GPU (H100/H800 SXM)
     mfu: float = 0.35               # model FLOPs utilisation expected of training

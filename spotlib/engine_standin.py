@@ -51,6 +51,7 @@ class StandinSamplingParams:
 @dataclass
 class CompletionOutput:
     text: str
+    finish_reason: str | None = None   # as vLLM's: "stop" (eos written) or "length" (cut at max_tokens)
 
 
 @dataclass
@@ -90,7 +91,7 @@ class StandinLLM:
         status, detail = self._reply()
         if status != "ok":
             raise RuntimeError(f"stand-in engine failed: {detail}")
-        return [RequestOutput(p, [CompletionOutput(t)]) for p, t in zip(prompts, detail)]
+        return [RequestOutput(p, [CompletionOutput(t, why)]) for p, (t, why) in zip(prompts, detail)]
 
     def shutdown(self) -> None:
         if self._proc.is_alive():
@@ -138,13 +139,14 @@ def _engine_core(conn, model_path: str, max_num_seqs: int) -> None:
             groups: dict[tuple, list[int]] = {}  # same settings: one generate_rows call
             for i, p in enumerate(params):
                 groups.setdefault((p["temperature"], p["top_p"], p["top_k"], p["max_tokens"]), []).append(i)
-            texts: list[str] = [""] * len(prompts)
+            texts: list[tuple[str, str]] = [("", "stop")] * len(prompts)
             for (temperature, top_p, top_k, max_tokens), rows in groups.items():
-                outs = generate_rows(model, tokenizer, [prompts[i] for i in rows],
-                                     [params[i]["seed"] or 0 for i in rows], temperature=temperature,
-                                     top_p=top_p, top_k=top_k, max_new_tokens=max_tokens, batch_size=max_num_seqs)
-                for i, text in zip(rows, outs):
-                    texts[i] = text
+                outs, reasons = generate_rows(model, tokenizer, [prompts[i] for i in rows],
+                                              [params[i]["seed"] or 0 for i in rows], temperature=temperature,
+                                              top_p=top_p, top_k=top_k, max_new_tokens=max_tokens,
+                                              batch_size=max_num_seqs, with_finish_reasons=True)
+                for i, text, reason in zip(rows, outs, reasons):
+                    texts[i] = (text, reason)
             conn.send(("ok", texts))
         except Exception as exc:  # noqa: BLE001
             conn.send(("error", f"{type(exc).__name__}: {exc}"))

@@ -38,6 +38,10 @@ to change. The terms and where they come from:
   reference model alone on the GPU. kl_sft computes the token KL in the same chunks:
   policy, reference and KL temporaries, 36 B per chunk token and vocabulary entry, plus its
   reference model 2P for the whole run.
+* Stage 04 also counts (spotlib.memory_terms, measured on a CPU term by term): a padded
+  batch's mask and SDPA's bf16 copy of it per saving layer, repeat_kv's expanded K and V
+  under that mask, whole gradients of parameters larger than the reduce bucket (embeddings,
+  an untied head), the edit diagnostic's and the probes' passes beside the training states.
 * Checked against the real trainer on one H200 (benchmarks/gpu_trainer_check.py: stage 04
   under accelerate + DeepSpeed ZeRO-2, Qwen3-0.6B shape, pairs of 2,176 tokens, unchunked
   head): peak 18.97 GiB measured, 19.0 GiB planned (tests/test_memory_plan.py).
@@ -350,6 +354,7 @@ def build_plan(profile: Profile, gpus: int | None = None, gpu_memory_gib: float 
     """The per-stage plan; `gpus` and `gpu_memory_gib` override the profile's hardware (what-if)."""
     changes = {k: v for k, v in (("gpus", gpus), ("gpu_memory_gib", gpu_memory_gib)) if v is not None}
     hw = dataclasses.replace(profile.hardware, **changes)
+    hw = dataclasses.replace(hw, gpus=hw.gpus * hw.nodes)  # hardware.gpus is per node: plan for all of them
     shape = model_shape(profile)
     card = hw.gpu_memory_gib * GIB
     usable = card - hw.reserve_gib * GIB
@@ -413,6 +418,7 @@ def training_stage(profile: Profile, shape: ModelShape, hw, usable: float) -> St
         ("completion hidden states 2h B/token", BF16 * shape.hidden * ref_tokens_batch),
         (f"logits: head chunk {head_chunk:,} tokens x {shape.vocab:,} x {LOGIT_BYTES_NO_GRAD} B",
          head_chunk * shape.vocab * LOGIT_BYTES_NO_GRAD)]
+    add_stage04_extras(profile, shape, zero, phases, seqs)
     largest = set_peak(plan, phases)
     other = activation_terms(shape, tokens, t.gradient_checkpointing)[2]
     plan.notes.append(f"micro-batch {seqs} sequence(s) x train.max_len {t.max_len:,} = {tokens:,} tokens, "
@@ -438,6 +444,38 @@ def training_stage(profile: Profile, shape: ModelShape, hw, usable: float) -> St
     plan.time_note = (f"{len(runs)} run(s) x {len(profile.seeds)} seed(s), {train_tokens / 1e6:.0f}M training tokens "
                       f"at most, MFU {hw.mfu:g}")
     return plan
+
+
+def add_stage04_extras(profile: Profile, shape: ModelShape, zero: Zero2, phases: dict[str, Terms], seqs: int) -> None:
+    """Stage 04's terms from spotlib.memory_terms: the padding mask and repeat_kv where
+    activations are kept, whole gradients over the reduce bucket, the edit diagnostic and the
+    probes beside the training states."""
+    from spotlib import memory_terms as M
+
+    t = profile.train
+    oversized = M.oversized_gradients(shape, deepspeed_buckets(profile)[0])
+    grads = [(f"whole bf16 gradient of the {name} (over the reduce bucket)", b) for name, b in oversized.items()]
+    head_grad = grads[-1:]  # the LM head's (the embeddings' when tied) exists from the LM-head backward on
+    saving = 1 if t.gradient_checkpointing else shape.layers
+    for name in list(phases):
+        kl = name.startswith("kl_sft")
+        rows = t.per_device_batch if kl else seqs
+        if name.endswith("LM-head backward"):
+            phases[name] = phases[name] + head_grad + (
+                M.padding_mask_terms(rows, t.max_len, 0) if t.gradient_checkpointing
+                else M.masked_attention_terms(shape, rows, t.max_len, shape.layers, with_bool=False))
+        elif name.endswith("decoder backward"):  # the bool mask stays only as a checkpointed layer's input
+            phases[name] = phases[name] + grads + M.masked_attention_terms(
+                shape, rows, t.max_len, saving, with_bool=t.gradient_checkpointing)
+    ref_rows = max(1, t.ref_batch_tokens // max(t.max_len, 1))
+    phases["reference log-probs (before training)"] += M.masked_attention_terms(shape, ref_rows, t.max_len, 1)
+    if t.edit_diag_pairs:
+        phases["edit diagnostic (main rank, between steps)"] = zero.states + M.no_grad_pass_terms(
+            shape, M.diag_rows(t), t.max_len, t.logits_chunk_tokens, LOGIT_BYTES_NO_GRAD)
+    if M.probes_on(profile):
+        build, measure = M.probe_terms(profile, shape)
+        phases["probe set (before training)"] = [("reference model bf16 2P", BF16 * shape.params)] + build
+        phases["held-out KL probe (main rank, between steps)"] = zero.states + measure
 
 
 BENCHMARK_ITEMS = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva": 272,

@@ -53,15 +53,20 @@ def prepare(profile, progress: bool = True) -> Path:
     folder = profile.out / PUBLIC_DIR
     stamp = folder / "stamp.json"
     key = params_hash({"world": dataclasses.asdict(profile.world), "seed": profile.seed,
-                       "n": profile.sample.num_problems, "files": FILES})
+                       "n": train_rows(profile), "files": FILES})
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    write_public_files(folder, profile.world, profile.sample.num_problems, seed=profile.seed)
+    write_public_files(folder, profile.world, train_rows(profile), seed=profile.seed)
     write_json_atomic(stamp, {"key": key})
     if progress:
         print(f"rehearsal: model {model_dir}, public-format files in {folder}")
     return folder
+
+
+def train_rows(profile) -> int:
+    """Rows of the DAPO-format file: stage 01's problems, then GRPO's held-out ones after them."""
+    return profile.sample.num_problems + profile.rl.heldout_items
 
 
 def write_public_files(folder: Path, world_cfg, n_train: int, seed: int = 0, n_eval: int = 32) -> dict[str, Path]:

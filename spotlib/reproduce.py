@@ -94,8 +94,11 @@ def memory_plan_and_preflight(profile, args) -> tuple[str, list[str], bool]:
         profile = profile.replace(hardware=dataclasses.replace(profile.hardware, **changes))
     if profile.hardware.gpus <= 0:
         return "", [], True
-    memory = build_plan(profile)
-    return format_plan(memory), preflight(profile, memory), memory.fits
+    from spotlib.nodes import for_nodes, multi_node_text
+
+    memory = build_plan(for_nodes(profile))  # on several nodes: the batch kept, or a clear refusal
+    text = format_plan(memory) + multi_node_text(profile)
+    return text, preflight(profile, memory), memory.fits
 
 
 def run_stage(profile_arg: str, profile, stage: Stage, kernel: str) -> float:
@@ -153,17 +156,19 @@ class OutputLocked(RuntimeError):
 
 
 @contextlib.contextmanager
-def output_lock(out: Path):
-    """Hold `out/.reproduce.lock` for the run; another run into `out` gets `OutputLocked`.
+def output_lock(out: Path, name: str = LOCK_NAME):
+    """Hold `out/<name>` for the run; another run into `out` gets `OutputLocked`.
 
-    flock, not a pid file: the lock dies with its process (`kill -9` included), so a stale
-    lock is taken over at once, and two runs can never both believe they hold it.
+    flock: the lock dies with its process (`kill -9` included), so a stale lock is taken over
+    at once. On shared storage flock may hold nothing across machines, so an O_EXCL lock file
+    beside it (`<name>.owner`, spotlib.shared_lock: host, PID, heartbeat) holds there too.
+    Several nodes of one run each take their own (`.reproduce-node<k>.lock`).
     """
     import fcntl
 
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / LOCK_NAME, "a+", encoding="utf-8")
+        handle = open(out / name, "a+", encoding="utf-8")
     except OSError as exc:  # a read-only or unreachable output folder
         raise OutputLocked(f"{out}: cannot write the output folder ({exc.strerror or exc}); "
                            f"set output_dir in the profile to a folder you can write") from None
@@ -185,7 +190,17 @@ def output_lock(out: Path):
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
         handle.flush()
-        yield
+        from spotlib.shared_lock import SharedLockHeld, shared_lock
+        try:
+            owner = shared_lock(out / f"{name}.owner")
+            owner.__enter__()
+        except SharedLockHeld as exc:
+            raise OutputLocked(f"{out} is in use by another run ({exc}): wait for it to finish or stop it, "
+                               f"or set another output_dir") from None
+        try:
+            yield
+        finally:
+            owner.__exit__(None, None, None)
     finally:
         handle.truncate(0)
         fcntl.flock(handle, fcntl.LOCK_UN)
@@ -201,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-preflight", action="store_true",
                         help="start a GPU profile even when its preflight checks fail (experts)")
     parser.add_argument("--gpus", type=int, help="plan for this many GPUs instead of hardware.gpus (with --dry-run)")
+    parser.add_argument("--nodes", type=int, help="run on this many nodes instead of hardware.nodes "
+                                                  "(each node: SPOT_NODE_RANK, SPOT_MAIN_ADDRESS; docs/multi-node.md)")
     parser.add_argument("--kernel-env", action="store_true",
                         help="print the profile's CPU-kernel environment as NAME=VALUE words and exit (make lab)")
     parser.add_argument("--gpu-memory-gib", type=float,
@@ -211,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         name = pick_profile(args.profile)
         profile_arg = str(Path(name).resolve()) if name.endswith((".yaml", ".yml")) else name
-        profile = load_profile(profile_arg)
+        if args.nodes:  # every stage's kernel (and what it launches) runs on this many nodes
+            os.environ["SPOT_NODES"] = str(args.nodes)
+        profile = load_profile(profile_arg, overrides={"hardware.nodes": args.nodes}) if args.nodes \
+            else load_profile(profile_arg)
         stages = select(available_stages(), args.stages)
         problems = validate(profile, [s.name for s in stages])
     except (ConfigError, FileNotFoundError) as exc:
@@ -246,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        with output_lock(profile.out):
+        node = _node_ready(profile)
+        with output_lock(profile.out, name=LOCK_NAME if node is None else f".reproduce-node{node.rank}.lock"):
+            if node is not None and node.rank > 0:  # this node joins the training of stages 04 and 06
+                from spotlib.nodes import follow_node0
+                follow_node0(profile, node, [s.name for s in stages])
+                return 0
             return _run_stages(profile_arg, profile, stages, args.kernel)
     except OutputLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -254,6 +279,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # between stages or while writing the report
         print("\ninterrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def _node_ready(profile):
+    """On several nodes: this node's place, once every node sees the same outputs folder."""
+    from spotlib.launch import profile_nodes
+    from spotlib.nodes import check_shared_outputs, node_count
+
+    if node_count(profile) <= 1:
+        return None
+
+    from spotlib.nodes import clear_stage_markers
+
+    node = profile_nodes(profile)
+    if node.rank == 0:
+        clear_stage_markers(profile.out)
+    check_shared_outputs(profile.out, node)
+    return node
 
 
 def _print_kernel_env(profile_arg: str) -> int:
@@ -272,8 +314,12 @@ def _print_kernel_env(profile_arg: str) -> int:
 
 def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str) -> int:
     timings: dict[str, float] = {}
+    from spotlib.nodes import mark_stage_started, node_count
+
     for stage in stages:
         print(f"\n== {stage.name} ==", flush=True)
+        if node_count(profile) > 1:  # the other nodes join this stage's launch now
+            mark_stage_started(profile.out, stage.name)
         try:
             seconds = run_stage(profile_arg, profile, stage, kernel)
         except StageFailed as exc:

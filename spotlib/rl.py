@@ -347,7 +347,11 @@ def grpo_step(run: _Run, step_items: list[dict], reward_fn: RewardFn, *, step: i
     rewards = torch.tensor([1.0 if ok else -1.0 for ok in reward_fn(flat_items, flat_resp)])
     advantages = group_advantages(rewards.view(len(mine), n)).view(-1)  # each group lives on one rank
     lengths = [len(run.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in flat_resp]
-    truncated = [length >= cfg.max_new_tokens for length in lengths]
+    # The engine's own word (vLLM's finish_reason): decoded text re-tokenised need not give back
+    # the sampled tokens, so its length cannot tell a cut response from a finished one.
+    truncated = [reason == "length" for group in run.engine.finish_reasons for reason in group]
+    if len(truncated) != len(flat_resp):
+        raise RuntimeError(f"rollout engine: {len(truncated)} finish reasons for {len(flat_resp)} responses")
 
     # This rank's part of each mini-batch, in micro-batches; π_old and π_ref log-probs first.
     per_rank = run.per_mini // world * n

@@ -50,6 +50,7 @@ class RolloutEngine:
         self.gpu_memory = gpu_memory
         self.max_len = max_len
         self._llm = None
+        self.finish_reasons: list[list[str]] = []  # the last `sample`'s, per prompt and rollout: "stop" | "length"
 
     # ------------------------------------------------------------------ sampling
 
@@ -64,9 +65,11 @@ class RolloutEngine:
                                      top_k=top_k, max_new_tokens=max_new_tokens, seed=seed,
                                      ids=ids or [str(i) for i in range(len(prompts))])
         with autocast:
-            return generate(policy, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p,
-                            top_k=top_k, max_new_tokens=max_new_tokens, seed=seed + 7919 * self.rank,
-                            batch_size=batch_size, backend="transformers", progress=False)
+            texts, self.finish_reasons = generate(
+                policy, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p, top_k=top_k,
+                max_new_tokens=max_new_tokens, seed=seed + 7919 * self.rank, batch_size=batch_size,
+                backend="transformers", progress=False, with_finish_reasons=True)
+        return texts
 
     def _sample_vllm(self, policy, tokenizer, prompts, *, n, temperature, top_p, top_k, max_new_tokens,
                      seed, ids) -> list[list[str]]:
@@ -79,6 +82,7 @@ class RolloutEngine:
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
                                  max_tokens=max_new_tokens, seed=prompt_seed(seed, i)) for i in ids]
         results = llm.generate(texts, params, use_tqdm=False)
+        self.finish_reasons = [[c.finish_reason for c in r.outputs] for r in results]
         return [[c.text.strip() for c in r.outputs] for r in results]
 
     # ------------------------------------------------------------------ vLLM engine

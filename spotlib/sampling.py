@@ -49,7 +49,7 @@ def request_seeds(seed: int, keys: Sequence, n: int) -> list[list[int]]:
 def generate(model, tokenizer, prompts: Sequence[str], *, n: int = 1, temperature: float = 0.7,
              top_p: float = 1.0, top_k: int = -1, max_new_tokens: int = 256, seed: int = 0,
              keys: Sequence | None = None, batch_size: int = 64, backend: str = "auto",
-             progress: bool = True) -> list[list[str]]:
+             progress: bool = True, with_finish_reasons: bool = False):
     """`n` completions for each user prompt (chat template applied here), decoded text.
 
     `model` is a loaded transformers model; for the engine backends (vllm, vllm_standin) an
@@ -57,7 +57,9 @@ def generate(model, tokenizer, prompts: Sequence[str], *, n: int = 1, temperatur
     then started for this call only). Sample j of prompt i is drawn with its own seed,
     `sample_seed(seed, keys[i], j)`: pass the items' ids as `keys` so that results do not depend
     on the list's order, its batching or a resume point (default: the prompts' positions).
-    temperature 0 means greedy decoding.
+    temperature 0 means greedy decoding. `with_finish_reasons` (transformers backend): also
+    each sample's finish reason as vLLM names it, "stop" (it wrote eos) or "length" (cut at
+    `max_new_tokens`), grouped the same way: (texts, reasons).
     """
     backend = choose_backend(backend)
     keys = list(range(len(prompts))) if keys is None else list(keys)
@@ -71,13 +73,15 @@ def generate(model, tokenizer, prompts: Sequence[str], *, n: int = 1, temperatur
         raise ValueError(f"unknown generation backend {backend!r} (expected transformers, vllm or vllm_standin)")
     texts = [chat_prompt(tokenizer, p) for p in prompts]
     jobs = [(i, j) for i in range(len(texts)) for j in range(n)]
-    flat = generate_rows(model, tokenizer, [texts[i] for i, _ in jobs], [seeds[i][j] for i, j in jobs],
-                         temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
-                         batch_size=batch_size, progress=progress)
+    flat, reasons = generate_rows(model, tokenizer, [texts[i] for i, _ in jobs], [seeds[i][j] for i, j in jobs],
+                                  temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, progress=progress, with_finish_reasons=True)
     out: list[list[str]] = [[] for _ in texts]
-    for (i, _), text in zip(jobs, flat):
+    why: list[list[str]] = [[] for _ in texts]
+    for (i, _), text, reason in zip(jobs, flat, reasons):
         out[i].append(text)
-    return out
+        why[i].append(reason)
+    return (out, why) if with_finish_reasons else out
 
 
 @contextmanager
@@ -132,10 +136,12 @@ class _RowSampler(LogitsProcessor):
 @torch.no_grad()
 def generate_rows(model, tokenizer, texts: Sequence[str], seeds: Sequence[int], *, temperature: float,
                   top_p: float, top_k: int, max_new_tokens: int, batch_size: int,
-                  progress: bool = False) -> list[str]:
-    """One completion per (already templated) text, row i drawn with seeds[i]; transformers."""
+                  progress: bool = False, with_finish_reasons: bool = False):
+    """One completion per (already templated) text, row i drawn with seeds[i]; transformers.
+    `with_finish_reasons`: (texts, reasons), "stop" where the row wrote eos, else "length"."""
     order = sorted(range(len(texts)), key=lambda i: (len(tokenizer(texts[i], add_special_tokens=False)["input_ids"]), i))
     out: list[str | None] = [None] * len(texts)
+    reasons: list[str | None] = [None] * len(texts)
     was_training = model.training
     model.eval()
     old_side = tokenizer.padding_side
@@ -154,15 +160,18 @@ def generate_rows(model, tokenizer, texts: Sequence[str], seeds: Sequence[int], 
             if temperature > 0:
                 processors.append(_RowSampler([seeds[i] for i in rows], temperature, top_p, top_k))
             generated = model.generate(**enc, **kwargs, logits_processor=processors)
-            decoded = tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for i, text in zip(rows, decoded):
+            new_tokens = generated[:, enc["input_ids"].shape[1]:]
+            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            wrote_eos = (new_tokens == tokenizer.eos_token_id).any(dim=1).tolist()
+            for i, text, stopped in zip(rows, decoded, wrote_eos):
                 out[i] = text.strip()
+                reasons[i] = "stop" if stopped else "length"
             bar.update(len(rows))
         bar.close()
     finally:
         tokenizer.padding_side = old_side
         model.train(was_training)
-    return out  # type: ignore[return-value]
+    return (out, reasons) if with_finish_reasons else out  # type: ignore[return-value]
 
 
 def _generate_engines(model, tokenizer, prompts, seeds, *, backend, temperature, top_p, top_k, max_new_tokens,

@@ -48,7 +48,7 @@ class FixedRollouts:
     def __init__(self):
         self.released = 0
 
-    def sample(self, policy, tokenizer, prompts, *, n, seed, ids, **_):
+    def sample(self, policy, tokenizer, prompts, *, n, seed, ids, max_new_tokens, **_):
         out = []
         for item_id in ids:
             group = []
@@ -56,6 +56,8 @@ class FixedRollouts:
                 rng = random.Random(f"{item_id}|{j}|{seed}")
                 group.append("".join(rng.choice("abcde xyz") for _ in range(rng.randint(1, 6))))
             out.append(group)
+        # one character is one token of the micro tokenizer: cut where the engine's budget ends
+        self.finish_reasons = [["length" if len(t) >= max_new_tokens else "stop" for t in g] for g in out]
         return out
 
     def release(self):

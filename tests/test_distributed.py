@@ -177,7 +177,7 @@ def test_accelerate_config_resolved_for_any_working_directory(tmp_path, monkeypa
 
 
 def test_paper_profile_relaunches_under_deepspeed(tmp_path):
-    from spotlib.stages.train_methods import resolved_accelerate_config
+    from spotlib.launch import resolved_accelerate_config
     paper = load_profile("paper")
     assert paper.train.launcher == "accelerate"
     config = yaml.safe_load(resolved_accelerate_config(paper.train.accelerate_config, tmp_path / "a.yaml").read_text())
@@ -194,7 +194,8 @@ def test_launch_command_errors_and_cpu_choices(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="train.num_processes"):
         T.launch_command(_paper_like(tmp_path, launcher="torchrun", num_processes=0))
     command = T.launch_command(_paper_like(tmp_path, launcher="torchrun", num_processes=2))
-    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    assert command[1:3] == ["-m", "torch.distributed.run"]
+    assert command[command.index("--nproc_per_node") + 1] == "2" and command[command.index("--nnodes") + 1] == "1"
     with pytest.raises(RuntimeError, match="launcher: torchrun"):
         T.launch_command(_paper_like(tmp_path, accelerate_config="params/accelerate_zero2.yaml", num_processes=2))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

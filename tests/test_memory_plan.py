@@ -72,19 +72,28 @@ def test_training_phases_by_hand(tmp_path):
     # completion hidden states and their gradient 4h B; logits of one chunk (train.logits_chunk_tokens 500)
     stage = build_plan(small_profile(tmp_path, **{"train.logits_chunk_tokens": 500})).stages[3]
     acts, final, hidden = 3008 * 2 * 2000, 8 * 64 * 2000, 4 * 64 * 2000
+    # a padded batch (spotlib.memory_terms): SDPA's bf16 copy of the [2, 1, 1000, 1000] mask in each of the
+    # 2 layers, repeat_kv's 2 (hq - hkv) x 2 B = 128 B per token and layer (the bool mask: freed after the forward)
+    masked = 2 * 2 * 1000 ** 2 * 2 + 128 * 2000 * 2
+    one_row = 1000 ** 2 + 2 * 1000 ** 2 + 128 * 1000     # one 1,000-token row, one layer
     assert stage.phases == {
-        "LM-head backward": states + grads + acts + final + hidden + 500 * 100 * 16,  # grad_accum 2: earlier grads
-        "decoder backward": states + grads + grads + buckets + acts + final,
+        "LM-head backward": states + grads + acts + final + hidden + 500 * 100 * 16 + masked,  # grad_accum 2
+        "decoder backward": states + grads + grads + buckets + acts + final + masked,
         "optimizer step": states + grads + 2 * p / 4 + 4 * p / 4,
         # before training, the reference alone: one layer of a 100-token batch, a head chunk of 100 tokens
-        "reference log-probs (before training)": 2 * p + 3008 * 100 + 2 * 64 * 100 + 100 * 100 * 8}
+        "reference log-probs (before training)": 2 * p + 3008 * 100 + 2 * 64 * 100 + 100 * 100 * 8 + one_row,
+        # the edit diagnostic on the main rank: one row per pass (ref_batch_tokens // max_len), chunked head
+        "edit diagnostic (main rank, between steps)": states + 3008 * 1000 + one_row + 2 * 64 * 1000
+        + 500 * 100 * 8}
     assert stage.peak == max(stage.phases.values()) == stage.phases["decoder backward"]
     assert dict(stage.terms)["activations (no checkpointing)"] == acts
     checkpointed = build_plan(small_profile(tmp_path, **{"train.gradient_checkpointing": True,
                                                          "train.grad_accum": 1})).stages[3]
     kept = 128 * 2 * 2000 + final
-    assert checkpointed.phases["LM-head backward"] == states + kept + hidden + 2000 * 100 * 16  # chunk: all 2000
-    assert checkpointed.phases["decoder backward"] == states + grads + buckets + kept + 3008 * 2000
+    mask = 2 * 1000 ** 2   # checkpointed layers keep the bool mask as an input; the recomputed one its bf16 copy
+    assert checkpointed.phases["LM-head backward"] == states + kept + hidden + 2000 * 100 * 16 + mask
+    assert checkpointed.phases["decoder backward"] == states + grads + buckets + kept + 3008 * 2000 \
+        + mask + 2 * mask + 128 * 2000
 
 
 def test_pairs_double_the_forward_and_kl_sft_adds_its_reference(tmp_path):
@@ -93,7 +102,9 @@ def test_pairs_double_the_forward_and_kl_sft_adds_its_reference(tmp_path):
     assert "micro-batch 4 sequence(s) x train.max_len 1,000 = 4,000 tokens" in "\n".join(pairs.notes)
     sft = build_plan(small_profile(tmp_path)).stages[3]
     assert pairs.phases["optimizer step"] == sft.phases["optimizer step"]
-    assert pairs.phases["decoder backward"] - sft.phases["decoder backward"] == (3008 * 2 + 8 * 64) * 2000
+    # twice the padded rows: twice the mask, its bf16 copies and repeat_kv's expansion too
+    masked = 2 * 2 * 1000 ** 2 * 2 + 128 * 2000 * 2
+    assert pairs.phases["decoder backward"] - sft.phases["decoder backward"] == (3008 * 2 + 8 * 64) * 2000 + masked
     kl = build_plan(small_profile(tmp_path, **{"train.methods": ["kl_sft"]})).stages[3]
     # the same unpaired forward plus the reference model; its chunk's logits and token KL at 36 B
     assert kl.phases["kl_sft LM-head backward"] - kl.phases["LM-head backward"] == 2 * p + 2000 * 100 * (36 - 16)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 import torch
 
 from spotlib.config import load_profile
@@ -122,13 +123,14 @@ def test_launch_commands(tmp_path, monkeypatch):
                                               "train.accelerate_config": "params/accelerate_zero2.yaml"})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert rl_init.num_processes(profile) == 2
-    cmd = rl_init.launch_command(profile, 2, tmp_path / "p.yaml", 12345)
+    cmd = rl_init.launch_command(profile, 2, tmp_path / "p.yaml")
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[cmd.index("--nproc_per_node") + 1] == "2"
     assert cmd[-4:] == ["spotlib.stages.rl_init", "--profile", str(tmp_path / "p.yaml"), "--train-only"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    gpu = rl_init.launch_command(profile.replace(device="cuda"), 8, tmp_path / "p.yaml", 12345)
-    config = gpu[gpu.index("--config_file") + 1]
-    assert config == str(REPO_ROOT / "params" / "accelerate_zero2.yaml") and Path(config).is_file()
+    gpu = rl_init.launch_command(profile.replace(device="cuda"), 8, tmp_path / "p.yaml")
+    config = yaml.safe_load(Path(gpu[gpu.index("--config_file") + 1]).read_text())
+    json_path = Path(config["deepspeed_config"]["deepspeed_config_file"])  # opened from any working folder
+    assert json_path.is_absolute() and json_path == REPO_ROOT / "params" / "deepspeed_zero2.json"
     assert gpu[gpu.index("--num_processes") + 1] == "8"
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert rl_init.num_processes(profile) == 1  # a launched rank never relaunches

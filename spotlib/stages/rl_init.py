@@ -28,9 +28,6 @@ import argparse
 import dataclasses
 import hashlib
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -59,7 +56,9 @@ def make_grader(profile):
 
 
 def rl_problems(profile) -> tuple[list[dict], list[dict]]:
-    """(training prompts, held-out problems). Held-out: the world's `val` split, else the data's tail."""
+    """(training prompts, held-out problems). Held-out: the world's `val` split, else the
+    `rl.heldout_items` rows after the `sample.num_problems` that stage 01 samples (and stages 03
+    and 04 train on), so neither start model has trained on a held-out problem."""
     from spotlib.problems import load_train_problems
 
     cfg = profile.rl
@@ -70,11 +69,16 @@ def rl_problems(profile) -> tuple[list[dict], list[dict]]:
         heldout = world.make_items("arith", cfg.heldout_items, split="val", seed=profile.seed,
                                    world_cfg=profile.world)
         return train[:cfg.num_prompts], heldout
-    rows = load_train_problems(profile, cfg.num_prompts + cfg.heldout_items)
-    if len(rows) <= cfg.num_prompts:
-        raise ValueError(f"rl.num_prompts={cfg.num_prompts}: the dataset has only {len(rows)} problems, "
-                         f"none left for {cfg.heldout_items} held-out ones")
-    return rows[:cfg.num_prompts], rows[cfg.num_prompts:]
+    used = profile.sample.num_problems
+    if cfg.num_prompts > used:
+        raise ValueError(f"rl.num_prompts={cfg.num_prompts}: more than the sample.num_problems={used} rows "
+                         f"stage 01 uses; the rows after them are the held-out problems")
+    rows = load_train_problems(profile, used + cfg.heldout_items)
+    if len(rows) < used + cfg.heldout_items:
+        raise ValueError(f"rl.heldout_items={cfg.heldout_items}: the dataset has {len(rows)} problems and stage 01 "
+                         f"uses the first {used}; lower sample.num_problems to {max(len(rows) - cfg.heldout_items, 0)} "
+                         f"so the held-out problems lie outside what the start models trained on")
+    return rows[:cfg.num_prompts], rows[used:used + cfg.heldout_items]
 
 
 def fingerprint(path: Path) -> str:
@@ -158,12 +162,17 @@ def run(profile, progress: bool = True) -> dict:
         return manifest.load()["summary"]
     manifest.write(complete=False)
 
+    from spotlib.nodes import node_count
+
     processes = num_processes(profile)
-    if processes > 1:  # trained by launched processes, read back from disk
+    if processes * node_count(profile) > 1:  # trained by launched processes, read back from disk
         from spotlib.rl import finished_result
 
         t0 = time.perf_counter()
         relaunch(profile, processes)
+        from spotlib.launch import profile_nodes
+        if profile_nodes(profile).rank > 0:  # node 0 evaluates and writes the stage's results
+            return {"stage_dir": str(stage_dir), "node_rank": profile_nodes(profile).rank}
         timings = {"grpo_launched_s": round(time.perf_counter() - t0, 1), "grpo_processes": processes}
         runs = {m: finished_result(stage_dir / m / f"seed{seed}") for m in starts}
     else:
@@ -221,15 +230,13 @@ def release_engines() -> None:
     release_cached_engines()
 
 
-def _launched() -> bool:
-    return "LOCAL_RANK" in os.environ
-
-
 def num_processes(profile) -> int:
-    """GRPO training processes: `rl.num_processes`, 0 meaning one per visible GPU; 1 inside a launched rank."""
+    """GRPO training processes per node: `rl.num_processes`, 0 meaning one per visible GPU; 1 inside a launched rank."""
     import torch
 
-    if _launched():
+    from spotlib.launch import launched
+
+    if launched():
         return 1
     wanted = profile.rl.num_processes
     if wanted < 0:
@@ -237,51 +244,44 @@ def num_processes(profile) -> int:
     return wanted or max(torch.cuda.device_count(), 1)
 
 
-def launch_command(profile, processes: int, profile_file: Path, port: int) -> list[str]:
-    """`accelerate launch` with the train accelerate config on GPUs, else torchrun (gloo on CPU)."""
+def launch_command(profile, processes: int, profile_file: Path, nodes=None) -> list[str]:
+    """`accelerate launch` with the train accelerate config on GPUs, else torchrun (gloo on CPU):
+    the command stage 04 uses too (`spotlib.launch`)."""
     import torch
 
-    from spotlib.config import REPO_ROOT
+    from spotlib import launch
 
-    module = ["-m", "spotlib.stages.rl_init", "--profile", str(profile_file), "--train-only"]
     config = profile.train.accelerate_config
-    if config and torch.cuda.is_available() and profile.device != "cpu":
-        path = Path(config) if Path(config).is_absolute() else REPO_ROOT / config
-        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path),
-                "--num_processes", str(processes), "--main_process_port", str(port), *module]
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
-            "--master_addr", "127.0.0.1", "--master_port", str(port), *module]
+    on_gpus = bool(config) and torch.cuda.is_available() and profile.device != "cpu"
+    nodes = nodes or launch.profile_nodes(profile)
+    return launch.launch_command(["spotlib.stages.rl_init", "--profile", str(profile_file), "--train-only"],
+                                 processes=processes, launcher="accelerate" if on_gpus else "torchrun",
+                                 accelerate_config=config, nodes=nodes,
+                                 config_copy=profile.stage_dir(STAGE) / "accelerate_config.yaml")
 
 
 def relaunch(profile, processes: int) -> None:
-    """Train both runs in `processes` launched processes; they have exited when this returns."""
-    from spotlib.config import REPO_ROOT
+    """Train both runs in `processes` launched processes (per node); they have exited when this returns."""
+    from spotlib.launch import profile_nodes, run_launched
     from spotlib.workers import worker_profile
 
+    from spotlib.nodes import for_nodes
+
     stage_dir = profile.stage_dir(STAGE)
-    cmd = launch_command(profile, processes, worker_profile(profile, stage_dir), _free_port())
+    nodes = profile_nodes(profile)
+    profile = for_nodes(profile)  # checks that rl.mini_batch splits over every node's ranks
+    cmd = launch_command(profile, processes, worker_profile(profile, stage_dir), nodes)
     env = dict(os.environ)
     if profile.device == "cpu" or not _has_cuda():
         env.setdefault("OMP_NUM_THREADS", "1")  # the processes share the machine's cores
-    log = stage_dir / "launch.log"
-    with log.open("w") as out:
-        # From the repository root: the accelerate config names its DeepSpeed file relative to it.
-        done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
-        raise RuntimeError(f"GRPO on {processes} processes failed (exit {done.returncode}); log: {log}\n{tail}")
+    run_launched(cmd, log=stage_dir / f"launch-node{nodes.rank}.log", env=env,
+                 what=f"GRPO on {processes} processes × {nodes.count} node(s)")
 
 
 def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main(argv=None) -> None:

@@ -28,9 +28,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +38,7 @@ from spotlib import tether
 from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
 from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
-from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
+from spotlib.train.probes import build_edit_diag, build_probe_set, diag_settings, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, pairs_file, plan_runs
 from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_key,
                                    train_bf16, train_run)
@@ -59,10 +56,6 @@ def _base_model(profile) -> str:
 
 def _model_hash(path: str) -> str:
     return dir_sha256(path) if Path(path).is_dir() else path
-
-
-def _launched() -> bool:
-    return "LOCAL_RANK" in os.environ or "ACCELERATE_DYNAMO_BACKEND" in os.environ
 
 
 @dataclass
@@ -384,7 +377,7 @@ def _edit_diag(profile, tokenizer, reference, ref_hash, stage_dir, filter_dir, p
                           completion_format=fmt)
     key = cache_key(ref_hash, D.examples_hash([dict(p, rejected=p["rejected"]) for p in pairs]), cfg.max_len, fmt)
     diag = cached(stage_dir / "reference" / f"diag-{key}.pt", lambda: build_edit_diag(
-        reference(), chosen, rejected, pad_id, device, autocast=autocast))
+        reference(), chosen, rejected, pad_id, device, autocast=autocast, **diag_settings(cfg)))
     diag.collateral = _collateral(profile, tokenizer, reference, ref_hash, stage_dir, chosen, rejected, pad_id,
                                   device, autocast)
     return diag
@@ -422,69 +415,50 @@ def launch_processes(profile) -> int:
 
 
 def launch_command(profile) -> list[str] | None:
-    """The command that relaunches this stage across processes, or None to train here.
+    """The command that relaunches this stage across processes (`spotlib.launch`), or None to train here.
 
-    `torchrun` (CPU rehearsal, gloo): when more than one process is asked for.
+    `torchrun` (CPU rehearsal, gloo): when more than one process is asked for in all.
     `accelerate` with `train.accelerate_config` (GPUs, DeepSpeed ZeRO-2): whenever there is a
     process to launch (one GPU too: ZeRO-2 keeps the fp32 master weights). Inside a launched
-    process: None.
+    process: None. On `hardware.nodes` > 1, this node's share of the launch.
     """
+    from spotlib import launch
+
     cfg = profile.train
-    if _launched():
+    if launch.launched():
         return None
     processes = launch_processes(profile)
-    stage_dir = profile.stage_dir(STAGE)
+    nodes = launch.profile_nodes(profile)
     if cfg.launcher == "torchrun":
-        if processes < 2:
+        if processes * nodes.count < 2:
             return None
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     else:
         if not cfg.accelerate_config or processes < 1:
             return None
         if not torch.cuda.is_available():
             raise RuntimeError(f"train.accelerate_config: accelerate launch needs GPUs here; on CPU set "
                                f"train.launcher: torchrun (it starts {processes} processes on gloo)")
-        config = resolved_accelerate_config(cfg.accelerate_config, stage_dir / "accelerate_config.yaml")
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                    "--num_processes", str(processes)]
+    from spotlib.nodes import for_nodes
+
+    profile = for_nodes(profile)  # on several nodes: train.grad_accum derived, the global batch kept
+    stage_dir = profile.stage_dir(STAGE)
     spec = worker_profile(profile, stage_dir)
-    return launcher + ["-m", "spotlib.stages.train_methods", "--profile", str(spec), "--processes", str(processes)]
-
-
-def resolved_accelerate_config(path: str, out: Path) -> Path:
-    """A copy of the accelerate config at `path` whose DeepSpeed JSON path is absolute.
-
-    A relative `deepspeed_config_file` is read against the config's own folder, so the
-    launch works from any working directory (papermill runs in `notebooks/`)."""
-    import yaml
-
-    from spotlib.config import REPO_ROOT
-
-    source = Path(path)
-    if not source.is_absolute():
-        source = REPO_ROOT / source
-    if not source.is_file():
-        raise FileNotFoundError(f"train.accelerate_config: no file {source}")
-    config = yaml.safe_load(source.read_text()) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{source}: expected a mapping of accelerate settings")
-    deepspeed = config.get("deepspeed_config") or {}
-    if deepspeed.get("deepspeed_config_file"):
-        json_path = Path(deepspeed["deepspeed_config_file"])
-        if not json_path.is_absolute():
-            json_path = (source.parent / json_path).resolve()
-        if not json_path.is_file():
-            raise FileNotFoundError(f"{source}: deepspeed_config.deepspeed_config_file: no file {json_path}")
-        json.loads(json_path.read_text())  # a broken JSON fails here, with its path, not in 8 launched processes
-        deepspeed["deepspeed_config_file"] = str(json_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(config, sort_keys=False))
-    return out
+    total = processes * nodes.count
+    return launch.launch_command(["spotlib.stages.train_methods", "--profile", str(spec), "--processes", str(total)],
+                                 processes=processes, launcher=cfg.launcher, accelerate_config=cfg.accelerate_config,
+                                 config_copy=stage_dir / "accelerate_config.yaml", nodes=nodes)
 
 
 def _relaunch(profile, command: list[str]) -> dict:
     """Run this stage in the launched processes; their manifest is the result."""
-    subprocess.run(command, check=True)
+    from spotlib.launch import run_launched
+
+    from spotlib.launch import profile_nodes
+
+    run_launched(command, what=f"stage {STAGE} in launched processes")
+    rank = profile_nodes(profile).rank
+    if rank > 0:  # node 0's main process writes the manifest
+        return {"node_rank": rank}
     return Manifest(profile.stage_dir(STAGE), params=None).load()
 
 

@@ -148,9 +148,17 @@ def chosen_edit_regions(rejected_ids: list[int], chosen_ids: list[int]) -> list[
     return [0] * len(chosen_ids) if span is None else _regions(len(chosen_ids), span[2], span[3])
 
 
+def diag_settings(train_cfg) -> dict:
+    """How the edit diagnostic batches its passes: the LM head on `train.logits_chunk_tokens`
+    completion tokens at a time (never a [N, V] logits tensor), and as many rows per pass as
+    fit `train.ref_batch_tokens` at `train.max_len` (the reference pass's budget)."""
+    return {"head_chunk": train_cfg.logits_chunk_tokens,
+            "batch_size": max(1, train_cfg.ref_batch_tokens // max(train_cfg.max_len, 1))}
+
+
 @torch.no_grad()
 def build_edit_diag(ref_model, chosen: Tokenized, rejected: Tokenized, pad_id, device, *,
-                    autocast: bool, batch_size: int = 32) -> EditDiagSet:
+                    autocast: bool, batch_size: int = 32, head_chunk: int | None = 1024) -> EditDiagSet:
     regions, chosen_regions, first_pos, first_neg = [], [], [], []
     offset_neg = offset_pos = 0
     for i in range(len(rejected)):
@@ -163,18 +171,18 @@ def build_edit_diag(ref_model, chosen: Tokenized, rejected: Tokenized, pad_id, d
         first_neg.append(offset_neg + span[0] if span and span[0] < len(neg) else -1)
         first_pos.append(offset_pos + span[2] if span and span[2] < len(pos) else -1)
         offset_neg, offset_pos = offset_neg + len(neg), offset_pos + len(pos)
-    ref_tokens, ref_neg, _ = _token_logps(ref_model, rejected, pad_id, device, autocast, batch_size)
-    ref_pos_tokens, ref_pos, _ = _token_logps(ref_model, chosen, pad_id, device, autocast, batch_size)
+    ref_tokens, ref_neg, _ = _token_logps(ref_model, rejected, pad_id, device, autocast, batch_size, head_chunk)
+    ref_pos_tokens, ref_pos, _ = _token_logps(ref_model, chosen, pad_id, device, autocast, batch_size, head_chunk)
     return EditDiagSet(chosen, rejected, torch.tensor(regions), ref_tokens, ref_pos, ref_neg,
                        torch.tensor(chosen_regions), ref_pos_tokens, torch.tensor(first_pos), torch.tensor(first_neg))
 
 
-def _token_logps(model, tok, pad_id, device, autocast, batch_size):
+def _token_logps(model, tok, pad_id, device, autocast, batch_size, head_chunk):
     tokens, sums, counts = [], [], []
     for start in range(0, len(tok), batch_size):
         rows = list(range(start, min(start + batch_size, len(tok))))
         batch = {k: v.to(device) for k, v in collate(tok, rows, pad_id).items()}
-        out = completion_logps(model, batch, autocast=autocast)
+        out = completion_logps(model, batch, autocast=autocast, head_chunk=head_chunk)
         tokens.append(out.token_logps.cpu())
         sums.append(out.sums.cpu())
         counts.append(out.counts.cpu())
@@ -183,11 +191,11 @@ def _token_logps(model, tok, pad_id, device, autocast, batch_size):
 
 @torch.no_grad()
 def edit_diagnostic(model, diag: EditDiagSet, pad_id: int, device, *, beta: float, autocast: bool,
-                    batch_size: int = 32) -> dict:
+                    batch_size: int = 32, head_chunk: int | None = 1024) -> dict:
     was_training = model.training
     model.eval()
-    neg_tokens, neg_sums, _ = _token_logps(model, diag.rejected, pad_id, device, autocast, batch_size)
-    pos_tokens, pos_sums, _ = _token_logps(model, diag.chosen, pad_id, device, autocast, batch_size)
+    neg_tokens, neg_sums, _ = _token_logps(model, diag.rejected, pad_id, device, autocast, batch_size, head_chunk)
+    pos_tokens, pos_sums, _ = _token_logps(model, diag.chosen, pad_id, device, autocast, batch_size, head_chunk)
     model.train(was_training)
     result = _region_changes(neg_tokens - diag.ref_rejected_tokens, diag.region, "edit/")
     if diag.chosen_region is not None:

@@ -38,7 +38,7 @@ from spotlib.io import (JsonlAppender, params_hash, weights_bytes, weights_probl
 from .data import TrainData, collate, step_rows
 from .logps import CompletionLogpsModel, completion_logps
 from .optim import param_groups
-from .probes import EditDiagSet, ProbeSet, edit_diagnostic, probe_kl
+from .probes import EditDiagSet, ProbeSet, diag_settings, edit_diagnostic, probe_kl
 from .runspec import RunSpec
 
 
@@ -161,8 +161,31 @@ def finished_summary(run_dir: Path, full: bool = True) -> dict | None:
     return None
 
 
-def train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path, *, steps: int,
-              device: str, progress: bool = True, stop_after: int | None = None, accelerator=None) -> dict:
+def train_run(*args, **kwargs) -> dict:
+    """`_train_run`, then what the run held is freed before the next run in this process (see
+    `release_run`): a stage trains every method and the tether run one after another."""
+    try:
+        return _train_run(*args, **kwargs)
+    finally:
+        release_run()
+
+
+def release_run(accelerator=None) -> None:
+    """Free a finished run: its DeepSpeed engine (`engine.destroy()`, inside `free_memory`), the
+    accelerator's references to its model and optimiser, and the reference cycles ZeRO's
+    parameters and the wrappers form, which would otherwise wait for a chance collection
+    while the next run allocates its own."""
+    import gc
+
+    if accelerator is not None:
+        accelerator.free_memory()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path, *, steps: int,
+               device: str, progress: bool = True, stop_after: int | None = None, accelerator=None) -> dict:
     """Train one (run, seed) into `run_dir`; returns the summary. `stop_after` simulates a crash.
 
     `cfg` is the profile's `train`, `model_cfg` its `model` (dtype, and part of the run key),
@@ -226,7 +249,8 @@ def train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_di
         if inputs.probe is not None:
             record.update(probe_kl(inner, inputs.probe, pad_id, device, autocast=autocast))
         if inputs.diag is not None:
-            record.update(edit_diagnostic(inner, inputs.diag, pad_id, device, beta=cfg.beta, autocast=autocast))
+            record.update(edit_diagnostic(inner, inputs.diag, pad_id, device, beta=cfg.beta, autocast=autocast,
+                                          **diag_settings(cfg)))
         metrics.append(record)
         return record
 
@@ -293,13 +317,16 @@ def train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_di
         if stop_after is not None and done >= stop_after:
             if bar is not None:
                 bar.close()
+            accelerator.free_memory()
             return {"complete": False, "step": done}
     if bar is not None:
         bar.close()
     if last_probe is None and inputs.probe is not None:
         last_probe = probe(steps)
-    return _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, train_seconds,
-                   last_probe, lr, device)
+    summary = _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, train_seconds,
+                      last_probe, lr, device)
+    accelerator.free_memory()  # the engine is destroyed here; train_run collects what is left on return
+    return summary
 
 
 def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autocast, delta) -> dict:
@@ -375,13 +402,27 @@ def _save_checkpoint(accelerator, run_dir: Path, step: int) -> None:
     accelerator.wait_for_everyone()
 
 
+def saved_state_dict(accelerator, model) -> dict | None:
+    """The full state dict to save, built on the main process only (None elsewhere).
+
+    Under ZeRO-2 (and DDP) every rank holds the whole model, so the main rank alone copies it
+    to the host (the others would each build 16 GB of CPU tensors at 8B for nothing); ZeRO-3
+    gathers the shards, a collective every rank joins (accelerate's consolidated 16-bit state)."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None and plugin.zero_stage == 3:
+        state = accelerator.get_state_dict(model)
+        return state if accelerator.is_main_process else None
+    return accelerator.get_state_dict(model) if accelerator.is_main_process else None
+
+
 def _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, train_seconds, last_probe,
             lr, device) -> dict:
     accelerator.wait_for_everyone()
     prefix = "lm."  # the causal LM inside CompletionLogpsModel
-    state = {k[len(prefix):]: v for k, v in accelerator.get_state_dict(model).items()}
+    full = saved_state_dict(accelerator, model)
     summary = {}
     if accelerator.is_main_process:
+        state = {k[len(prefix):]: v for k, v in full.items()}
         inner = accelerator.unwrap_model(model).lm
         if device.type == "cuda":  # bf16 on GPU: what vLLM and transformers load as-is
             state = {k: v.to(torch.bfloat16) for k, v in state.items()}

@@ -1,0 +1,181 @@
+"""The study on several nodes: the batch kept, the commands per node, the shared outputs folder.
+
+`hardware.nodes` machines of `hardware.gpus` GPUs each (`NODES=` on the make targets). The
+profile's batch is what it says on one node, `per_device_batch × grad_accum × processes per
+node`; on N nodes the world is N times larger, so `for_nodes` divides `train.grad_accum` by N
+(and refuses when it does not divide), and checks that GRPO's `rl.mini_batch` still splits
+into whole prompt groups per rank. Every node runs the same command with its own
+`SPOT_NODE_RANK`; they meet at node 0 (`SPOT_MAIN_ADDRESS`, `SPOT_MAIN_PORT`) by c10d
+rendezvous (spotlib.launch). docs/multi-node.md has the commands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from spotlib.config import ConfigError
+
+SHARED_CHECK_DIR = ".nodes"
+
+
+def node_count(profile) -> int:
+    """`hardware.nodes`, or `SPOT_NODES` (what `make reproduce NODES=N` sets for every stage's kernel)."""
+    return int(os.environ.get("SPOT_NODES") or profile.hardware.nodes)
+
+
+def processes_per_node(profile) -> int:
+    return profile.train.num_processes or max(profile.hardware.gpus, 1)
+
+
+def for_nodes(profile):
+    """The profile as it runs on `hardware.nodes` nodes: `train.grad_accum` derived so the global
+    batch stays the profile's; a clear error when it cannot."""
+    nodes = node_count(profile)
+    if nodes < 1:
+        raise ConfigError(f"{profile.source}: key hardware.nodes: expected at least 1, got {nodes}")
+    if nodes == 1:
+        return profile
+    t, per_node = profile.train, processes_per_node(profile)
+    world = nodes * per_node
+    global_batch = t.per_device_batch * t.grad_accum * per_node
+    if t.grad_accum % nodes:
+        raise ConfigError(
+            f"{profile.source}: {nodes} nodes x {per_node} processes keep the batch of {global_batch} "
+            f"(train.per_device_batch {t.per_device_batch} x train.grad_accum {t.grad_accum} x {per_node}) only if "
+            f"train.grad_accum divides by {nodes}; set train.grad_accum to a multiple of {nodes} "
+            f"(lowering train.per_device_batch to match) or run on fewer nodes")
+    rl = profile.rl
+    if rl.mini_batch % world:
+        raise ConfigError(f"{profile.source}: key rl.mini_batch: {rl.mini_batch} prompts do not split into whole "
+                          f"groups over {world} ranks ({nodes} nodes x {per_node}); use a multiple of {world}")
+    return profile.replace(train=dataclasses.replace(t, grad_accum=t.grad_accum // nodes))
+
+
+def batch_line(profile) -> str:
+    """How the global batch is kept on this many nodes (for the dry run)."""
+    scaled, t = for_nodes(profile), profile.train
+    per_node, nodes = processes_per_node(profile), node_count(profile)
+    return (f"global batch {t.per_device_batch * t.grad_accum * per_node} = train.per_device_batch "
+            f"{t.per_device_batch} x train.grad_accum {scaled.train.grad_accum} (derived from {t.grad_accum}) x "
+            f"{per_node * nodes} processes ({nodes} nodes x {per_node})")
+
+
+def node_commands(profile, make_target: str = "reproduce", main_address: str = "<node 0's address>",
+                  port: int = 29500) -> list[str]:
+    """The command each node runs (the same but for its rank)."""
+    nodes = node_count(profile)
+    return [f"node {rank}: SPOT_NODE_RANK={rank} SPOT_MAIN_ADDRESS={main_address} SPOT_MAIN_PORT={port} "
+            f"make {make_target} PROFILE={profile.name} NODES={nodes}" for rank in range(nodes)]
+
+
+def stage04_command(profile, rank: int, main_address: str = "NODE0", port: int = 29500) -> list[str]:
+    """The launch stage 04 makes on node `rank` (shown in the dry run; nothing is started);
+    empty when the profile trains in its own process."""
+    import tempfile
+
+    from spotlib import launch
+
+    t = for_nodes(profile).train
+    if t.launcher == "accelerate" and not t.accelerate_config:
+        return []
+    nodes = launch.Nodes(count=node_count(profile), rank=rank, main_address=main_address, main_port=port)
+    total = processes_per_node(profile) * nodes.count
+    spec = profile.out / "04_train_spot" / "worker_profile.yaml"
+    return launch.launch_command(["spotlib.stages.train_methods", "--profile", str(spec), "--processes", str(total)],
+                                 processes=processes_per_node(profile), launcher=t.launcher,
+                                 accelerate_config=t.accelerate_config, nodes=nodes,
+                                 config_copy=Path(tempfile.gettempdir()) / f"spotlib-dry-run-node{rank}.yaml")
+
+
+def multi_node_text(profile) -> str:
+    """The dry run's part for several nodes: the batch kept and what each node runs."""
+    if node_count(profile) <= 1:
+        return ""
+    lines = ["", f"on {node_count(profile)} nodes x {profile.hardware.gpus} GPUs (hardware.nodes; "
+                 f"preflight per node: {profile.hardware.gpus} local GPUs each)", f"  {batch_line(profile)}",
+             "  outputs folder: shared by every node (checked before compute); each run a command per node:"]
+    lines += [f"    {line}" for line in node_commands(profile)]
+    lines.append("  stage 04 launches on each node (c10d rendezvous at node 0):")
+    for rank in range(node_count(profile)):
+        command = stage04_command(profile, rank)
+        lines.append(f"    node {rank}: " + (" ".join(command[1:]) if command else "trains in its own process"))
+    return "\n".join(lines)
+
+
+def check_shared_outputs(out: Path, nodes, timeout_s: float = 300.0, poll_s: float = 2.0) -> None:
+    """Before any compute: every node writes `<out>/.nodes/node-<rank>.json` and waits until it sees
+    every other node's; a node not seen in `timeout_s` means the outputs folder is not shared."""
+    folder = Path(out) / SHARED_CHECK_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    token = f"{nodes.main_address}:{nodes.main_port}:{nodes.rdzv_id}"
+    mine = folder / f"node-{nodes.rank}.json"
+    tmp = folder / f".node-{nodes.rank}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"rank": nodes.rank, "host": socket.gethostname(), "pid": os.getpid(),
+                               "token": token}))
+    tmp.replace(mine)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = []
+        for rank in range(nodes.count):
+            try:
+                seen = json.loads((folder / f"node-{rank}.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                seen = {}
+            if seen.get("token") != token:
+                missing.append(rank)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{out}: node(s) {missing} not seen in this outputs folder after {timeout_s:.0f} s: "
+                               f"every node must see the same folder (shared storage: NFS, Lustre...) and be started "
+                               f"with the same SPOT_MAIN_ADDRESS/SPOT_MAIN_PORT")
+        time.sleep(poll_s)
+
+
+DISTRIBUTED_STAGES = ("04_train_spot", "06_rl_init")   # the stages whose training spans every node
+
+
+def stage_marker(out: Path, stage: str) -> Path:
+    return Path(out) / SHARED_CHECK_DIR / f"{stage}.started"
+
+
+def clear_stage_markers(out: Path) -> None:
+    """Node 0, before the shared-outputs check: markers of an earlier run must not start the others."""
+    for stage in DISTRIBUTED_STAGES:
+        stage_marker(out, stage).unlink(missing_ok=True)
+
+
+def mark_stage_started(out: Path, stage: str) -> None:
+    """Node 0 starts a distributed stage: the other nodes join its launch now."""
+    if stage in DISTRIBUTED_STAGES:
+        marker = stage_marker(out, stage)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(time.time()))
+
+
+def follow_node0(profile, node, stage_names: list[str], run_stage=None, poll_s: float = 5.0) -> None:
+    """A node other than 0: only the training of stages 04 and 06, each when node 0 starts it
+    (node 0 samples, rectifies, filters and evaluates into the shared outputs folder)."""
+    run_stage = run_stage or _join_stage
+    for stage in stage_names:
+        if stage not in DISTRIBUTED_STAGES:
+            continue
+        print(f"node {node.rank}: waiting for node 0 to start {stage}", flush=True)
+        while not stage_marker(profile.out, stage).is_file():
+            time.sleep(poll_s)
+        run_stage(profile, stage)
+
+
+def _join_stage(profile, stage: str) -> None:
+    if stage == "04_train_spot":
+        from spotlib.stages import train_methods
+
+        train_methods.run(profile, progress=False)
+    else:
+        from spotlib.stages import rl_init
+
+        rl_init.relaunch(profile, rl_init.num_processes(profile))
