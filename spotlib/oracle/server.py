@@ -34,10 +34,10 @@ from typing import Iterable
 from aiohttp import web
 
 from . import prompts
+from .faults import FAULTS
 from .parsing import CORRECTED, SOLUTION, wrap
 from .programmatic import ProgrammaticOracle
 
-FAULTS = ("http_500", "http_429", "timeout", "drop_stream", "no_markers", "bad_json")
 THINKING = ("inline", "gemini", "field")
 
 

@@ -85,6 +85,8 @@ def plan_stage(profile) -> StagePlan:
     filter_dir = profile.out / "03_filter"
     runs = plan_runs(cfg)
     base_path = _base_model(profile)
+    from spotlib.models import require_saved_model
+    require_saved_model(base_path)   # a missing local folder is named, not looked up on the Hub
     ref_hash = _model_hash(base_path)
 
     examples = {r.name: D.load_examples(filter_dir, r) for r in runs}
