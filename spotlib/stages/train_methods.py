@@ -163,12 +163,15 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
 
 def cached_across_processes(accelerator, path: Path, compute):
     """Like `cached`, for a `compute` every process must join (reference scoring is shared):
-    the main process's view of the cache decides for all; it alone writes."""
+    the main process's view of the cache decides for all (a torn or corrupt file is computed
+    again, as `cached` does); it alone writes."""
     from accelerate.utils import broadcast_object_list
 
-    present = broadcast_object_list([path.is_file()])[0]
-    if present:
-        return torch.load(path, weights_only=False)
+    from spotlib.train.logps import load_cache
+
+    found, value = load_cache(path) if accelerator.is_main_process else (False, None)
+    if broadcast_object_list([found])[0]:
+        return value if accelerator.is_main_process else torch.load(path, weights_only=False)
     value = compute()
     if accelerator.is_main_process:
         save_cache(path, value)
