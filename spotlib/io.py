@@ -73,6 +73,19 @@ def shared_mode() -> int:
     return 0o666 & ~mask
 
 
+def share_saved_files(folder: str | os.PathLike) -> None:
+    """Give the files of a saved model the mode an ordinary `open()` gives (umask applies).
+
+    safetensors writes each weight file to a temporary file and renames it (the `tempfile`
+    crate, mode 0600), so `save_pretrained` leaves `model.safetensors` readable by its owner
+    only while every other file follows the umask.
+    """
+    mode = shared_mode()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & 0o777) != mode:
+            os.chmod(path, mode)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temp path beside `path`; on success it becomes `path` (mode per umask), else is removed.

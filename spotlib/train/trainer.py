@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from spotlib import losses as L
-from spotlib.io import (JsonlAppender, params_hash, weights_bytes, weights_problem, weights_sha256,
-                        write_json_atomic)
+from spotlib.io import (JsonlAppender, params_hash, share_saved_files, weights_bytes, weights_problem,
+                        weights_sha256, write_json_atomic)
 
 from .data import TrainData, collate, step_rows
 from .logps import CompletionLogpsModel, completion_logps
@@ -131,10 +131,20 @@ def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, st
     CPU kernels it computes with (`precision.kernel_signature`)."""
     from spotlib.precision import kernel_signature
     cfg = dataclasses.asdict(train_cfg)
+    if cfg["kl_probe_file"] and Path(cfg["kl_probe_file"]).is_file():   # by content, wherever it lies
+        from spotlib.io import file_sha256
+        cfg["kl_probe_file"] = file_sha256(cfg["kl_probe_file"])
+    model = {**dataclasses.asdict(model_cfg), "name_or_path": base_identity(model_cfg.name_or_path)}
     return params_hash({"run": run.name, "seed": seed, "steps": steps, "lr": lr_for(train_cfg, run.method),
                         "train": {k: v for k, v in cfg.items() if k not in NOT_IN_RUN_KEY},
-                        "model": dataclasses.asdict(model_cfg), "data": inputs.data_key,
-                        "base": str(inputs.base_path), "kernels": kernel_signature()})
+                        "model": model, "data": inputs.data_key,
+                        "base": base_identity(inputs.base_path), "kernels": kernel_signature()})
+
+
+def base_identity(base_path) -> str | None:
+    """The start model in a run key: a Hub id by name; a local folder not by where it lies (a moved
+    outputs folder is the same study) but by its content, which `data_key` already hashes."""
+    return None if Path(base_path).is_dir() else str(base_path)
 
 
 def _claim_run_dir(run_dir: Path, key: str) -> None:
@@ -368,6 +378,7 @@ def _save_checkpoint(accelerator, run_dir: Path, step: int) -> None:
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         write_json_atomic(tmp / "trainer_state.json", {"step": step})
+        share_saved_files(tmp)
         tmp.rename(run_dir / f"checkpoint-{step}")
         for old in run_dir.glob("checkpoint-*"):
             if int(old.name.split("-")[1]) < step:
@@ -388,6 +399,7 @@ def _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, t
             inner.config.dtype = "bfloat16"
         inner.save_pretrained(run_dir, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(run_dir)
+        share_saved_files(run_dir)   # safetensors writes its files 0600
         train_records = [r for r in metrics.records if r["kind"] == "train"]
         final = train_records[-1] if train_records else {}
         tokens = sum(r["tokens"] for r in train_records)
