@@ -144,7 +144,7 @@ def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, st
 def base_identity(base_path) -> str | None:
     """The start model in a run key: a Hub id by name; a local folder not by where it lies (a moved
     outputs folder is the same study) but by its content, which `data_key` already hashes."""
-    return None if Path(base_path).is_dir() else str(base_path)
+    return None if str(base_path) != "world" and Path(base_path).is_dir() else str(base_path)
 
 
 def _claim_run_dir(run_dir: Path, key: str) -> None:
