@@ -99,6 +99,8 @@ def open_profile(profile_name: str, output_dir: str | None = SCRATCH, progress: 
         profile = load_profile(profile_name, overrides={"output_dir": str(folder)})
     else:
         profile = load_profile(profile_name)
+    from spotlib.output_lock import hold_for_kernel
+    hold_for_kernel(profile.out)   # one writer per folder: a `reproduce` run into it refuses, and so does this
     from spotlib.progress import reporting_to
 
     if not progress or reporting_to() is not None:  # under `make reproduce`: no widget bar is stored
