@@ -58,6 +58,31 @@ def read_stage_output(path: str | os.PathLike, stage: str, required: Iterable[st
         raise DataError(f"{exc}: run stage {stage} again, it writes this file anew") from None
 
 
+DATA_FILE_KINDS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def load_data_file(path: Path, key: str):
+    """A local data file as a `datasets.Dataset`; a file it cannot read is named with the profile key
+    (a torn JSONL line with its line number) instead of the library's generation error."""
+    import datasets
+
+    kind = DATA_FILE_KINDS.get(path.suffix)
+    if kind is None:
+        raise DataError(f"{path}: unsupported data file type {path.suffix!r} (parquet, jsonl, json, csv) ({key})")
+    if path.suffix == ".jsonl":
+        try:
+            for _ in iter_jsonl(path):   # names the first bad line
+                pass
+        except DataError as exc:
+            raise DataError(f"{exc} ({key}): fix or remove that line") from None
+    try:
+        return datasets.load_dataset(kind, data_files=str(path), split="train")
+    except Exception as exc:  # noqa: BLE001 - the library's errors do not name the file
+        cause = exc.__cause__ or exc
+        raise DataError(f"{path}: cannot be read as {kind} ({key}): {type(cause).__name__}: "
+                        f"{' '.join(str(cause).split())[:200]}") from None
+
+
 def _dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=False)
 

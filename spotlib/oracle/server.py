@@ -29,7 +29,6 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter
 from typing import Iterable
 
 from aiohttp import web
@@ -37,7 +36,7 @@ from aiohttp import web
 from . import prompts
 from .faults import FAULTS
 from .parsing import CORRECTED, SOLUTION, wrap
-from .programmatic import ProgrammaticOracle, stable_seed
+from .programmatic import ProgrammaticOracle
 
 THINKING = ("inline", "gemini", "field")
 
@@ -57,8 +56,7 @@ class OracleServer:
             raise ValueError(f"unknown server fault(s) {sorted(unknown)} (expected {', '.join(FAULTS)}, latency_s)")
         self.fault_rates = faults
         self.script = list(script)
-        self.seed = seed
-        self.asked: Counter = Counter()   # requests per content: a retry of the same request draws anew
+        self.rng = random.Random(seed)   # faults by arrival (a re-run meets others); replies by content
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
         self.oracle = oracle or ProgrammaticOracle(seed)
@@ -126,15 +124,11 @@ class OracleServer:
         self.stop()
 
     # -- requests
-    def _pick_fault(self, user_text: str) -> str | None:
-        """By the request's content and how often it was asked, not by arrival order: a resumed run
-        meets the faults its requests met the first time."""
+    def _pick_fault(self) -> str | None:
         if self.script:
             return self.script.pop(0)
-        self.asked[user_text] += 1
-        rng = random.Random(stable_seed(self.seed, user_text, self.asked[user_text]))
         for name, rate in self.fault_rates.items():
-            if rng.random() < rate:
+            if self.rng.random() < rate:
                 return name
         return None
 
@@ -187,7 +181,7 @@ class OracleServer:
             user_text = body["messages"][-1]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             return web.json_response({"error": {"message": "expected {messages: [...]}"}}, status=400)
-        fault = self._pick_fault(user_text)
+        fault = self._pick_fault()
         stream = bool(body.get("stream"))
         self.log.append({"t": time.monotonic(), "fault": fault, "stream": stream})
         if self.latency_s:
