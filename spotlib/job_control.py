@@ -128,3 +128,10 @@ def ipc_kernel_manager():
             super().__init__(**kwargs)
 
     return IpcKernelManager
+
+
+def execute_notebook(source: str, output: str, **kwargs) -> None:
+    """papermill's `execute_notebook` with the kernel on IPC sockets (a quiet console)."""
+    import papermill
+
+    papermill.execute_notebook(source, output, kernel_manager_class=ipc_kernel_manager(), **kwargs)

@@ -110,10 +110,9 @@ def run_stage(profile_arg: str, profile, stage: Stage, kernel: str, stops=None) 
     partial = out_nb.with_name(f".{out_nb.stem}.partial.ipynb")   # a notebook cut short never replaces one
 
     def execute():
-        papermill.execute_notebook(str(NOTEBOOKS / stage.notebook), str(partial),
-                                   parameters={"profile_name": profile_arg, "output_dir": ""},
-                                   kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
-                                   log_output=False, kernel_manager_class=job_control.ipc_kernel_manager())
+        job_control.execute_notebook(str(NOTEBOOKS / stage.notebook), str(partial),
+                                     parameters={"profile_name": profile_arg, "output_dir": ""},
+                                     kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
 
     started = time.perf_counter()
     try:

@@ -130,3 +130,18 @@ def test_a_stop_request_is_passed_on_to_every_process_under_the_runner(monkeypat
     assert info.value.signame == "SIGINT" and time.time() - begun < 20
     assert started[0].returncode == -signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handlers restored
+
+
+def test_notebook_kernels_start_without_the_tcp_warning(tmp_path, capfd):
+    import nbformat
+
+    from spotlib.job_control import execute_notebook
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    execute_notebook(str(tmp_path / "tiny.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                     progress_bar=False)
+    out, err = capfd.readouterr()
+    assert (tmp_path / "out.ipynb").is_file()
+    assert "without encryption" not in out + err and "WARNING" not in err
