@@ -239,3 +239,25 @@ def test_a_notebook_under_reproduce_uses_the_runs_lock(tmp_path, monkeypatch):
         script = f"from spotlib.notebook import open_profile; open_profile({str(path)!r}, output_dir='', progress=False)"
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_a_copied_outputs_folder_trains_nothing_again(sampled_profile, tmp_path):
+    """Stages 02–04 in one folder, then the whole folder copied: stage 04 there finds every run done."""
+    from spotlib.stages import filter as pair_filter
+    from spotlib.stages import train_methods
+
+    first = tmp_path / "first"
+    shutil.copytree(sampled_profile.out, first)
+    overrides = {"train.tether_lr": None, "train.kl_probe_every": 0}
+    profile = load_profile("test", overrides={"output_dir": str(first), **overrides})
+    rectify.run(profile, progress=False)
+    pair_filter.run(profile, progress=False)
+    train_methods.run(profile, progress=False)
+    copy = tmp_path / "copied"
+    shutil.copytree(first, copy)
+    weights = sorted((copy / "04_train_spot").rglob("model.safetensors"))
+    stamps = {p: p.stat().st_mtime_ns for p in weights}
+    assert weights
+    train_methods.run(load_profile("test", overrides={"output_dir": str(copy), **overrides}), progress=False)
+    assert {p: p.stat().st_mtime_ns for p in weights} == stamps   # no model written again
