@@ -261,3 +261,15 @@ def test_a_copied_outputs_folder_trains_nothing_again(sampled_profile, tmp_path)
     assert weights
     train_methods.run(load_profile("test", overrides={"output_dir": str(copy), **overrides}), progress=False)
     assert {p: p.stat().st_mtime_ns for p in weights} == stamps   # no model written again
+
+
+def test_torn_stage_03_output_read_by_stage_04_names_the_stage_to_rerun(tmp_path):
+    from spotlib.io import DataError
+    from spotlib.train.data import load_examples
+    from spotlib.train.runspec import parse_run
+
+    write_jsonl(tmp_path / "pairs.jsonl", [{"id": str(i), "prompt": "p", "chosen": "c", "rejected": "r"}
+                                           for i in range(8)])
+    _cut_mid_line(tmp_path / "pairs.jsonl")
+    with pytest.raises(DataError, match=r"pairs\.jsonl:\d+: malformed JSON line.*run stage 03_filter again"):
+        load_examples(tmp_path, parse_run("spot_bco"))
