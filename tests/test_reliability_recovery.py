@@ -141,6 +141,29 @@ def test_run_key_does_not_hold_where_the_base_model_lies(tmp_path):
     assert other not in keys
 
 
+def test_runs_marked_with_the_located_key_are_kept_in_place(tmp_path):
+    """Studies trained before keys left out where they lie are not trained again where they are."""
+    from types import SimpleNamespace
+
+    from spotlib.train.runspec import parse_run
+    from spotlib.train.trainer import _claim_run_dir, run_keys
+
+    profile = load_profile("test")
+    (tmp_path / "base_model").mkdir()
+    inputs = SimpleNamespace(data_key="d", base_path=str(tmp_path / "base_model"))
+    keys = run_keys(profile.train, profile.model, parse_run("spot_bco"), 0, inputs, 4)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run_key.json").write_text(json.dumps(keys[1]))
+    (run_dir / "model.safetensors").write_bytes(b"weights")
+    _claim_run_dir(run_dir, keys)
+    assert (run_dir / "model.safetensors").is_file()
+    assert json.loads((run_dir / "run_key.json").read_text()) == keys[0]   # marked anew: movable from now on
+    (run_dir / "run_key.json").write_text(json.dumps("another run"))
+    _claim_run_dir(run_dir, keys)
+    assert not (run_dir / "model.safetensors").exists()
+
+
 def test_rl_run_key_names_the_start_model_by_content(tmp_path):
     from spotlib.rl import _init_identity
     from spotlib.world.pretrain import save_untrained

@@ -43,7 +43,7 @@ from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
-from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_key,
+from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_keys,
                                    train_bf16, train_run)
 from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
 
@@ -302,9 +302,9 @@ class RunCounter:
         key_path = run_dir / "run_key.json"
         if not key_path.is_file() or finished_summary(run_dir, full=False) is None:
             return False
-        key = run_key(self.profile.train, self.profile.model, run_spec, seed, self.shared[run_spec.name],
-                      self.plan.steps)
-        return json.loads(key_path.read_text()) == key
+        keys = run_keys(self.profile.train, self.profile.model, run_spec, seed, self.shared[run_spec.name],
+                        self.plan.steps)
+        return json.loads(key_path.read_text()) in keys
 
     def pending(self) -> list:
         return [(r, s) for r, s in self.selected if not self.is_done(r, s)]

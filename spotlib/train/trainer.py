@@ -126,19 +126,29 @@ NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep
                   "tether_lr") + EXECUTION_ONLY
 
 
-def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:
+def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, steps: int,
+            located: bool = False) -> str:
     """What a finished run depends on: its settings, learning rate, data, start model, seed and the
-    CPU kernels it computes with (`precision.kernel_signature`)."""
+    CPU kernels it computes with (`precision.kernel_signature`). `located`: the key runs were marked
+    with before keys left out where the folders lie (still accepted, in the same place)."""
     from spotlib.precision import kernel_signature
     cfg = dataclasses.asdict(train_cfg)
-    if cfg["kl_probe_file"] and Path(cfg["kl_probe_file"]).is_file():   # by content, wherever it lies
-        from spotlib.io import file_sha256
-        cfg["kl_probe_file"] = file_sha256(cfg["kl_probe_file"])
-    model = {**dataclasses.asdict(model_cfg), "name_or_path": base_identity(model_cfg.name_or_path)}
+    model = dataclasses.asdict(model_cfg)
+    base = str(inputs.base_path)
+    if not located:
+        if cfg["kl_probe_file"] and Path(cfg["kl_probe_file"]).is_file():   # by content, wherever it lies
+            from spotlib.io import file_sha256
+            cfg["kl_probe_file"] = file_sha256(cfg["kl_probe_file"])
+        model["name_or_path"] = base_identity(model_cfg.name_or_path)
+        base = base_identity(inputs.base_path)
     return params_hash({"run": run.name, "seed": seed, "steps": steps, "lr": lr_for(train_cfg, run.method),
                         "train": {k: v for k, v in cfg.items() if k not in NOT_IN_RUN_KEY},
-                        "model": model, "data": inputs.data_key,
-                        "base": base_identity(inputs.base_path), "kernels": kernel_signature()})
+                        "model": model, "data": inputs.data_key, "base": base, "kernels": kernel_signature()})
+
+
+def run_keys(*args) -> tuple[str, str]:
+    """(this run's key, the located key an earlier version marked the same run with)."""
+    return run_key(*args), run_key(*args, located=True)
 
 
 def base_identity(base_path) -> str | None:
@@ -147,11 +157,14 @@ def base_identity(base_path) -> str | None:
     return None if str(base_path) != "world" and Path(base_path).is_dir() else str(base_path)
 
 
-def _claim_run_dir(run_dir: Path, key: str) -> None:
+def _claim_run_dir(run_dir: Path, keys: tuple[str, ...]) -> None:
     """Clear what other settings left in `run_dir` (a stale model or checkpoint must never
-    pass for this run) and mark it with this run's key; the same run keeps its files."""
-    key_path = run_dir / "run_key.json"
-    if key_path.is_file() and json.loads(key_path.read_text()) == key:
+    pass for this run) and mark it with this run's key (the first of `keys`, each of which
+    marks the same run); the same run keeps its files."""
+    key, key_path = keys[0], run_dir / "run_key.json"
+    if key_path.is_file() and json.loads(key_path.read_text()) in keys:
+        if json.loads(key_path.read_text()) != key:
+            write_json_atomic(key_path, key)
         return
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -184,7 +197,7 @@ def train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_di
 
     accelerator = accelerator or make_accelerator(cfg, device)
     if accelerator.is_main_process:
-        _claim_run_dir(run_dir, run_key(cfg, model_cfg, run, seed, inputs, steps))
+        _claim_run_dir(run_dir, run_keys(cfg, model_cfg, run, seed, inputs, steps))
     accelerator.wait_for_everyone()
     done = finished_summary(run_dir)
     if done is not None:
