@@ -160,6 +160,7 @@ def main() -> int:
         for overrides, _ in BAD_SETTINGS:
             shown = ", ".join(f"{k}: {v!r}" for k, v in overrides.items())
             message = dry_run_message(overrides, out) or "ACCEPTED"
+            message = message.replace(str(Path(__file__).resolve().parent.parent / "params") + "/", "")
             print(f"| `{_cell(shown)}` | {_cell(message.replace(tmp, '<tmp>'))} |")
         for what, message in bad_files(Path(tmp)):
             print(f"| {what} | {_cell(message.replace(tmp, '<tmp>'))} |")
