@@ -568,6 +568,8 @@ def check_values(profile: Profile, path: Path | str) -> None:
         raise ConfigError(f"{path}: key train.methods: expected at least one method, got []")
     if not profile.eval.benchmarks:
         raise ConfigError(f"{path}: key eval.benchmarks: expected at least one benchmark, got []")
+    from spotlib.config_checks import check_ranges  # every other range and relation, one rule each
+    check_ranges(profile, path)
 
 
 def secret_from_env(var_name: str | None, what: str = "API key") -> str | None:

@@ -49,6 +49,40 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[di
     return records
 
 
+def read_stage_output(path: str | os.PathLike, stage: str, required: Iterable[str] = ()) -> list[dict]:
+    """`read_jsonl` for a file an earlier stage wrote: a bad line names the file, the line, and the stage
+    whose re-run writes the file again (it sees its output was changed and makes it anew)."""
+    try:
+        return read_jsonl(path, required)
+    except DataError as exc:
+        raise DataError(f"{exc}: run stage {stage} again, it writes this file anew") from None
+
+
+DATA_FILE_KINDS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def load_data_file(path: Path, key: str):
+    """A local data file as a `datasets.Dataset`; a file it cannot read is named with the profile key
+    (a torn JSONL line with its line number) instead of the library's generation error."""
+    import datasets
+
+    kind = DATA_FILE_KINDS.get(path.suffix)
+    if kind is None:
+        raise DataError(f"{path}: unsupported data file type {path.suffix!r} (parquet, jsonl, json, csv) ({key})")
+    if path.suffix == ".jsonl":
+        try:
+            for _ in iter_jsonl(path):   # names the first bad line
+                pass
+        except DataError as exc:
+            raise DataError(f"{exc} ({key}): fix or remove that line") from None
+    try:
+        return datasets.load_dataset(kind, data_files=str(path), split="train")
+    except Exception as exc:  # noqa: BLE001 - the library's errors do not name the file
+        cause = exc.__cause__ or exc
+        raise DataError(f"{path}: cannot be read as {kind} ({key}): {type(cause).__name__}: "
+                        f"{' '.join(str(cause).split())[:200]}") from None
+
+
 def _dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=False)
 
@@ -62,6 +96,19 @@ def shared_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def share_saved_files(folder: str | os.PathLike) -> None:
+    """Give the files of a saved model the mode an ordinary `open()` gives (umask applies).
+
+    safetensors writes each weight file to a temporary file and renames it (the `tempfile`
+    crate, mode 0600), so `save_pretrained` leaves `model.safetensors` readable by its owner
+    only while every other file follows the umask.
+    """
+    mode = shared_mode()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & 0o777) != mode:
+            os.chmod(path, mode)
 
 
 @contextmanager
@@ -120,7 +167,7 @@ class JsonlAppender:
         self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_tail()
-        self.records: list[dict] = list(iter_jsonl(self.path)) if self.path.exists() else []
+        self.records: list[dict] = self._readable_records()
         self.done = {self.key_fn(r) for r in self.records}
         self._handle = self.path.open("a", encoding="utf-8")
 
@@ -133,6 +180,29 @@ class JsonlAppender:
         cut = data.rfind(b"\n") + 1
         with self.path.open("r+b") as handle:
             handle.truncate(cut)
+
+    def _readable_records(self) -> list[dict]:
+        """Every whole record; lines that are not (a file cut or overwritten in the middle) are dropped
+        from the file, so their work is done again rather than trusted or blocking the stage."""
+        if not self.path.exists():
+            return []
+        kept, dropped = [], 0
+        with self.path.open("r", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    record = None
+                if isinstance(record, dict):
+                    kept.append(record)
+                else:
+                    dropped += 1
+        if dropped:
+            print(f"{self.path}: {dropped} unreadable line(s) dropped; their work is done again")
+            write_jsonl(self.path, kept)
+        return kept
 
     def __contains__(self, key) -> bool:
         return key in self.done
@@ -227,6 +297,17 @@ def weights_problem(model_dir: str | os.PathLike, expected: str | None, expected
     return None
 
 
+def location_free(obj: Any, root: str) -> Any:
+    """`obj` with the path `root` (an outputs folder) written as `{output_dir}` in every string."""
+    if isinstance(obj, str):
+        return obj.replace(root, "{output_dir}") if root and root != "/" else obj
+    if isinstance(obj, dict):
+        return {k: location_free(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [location_free(v, root) for v in obj]
+    return obj
+
+
 def params_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -253,7 +334,16 @@ class Manifest:
         self._start = time.perf_counter()
 
     def key(self) -> dict:
-        return {"params_hash": params_hash(self.params), "inputs": self.inputs}
+        """Params and inputs, with the output folder's own path written as `{output_dir}`: a moved or
+        copied outputs folder is the same study, not a new one."""
+        out = self.path.parent.parent
+        roots = sorted({str(out), str(out.resolve())}, key=len, reverse=True)
+
+        def free(obj):
+            for root in roots:
+                obj = location_free(obj, root)
+            return obj
+        return free({"params_hash": params_hash(free(self.params)), "inputs": self.inputs})
 
     def is_fresh(self) -> bool:
         if not self.path.is_file():
@@ -262,12 +352,22 @@ class Manifest:
             old = json.loads(self.path.read_text())
         except json.JSONDecodeError:
             return False
-        return bool(old.get("complete")) and old.get("key") == self.key()
+        return bool(old.get("complete")) and old.get("key") == self.key() and self.outputs_whole(old)
+
+    def outputs_whole(self, old: dict) -> bool:
+        """The outputs the manifest lists still hold what was written (a cut or edited file is made again)."""
+        for name, digest in (old.get("outputs") or {}).items():
+            path = self.path.parent / name
+            if not path.is_file() or file_sha256(path) != digest:
+                print(f"{path}: changed or cut since the stage wrote it; the stage runs again")
+                return False
+        return True
 
     def load(self) -> dict:
         return json.loads(self.path.read_text())
 
-    def write(self, complete: bool = True, **extra) -> dict:
+    def write(self, complete: bool = True, outputs: Iterable[str] = (), **extra) -> dict:
+        """`outputs`: files of the stage folder (names) whose checksums a fresh manifest must still match."""
         body = {
             "key": self.key(),
             "params": self.params,
@@ -278,6 +378,7 @@ class Manifest:
             "complete": complete,
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "machine": _machine(),
+            **({"outputs": {name: file_sha256(self.path.parent / name) for name in outputs}} if outputs else {}),
             **extra,
         }
         write_json_atomic(self.path, body)

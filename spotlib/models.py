@@ -24,9 +24,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def require_saved_model(path: str | os.PathLike) -> None:
+    """A local folder without a saved model is named here, not sent to the Hub as a repo id."""
+    from spotlib.io import DataError
+    from spotlib.model_paths import saved_model_problem
+
+    problem = saved_model_problem(path)
+    if problem:
+        raise DataError(problem)
+
+
 def load_tokenizer(path: str | os.PathLike):
     from transformers import AutoTokenizer
 
+    require_saved_model(path)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -40,6 +51,7 @@ def load_model(path: str | os.PathLike, dtype: str | torch.dtype | None = None, 
     local = Path(path)
     if local.suffix == "" and not local.exists() and str(path).startswith(("outputs", "/")):
         raise FileNotFoundError(f"{path}: no saved model here (run the earlier stages first)")
+    require_saved_model(path)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype) or torch.float32)
     model.to(resolve_device(device)).eval()
     return model, load_tokenizer(path)

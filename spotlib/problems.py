@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spotlib.io import DataError
+from spotlib.io import DataError, load_data_file
 
 FINAL_LINE = "Therefore, the final answer is: $\\boxed{ANSWER}$."
 
@@ -39,10 +39,7 @@ def _load_rows(dataset: str, config: str | None, split: str, data_files: str | N
         path = Path(data_files)
         if not path.exists():
             raise DataError(f"{path}: data file not found (sample.data_files)")
-        kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix)
-        if kind is None:
-            raise DataError(f"{path}: unsupported data file type {path.suffix!r} (parquet, jsonl, json, csv)")
-        return datasets.load_dataset(kind, data_files=str(path), split="train")
+        return load_data_file(path, "sample.data_files")
     return datasets.load_dataset(dataset, config, split=split)
 
 

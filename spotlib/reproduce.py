@@ -6,7 +6,9 @@ run resumes. A failing stage stops the run and names its executed notebook.
 
 One run at a time per output folder: a lock file (`.reproduce.lock`, held with
 `fcntl.flock`, released by the OS when its process dies) names the holder's PID, host
-and start time. Ctrl-C or a dead kernel ends with one line saying what was kept.
+and start time; notebooks opened by hand take the same lock (`spotlib.output_lock`).
+Ctrl-C, SIGINT or SIGTERM to the runner (passed on to the kernel and what it started), a
+full disk or a dead kernel end with one line saying what was kept (`spotlib.job_control`).
 """
 from __future__ import annotations
 
@@ -15,16 +17,14 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
 from spotlib.config import REPO_ROOT, ConfigError, load_profile
+from spotlib.output_lock import LOCK_NAME, OutputLocked, output_lock  # noqa: F401 - re-exported
 from spotlib.stages import STAGES, Stage
 from spotlib.validate import cuda_devices, validate
-
-LOCK_NAME = ".reproduce.lock"
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -101,31 +101,61 @@ def memory_plan_and_preflight(profile, args) -> tuple[str, list[str], bool]:
     return text, preflight(profile, memory), memory.fits
 
 
-def run_stage(profile_arg: str, profile, stage: Stage, kernel: str) -> float:
-    """Execute one stage's notebook; meanwhile print the progress its code reports."""
+def run_stage(profile_arg: str, profile, stage: Stage, kernel: str, stops=None) -> float:
+    """Execute one stage's notebook; meanwhile print the progress its code reports. A stop request
+    (`job_control.StopRequests`) is passed on to the kernel and what it started."""
     import papermill
+
+    from spotlib import job_control
 
     out_nb = profile.out / "notebooks" / stage.notebook
     out_nb.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_nb.with_name(f".{out_nb.stem}.partial.ipynb")   # a notebook cut short never replaces one
+
+    def execute():
+        job_control.execute_notebook(str(NOTEBOOKS / stage.notebook), str(partial),
+                                     parameters={"profile_name": profile_arg, "output_dir": ""},
+                                     kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+
     started = time.perf_counter()
     try:
         with stage_progress(profile.out / stage.name / "progress.jsonl", stage.name):
-            papermill.execute_notebook(str(NOTEBOOKS / stage.notebook), str(out_nb),
-                                       parameters={"profile_name": profile_arg, "output_dir": ""},
-                                       kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
-                                       log_output=False)
+            job_control.run_stoppable(execute, stops or job_control.StopRequests())
     except papermill.PapermillExecutionError as exc:
         if exc.ename == "KeyboardInterrupt":
             raise KeyboardInterrupt from None
+        if job_control.disk_full(text=f"{exc.ename}: {exc.evalue}"):
+            raise StageFailed(disk_full_message(profile, stage)) from None
         raise StageFailed(f"stage {stage.name} failed: {exc.ename}: {exc.evalue}\n"
                           f"  see the executed notebook: {out_nb}") from None
     except Exception as exc:  # noqa: BLE001 - nbclient's DeadKernelError and kin: the kernel is gone
+        if job_control.disk_full(exc):
+            raise StageFailed(disk_full_message(profile, stage)) from None
         if type(exc).__name__ != "DeadKernelError":
             raise
         raise StageFailed(f"stage {stage.name}: its kernel died (out of memory, or killed); the work it had "
                           f"finished is kept: run the same command again to resume "
                           f"(executed notebook: {out_nb})") from None
+    finally:
+        _keep_executed(partial, out_nb)
     return time.perf_counter() - started
+
+
+def disk_full_message(profile, stage: Stage | None) -> str:
+    where = f"stage {stage.name}" if stage else "the run"
+    return (f"{where}: the disk is full (no space left on device under {profile.out}); the work finished so far "
+            f"is kept: free some space (or set output_dir to a larger disk) and run the same command again")
+
+
+def _keep_executed(partial: Path, out_nb: Path) -> None:
+    """The executed notebook replaces the last one only when whole (a full disk can cut it short)."""
+    if not partial.exists():
+        return
+    try:
+        json.loads(partial.read_text(encoding="utf-8"))
+        os.replace(partial, out_nb)
+    except (OSError, ValueError):
+        partial.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -149,62 +179,6 @@ def stage_progress(path: Path, stage_name: str):
 
 class StageFailed(RuntimeError):
     pass
-
-
-class OutputLocked(RuntimeError):
-    pass
-
-
-@contextlib.contextmanager
-def output_lock(out: Path, name: str = LOCK_NAME):
-    """Hold `out/<name>` for the run; another run into `out` gets `OutputLocked`.
-
-    flock: the lock dies with its process (`kill -9` included), so a stale lock is taken over
-    at once. On shared storage flock may hold nothing across machines, so an O_EXCL lock file
-    beside it (`<name>.owner`, spotlib.shared_lock: host, PID, heartbeat) holds there too.
-    Several nodes of one run each take their own (`.reproduce-node<k>.lock`).
-    """
-    import fcntl
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / name, "a+", encoding="utf-8")
-    except OSError as exc:  # a read-only or unreachable output folder
-        raise OutputLocked(f"{out}: cannot write the output folder ({exc.strerror or exc}); "
-                           f"set output_dir in the profile to a folder you can write") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        try:
-            holder = json.loads(handle.read() or "{}")
-        except json.JSONDecodeError:
-            holder = {}
-        handle.close()
-        raise OutputLocked(f"{out} is in use by another run (PID {holder.get('pid', '?')} on "
-                           f"{holder.get('host', '?')}, started {holder.get('started', '?')}): wait for it to "
-                           f"finish or stop it, or set another output_dir") from None
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
-        handle.flush()
-        from spotlib.shared_lock import SharedLockHeld, shared_lock
-        try:
-            owner = shared_lock(out / f"{name}.owner")
-            owner.__enter__()
-        except SharedLockHeld as exc:
-            raise OutputLocked(f"{out} is in use by another run ({exc}): wait for it to finish or stop it, "
-                               f"or set another output_dir") from None
-        try:
-            yield
-        finally:
-            owner.__exit__(None, None, None)
-    finally:
-        handle.truncate(0)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,17 +239,24 @@ def main(argv: list[str] | None = None) -> int:
     except precision.KernelsUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from spotlib import job_control
     try:
         node = _node_ready(profile)
-        with output_lock(profile.out, name=LOCK_NAME if node is None else f".reproduce-node{node.rank}.lock"):
+        lock_name = LOCK_NAME if node is None else f".reproduce-node{node.rank}.lock"
+        with output_lock(profile.out, name=lock_name), job_control.StopRequests() as stops:
             if node is not None and node.rank > 0:  # this node joins the training of stages 04 and 06
                 from spotlib.nodes import follow_node0
                 follow_node0(profile, node, [s.name for s in stages])
                 return 0
-            return _run_stages(profile_arg, profile, stages, args.kernel)
+            return _run_stages(profile_arg, profile, stages, args.kernel, stops)
     except OutputLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except OSError as exc:   # writing the report or the timings
+        if not job_control.disk_full(exc):
+            raise
+        print(f"error: {disk_full_message(profile, None)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # between stages or while writing the report
         print("\ninterrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
         return 130
@@ -312,7 +293,9 @@ def _print_kernel_env(profile_arg: str) -> int:
     return 0
 
 
-def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str) -> int:
+def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str, stops=None) -> int:
+    from spotlib.job_control import Stopped
+
     timings: dict[str, float] = {}
     from spotlib.nodes import mark_stage_started, node_count
 
@@ -321,10 +304,18 @@ def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str) -> 
         if node_count(profile) > 1:  # the other nodes join this stage's launch now
             mark_stage_started(profile.out, stage.name)
         try:
-            seconds = run_stage(profile_arg, profile, stage, kernel)
+            if stops is not None and stops.requested:
+                raise Stopped(stops.requested)
+            seconds = run_stage(profile_arg, profile, stage, kernel, stops)
         except StageFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except Stopped as exc:
+            kept = ", ".join(timings) or "none"
+            print(f"\nstopped by {exc.signame} in stage {stage.name}: the job is stopped; finished stages are kept "
+                  f"({kept}), and so is the work {stage.name} had saved; run the same command again to resume",
+                  file=sys.stderr)
+            return 130 if exc.signame == "SIGINT" else 143
         except KeyboardInterrupt:
             kept = ", ".join(timings) or "none"
             print(f"\ninterrupted in stage {stage.name}: finished stages kept ({kept}), and so is the work "

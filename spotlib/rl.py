@@ -54,7 +54,7 @@ from spotlib.progress import bar as tqdm
 from spotlib.config import RLConfig
 from spotlib.grpo_math import (KL_CLAMP, PolicyLogps, clipped_pg_loss, group_advantages, k3_kl,  # noqa: F401
                                masked_mean, token_entropy)
-from spotlib.io import JsonlAppender, params_hash, read_jsonl, write_json_atomic
+from spotlib.io import JsonlAppender, params_hash, read_jsonl, share_saved_files, write_json_atomic
 from spotlib.rl_engine import RolloutEngine
 from spotlib.tokens import build_completion_batch
 
@@ -219,7 +219,7 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     if accelerator.num_processes != world:
         raise RuntimeError(f"WORLD_SIZE={world} but accelerate sees {accelerator.num_processes} processes")
     if accelerator.is_main_process:
-        _claim(run_dir, {"config": _key_config(cfg), "seed": seed, "init": str(init_path), "max_len": max_len,
+        _claim(run_dir, {"config": _key_config(cfg), "seed": seed, "init": _init_identity(init_path), "max_len": max_len,
                          "items": [it["id"] for it in items], "heldout": [it["id"] for it in heldout or []],
                          "processes": world})  # a checkpoint resumes only on as many processes
     accelerator.wait_for_everyone()
@@ -472,6 +472,15 @@ def _check(cfg: RLConfig) -> None:
         raise ValueError("rl.rollouts_per_prompt: GRPO needs at least 2 rollouts per prompt")
 
 
+def _init_identity(init_path) -> str:
+    """The start model in a run key, by content for a local folder (a moved outputs folder, or a
+    retrained checkpoint at the same path, is told apart by what it holds, not where)."""
+    from spotlib.io import weights_sha256
+
+    path = Path(init_path)
+    return weights_sha256(path) if path.is_dir() else str(init_path)
+
+
 def _claim(run_dir: Path, key: dict) -> None:
     """Keep a run folder's earlier work only if it was made with the same settings; else start clean."""
     key_file = run_dir / "run_key.json"
@@ -493,6 +502,7 @@ def _save_pretrained_atomic(path: Path, model, tokenizer) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    share_saved_files(tmp)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
@@ -507,6 +517,7 @@ def _save_checkpoint(path: Path, accelerator, step: int) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         torch.save({"step": step}, tmp / "trainer_state.pt")
+        share_saved_files(tmp)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
     accelerator.wait_for_everyone()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spotlib.config import ConfigError, check_values
+from spotlib.config import REPO_ROOT, ConfigError, check_values
+from spotlib.config_checks import check_ranges
+from spotlib.model_paths import looks_local, saved_model_problem
 
 ORACLE_STAGE = "02_rectify"
 
@@ -21,6 +23,8 @@ def validate(profile, stages: list[str] | None = None) -> list[str]:
     source = profile.source or profile.name
     check_values(profile, source)
     _check_names(profile, source)
+    check_ranges(profile, source, names=True)
+    _check_paths(profile, source)
     stages = list(stages) if stages is not None else None
     return _environment_problems(profile, stages)
 
@@ -44,6 +48,33 @@ def _check_names(profile, source: str) -> None:
                           f"(expected some of {', '.join(evals.REGISTRY)})")
     if profile.oracle.kind == "openai" and not profile.oracle.base_url:
         raise ConfigError(f"{source}: key oracle.base_url: required when oracle.kind is openai")
+
+
+def _built_by_the_run(profile, path: str) -> bool:
+    """Inputs the rehearsal's stage 01 writes into the output folder exist only after it ran."""
+    out = str(profile.out)
+    return profile.assets == "rehearsal" and (path == out or path.startswith(out.rstrip(os.sep) + os.sep))
+
+
+def _check_paths(profile, source: str) -> None:
+    """Every file or folder the profile names exists (a model given as a Hub id is the Hub's to find)."""
+    name = profile.model.name_or_path
+    if name != "world" and looks_local(name) and not _built_by_the_run(profile, name):
+        problem = saved_model_problem(name, hint="expected 'world', a Hub id such as Qwen/Qwen3-8B, or a folder "
+                                                  "save_pretrained wrote")
+        if problem:
+            raise ConfigError(f"{source}: key model.name_or_path: {problem}")
+    files = [("sample.data_files", profile.sample.data_files), ("train.kl_probe_file", profile.train.kl_probe_file),
+             ("train.accelerate_config", profile.train.accelerate_config)]
+    files += [(f"eval.data_files.{k}", v) for k, v in profile.eval.data_files.items()]
+    for key, value in files:
+        if not value or _built_by_the_run(profile, value):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = REPO_ROOT / path   # relative to the repository, as the stages read them
+        if not path.exists():
+            raise ConfigError(f"{source}: key {key}: {value} does not exist")
 
 
 def needs_gpu(profile) -> str | None:

@@ -106,3 +106,93 @@ def test_wrong_key_stops_stage_02_and_a_fixed_key_recovers(tmp_path, monkeypatch
     fixed = rectify.run(load_profile("test", overrides={"output_dir": str(tmp_path / "out")}), progress=False)
     assert fixed["rectified_ok"] + sum(fixed["rectify_failures"].values()) == fixed["errors"]
     assert not any(k.startswith("http_") for k in fixed["rectify_failures"])
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:   # bound then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+FAST_RETRIES = {"oracle.max_retries": 0, "oracle.request_retries": 0, "oracle.retry_base_s": 0.01}
+
+
+def test_unreachable_oracle_stops_stage_02_naming_endpoint_and_count(tmp_path):
+    from spotlib.oracle.base import OracleUnanswered
+
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    profile = load_profile("test", overrides={"output_dir": str(tmp_path / "out"), "oracle.kind": "openai",
+                                              "oracle.model": "m", "oracle.base_url": url, **FAST_RETRIES})
+    write_fake_stage01(profile, 12)
+    errors = len(read_jsonl(profile.stage_dir("01_sample") / "errors.jsonl"))
+    with pytest.raises(OracleUnanswered) as info:
+        rectify.run(profile, progress=False)
+    message = str(info.value)
+    problems = len({r["id"] for r in read_jsonl(profile.stage_dir("01_sample") / "errors.jsonl")})
+    asked = errors + problems * profile.oracle.direct_attempts   # every attempt of every problem went unanswered
+    assert url in message and f"left {asked} request(s) unanswered" in message
+    assert "connection_error" in message and "run stage 02 again" in message and "\n" not in message
+    manifest = json.loads((profile.stage_dir("02_rectify") / "manifest.json").read_text())
+    assert manifest["complete"] is False   # never counted fresh: the next run asks again
+
+
+def test_injected_faults_stop_the_stage_keep_the_answers_and_a_rerun_resumes(tmp_path):
+    from spotlib.oracle.base import OracleUnanswered
+
+    overrides = {"output_dir": str(tmp_path / "out"), "oracle.kind": "local_server", "oracle.direct_attempts": 1,
+                 **FAST_RETRIES}
+    faulty = load_profile("test", overrides={**overrides, "oracle.server_faults": {"http_500": 0.5}})
+    write_fake_stage01(faulty, 30)
+    with pytest.raises(OracleUnanswered, match=r"left \d+ request\(s\) unanswered .*http_500") as info:
+        rectify.run(faulty, progress=False)
+    cache = faulty.stage_dir("02_rectify") / "cache"
+    kept = len(read_jsonl(cache / "rectify.jsonl")) + len(read_jsonl(cache / "direct.jsonl"))
+    assert kept > 0 and f"the {kept} answered are kept" in str(info.value)
+
+    summary = rectify.run(load_profile("test", overrides=overrides), progress=False)   # the endpoint recovered
+    assert summary["transient_failures"] == 0
+    assert summary["rectify_run"]["skipped"] == len(read_jsonl(cache / "rectify.jsonl")) - summary["rectify_run"]["requested"]
+    assert summary["rectify_run"]["skipped"] > 0 and summary["rectified_ok"] == summary["errors"]
+
+
+def test_local_server_direct_solutions_resume_exactly(tmp_path):
+    """A run resumed from a partial cache writes the same direct solutions as one uninterrupted run
+    (replies are worded by the request, not by how many requests the server saw before)."""
+    import shutil
+
+    overrides = {"oracle.kind": "local_server", "oracle.direct_attempts": 1, "oracle.concurrency": 4}
+    whole = load_profile("test", overrides={"output_dir": str(tmp_path / "whole"), **overrides})
+    write_fake_stage01(whole, 30)
+    rectify.run(whole, progress=False)
+    resumed = load_profile("test", overrides={"output_dir": str(tmp_path / "resumed"), **overrides})
+    shutil.copytree(whole.out / "01_sample", resumed.out / "01_sample")
+    cache = resumed.stage_dir("02_rectify") / "cache"
+    cache.mkdir(parents=True)
+    direct = read_jsonl(whole.stage_dir("02_rectify") / "cache" / "direct.jsonl")
+    write_jsonl(cache / "direct.jsonl", direct[: len(direct) // 3])   # what a kill -9 had kept
+    rectify.run(resumed, progress=False)
+    texts = [(r["id"], r["text"]) for r in rectify.load(whole, "direct")]
+    assert len(texts) == len(direct) > 3
+    assert [(r["id"], r["text"]) for r in rectify.load(resumed, "direct")] == texts
+
+
+@pytest.mark.slow
+def test_reproduce_exits_non_zero_when_the_oracle_is_unreachable(tmp_path, capsys):
+    import yaml
+
+    from spotlib import reproduce
+    from spotlib.config import PARAMS_DIR
+
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    raw = yaml.safe_load((PARAMS_DIR / "test.yaml").read_text())
+    raw.update(name="test", output_dir=str(tmp_path / "out"))
+    raw["oracle"] = {"kind": "openai", "model": "m", "base_url": url, "max_retries": 0, "request_retries": 0,
+                     "retry_base_s": 0.01}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    write_fake_stage01(load_profile(path), 8)
+    assert reproduce.main(["--profile", str(path), "--stages", "02"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and url in errors[0] and "unanswered" in errors[0]

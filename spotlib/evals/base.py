@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from spotlib.io import DataError
+from spotlib.io import DataError, load_data_file
 
 GROUPS = ("in_domain", "ood", "general")
 
@@ -66,10 +66,7 @@ def load_rows(dataset: str, config: str | None, split: str, data_file: str | Non
             path = REPO_ROOT / path
         if not path.exists():
             raise DataError(f"{path}: data file not found (eval.data_files)")
-        kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix)
-        if kind is None:
-            raise DataError(f"{path}: unsupported data file type {path.suffix!r} (parquet, jsonl, json, csv)")
-        rows = datasets.load_dataset(kind, data_files=str(path), split="train")
+        rows = load_data_file(path, "eval.data_files")
     else:
         rows = datasets.load_dataset(dataset, config, split=split)
     return [dict(row) for row in rows]

@@ -53,6 +53,11 @@ class OracleRequestError(RuntimeError):
     """The endpoint refused the requests themselves: fix the profile or the key, then re-run."""
 
 
+class OracleUnanswered(RuntimeError):
+    """Requests still unanswered after every retry (an endpoint down, refusing, or a spending cap):
+    what was answered is kept and a re-run asks only for the rest."""
+
+
 class Oracle:
     """Subclasses implement `arectify` and `asolve_direct`; the sync forms wrap them."""
 

@@ -34,10 +34,10 @@ from typing import Iterable
 from aiohttp import web
 
 from . import prompts
+from .faults import FAULTS
 from .parsing import CORRECTED, SOLUTION, wrap
 from .programmatic import ProgrammaticOracle
 
-FAULTS = ("http_500", "http_429", "timeout", "drop_stream", "no_markers", "bad_json")
 THINKING = ("inline", "gemini", "field")
 
 
@@ -56,7 +56,7 @@ class OracleServer:
             raise ValueError(f"unknown server fault(s) {sorted(unknown)} (expected {', '.join(FAULTS)}, latency_s)")
         self.fault_rates = faults
         self.script = list(script)
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)   # faults by arrival (a re-run meets others); replies by content
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
         self.oracle = oracle or ProgrammaticOracle(seed)
@@ -135,8 +135,9 @@ class OracleServer:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "programmatic", "object": "model"}]})
 
-    def _answer(self, user_text: str) -> tuple[str, str]:
-        """(the marked answer, the thoughts behind it)."""
+    def _answer(self, user_text: str, seed: int = 0) -> tuple[str, str]:
+        """(the marked answer, the thoughts behind it): worded by the request's content and `seed` field
+        (as a model at temperature 0 would answer), never by arrival order, so a resumed run is exact."""
         req = prompts.read_request(user_text)
         problem = self.problems.get(req["problem"])
         if problem is None:
@@ -144,7 +145,7 @@ class OracleServer:
         if req["kind"] == "rectify":
             result = self.oracle.fix(problem, req["student_answer"])
             return wrap(result.text, CORRECTED), result.thoughts
-        return (wrap(self.oracle.direct(problem, attempt=len(self.log)).text, SOLUTION),
+        return (wrap(self.oracle.direct(problem, attempt=seed).text, SOLUTION),
                 "Solving the problem from scratch, left to right.")
 
     def _present(self, body: dict, answer: str, thoughts: str, prompt_tokens: int) -> tuple[str, str | None, dict]:
@@ -175,12 +176,12 @@ class OracleServer:
             self.in_flight -= 1
 
     async def _respond(self, request: web.Request) -> web.StreamResponse:
-        fault = self._pick_fault()
         try:
             body = await request.json()
             user_text = body["messages"][-1]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             return web.json_response({"error": {"message": "expected {messages: [...]}"}}, status=400)
+        fault = self._pick_fault()
         stream = bool(body.get("stream"))
         self.log.append({"t": time.monotonic(), "fault": fault, "stream": stream})
         if self.latency_s:
@@ -194,7 +195,7 @@ class OracleServer:
                          "retry-after-ms": str(int(self.retry_after_s * 1000))})
         if fault == "timeout":
             await asyncio.sleep(self.hang_s)
-        answer, thoughts = self._answer(user_text)
+        answer, thoughts = self._answer(user_text, int(body.get("seed") or 0))
         if fault == "no_markers":
             for marker in (*CORRECTED, *SOLUTION):
                 answer = answer.replace(marker, "")

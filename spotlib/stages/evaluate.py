@@ -232,7 +232,7 @@ def run(profile, progress: bool = True) -> dict:
     summary = summarize(records, cfg.benchmarks, entries, stage, cfg.tie_sigmas)
     manifest.counts = {"models": len(entries), "items": {n: len(v) for n, v in items.items()},
                        "records": len(records)}
-    manifest.write(complete=True)
+    manifest.write(complete=True, outputs=("results.json",))
     return summary
 
 

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 
 from spotlib import proximity
-from spotlib.io import Manifest, dir_sha256, file_sha256, read_jsonl, write_json_atomic, write_jsonl
+from spotlib.io import Manifest, dir_sha256, file_sha256, read_jsonl, read_stage_output, write_json_atomic, write_jsonl
 from spotlib.oracle.verify import verify_many
 
 STAGE = "03_filter"
@@ -50,9 +50,10 @@ def run(profile, progress: bool = True) -> dict:
     started = time.perf_counter()
     cfg = profile.filter
 
-    rectified = read_jsonl(paths["rectified"], required=("id", "prompt", "rejected", "chosen", "answer", "ok"))
-    direct = read_jsonl(paths["direct"], required=("id", "prompt", "text", "answer", "correct"))
-    correct = read_jsonl(paths["correct"], required=("id", "prompt", "response", "answer"))
+    rectified = read_stage_output(paths["rectified"], "02_rectify",
+                                  required=("id", "prompt", "rejected", "chosen", "answer", "ok"))
+    direct = read_stage_output(paths["direct"], "02_rectify", required=("id", "prompt", "text", "answer", "correct"))
+    correct = read_stage_output(paths["correct"], "01_sample", required=("id", "prompt", "response", "answer"))
 
     from spotlib.models import load_tokenizer
 
@@ -101,7 +102,7 @@ def run(profile, progress: bool = True) -> dict:
     manifest.counts = {name: len(data[name]) for name in OUTPUTS} | {"verified": len(scored),
                                                                      "within_gamma": len(candidates)}
     manifest.timings = {"total_s": summary["wall_time_s"]}
-    manifest.write(complete=True, summary=summary)
+    manifest.write(complete=True, summary=summary, outputs=[f"{name}.jsonl" for name in OUTPUTS])
     return summary
 
 

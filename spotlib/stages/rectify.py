@@ -6,7 +6,8 @@ Writes under outputs/<profile>/02_rectify/:
   direct.jsonl      direct Oracle solutions (no student answer), every attempt, with
                     `correct`; attempts continue only for problems not yet solved
                     (rejection sampling, `oracle.direct_attempts` tries at most)
-  transient_failures.jsonl  requests the endpoint never answered (asked again on a re-run)
+  transient_failures.jsonl  requests the endpoint never answered (asked again on a re-run); any
+                    left stop the stage with one line naming the endpoint and the count
   cache/            the keyed append-only logs a crashed run resumes from; each key hashes
                     the request (the student's answer included) and the Oracle's settings
                     and endpoint, so a changed answer or setting is asked anew
@@ -17,8 +18,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from spotlib.io import JsonlAppender, Manifest, file_sha256, read_jsonl, write_jsonl
+from spotlib.io import JsonlAppender, Manifest, file_sha256, read_jsonl, read_stage_output, write_jsonl
 from spotlib.oracle import OracleJob, job_key, open_oracle, run_jobs
+from spotlib.oracle.base import OracleUnanswered
 from spotlib.oracle.verify import verify_many
 
 STAGE = "02_rectify"
@@ -50,7 +52,7 @@ def _problem(record: dict) -> dict:
 def run(profile, progress: bool = True) -> dict:
     out_dir = profile.stage_dir(STAGE)
     errors_path = profile.stage_dir(INPUT[0]) / INPUT[1]
-    errors = read_jsonl(errors_path, required=("id", "sample_id", "prompt", "answer", "response"))
+    errors = read_stage_output(errors_path, INPUT[0], required=("id", "sample_id", "prompt", "answer", "response"))
     manifest = Manifest(out_dir, params=oracle_params(profile), inputs={"errors": file_sha256(errors_path)})
     if manifest.is_fresh():
         return manifest.load()["summary"]
@@ -77,6 +79,7 @@ def run(profile, progress: bool = True) -> dict:
         rectified = [_rectified_record(done[j.key]) for j in jobs if j.key in done]
         direct, direct_stats = _direct_solutions(profile, oracle, fingerprint, list(problems.values()),
                                                  out_dir, progress)
+        where = getattr(oracle, "base_url", None) or oracle.kind
 
     transient = rect_stats.transient_records + [r for s in direct_stats for r in s.transient_records]
     write_jsonl(out_dir / "rectified.jsonl", rectified)
@@ -104,7 +107,10 @@ def run(profile, progress: bool = True) -> dict:
                        "direct": len(direct), "direct_solved": len(solved), "transient_failures": len(transient)}
     manifest.timings = {"rectify_s": round(rect_stats.wall_s, 2), "total_s": summary["wall_time_s"]}
     # Unanswered requests leave the stage incomplete, so the next run asks for them again.
-    manifest.write(complete=not transient, summary=summary)
+    manifest.write(complete=not transient, summary=summary,
+                   outputs=("rectified.jsonl", "direct.jsonl", "transient_failures.jsonl"))
+    if transient:
+        raise OracleUnanswered(unanswered_message(where, transient, len(rectified) + len(direct), profile.oracle))
     return summary
 
 
@@ -116,6 +122,19 @@ def _beyond_minimal(rectified: list[dict]) -> dict:
     if not did:
         return {}
     return {"rewrite": dict(Counter(d["rewrite"] for d in did)), "slip": dict(Counter(d["slip"] for d in did))}
+
+
+def unanswered_message(where: str, transient: list[dict], answered: int, cfg) -> str:
+    """One line: where, how many, why, what was kept and what to do."""
+    reasons = Counter(r.get("failure") for r in transient)
+    why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+    if set(reasons) == {"budget_exhausted"}:
+        todo = f"raise oracle.max_cost_usd (now {cfg.max_cost_usd}) and run stage 02 again to ask for the rest"
+    else:
+        todo = ("check that the endpoint is up and reachable (oracle.base_url), then run stage 02 again: it asks "
+                "only for the rest")
+    return (f"the Oracle at {where} left {len(transient)} request(s) unanswered after its retries ({why}); the "
+            f"{answered} answered are kept; {todo}")
 
 
 def _rectified_record(raw: dict) -> dict:

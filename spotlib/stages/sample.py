@@ -101,7 +101,7 @@ def run(profile, progress: bool = True) -> dict:
     summary["wall_time_s"] = round(time.perf_counter() - started, 1)
     manifest.counts = {"samples": len(samples), "errors": len(errors), "correct": len(correct)}
     manifest.timings = {"sample_and_grade_s": summary["wall_time_s"]}
-    manifest.write(complete=True, summary=summary)
+    manifest.write(complete=True, summary=summary, outputs=("all.jsonl", "errors.jsonl", "correct.jsonl"))
     return summary
 
 

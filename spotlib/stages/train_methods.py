@@ -40,7 +40,7 @@ from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
 from spotlib.train.probes import build_edit_diag, build_probe_set, diag_settings, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, pairs_file, plan_runs
-from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_key,
+from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_keys,
                                    train_bf16, train_run)
 from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
 
@@ -78,6 +78,8 @@ def plan_stage(profile) -> StagePlan:
     filter_dir = profile.out / "03_filter"
     runs = plan_runs(cfg)
     base_path = _base_model(profile)
+    from spotlib.models import require_saved_model
+    require_saved_model(base_path)   # a missing local folder is named, not looked up on the Hub
     ref_hash = _model_hash(base_path)
 
     examples = {r.name: D.load_examples(filter_dir, r) for r in runs}
@@ -154,12 +156,15 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
 
 def cached_across_processes(accelerator, path: Path, compute):
     """Like `cached`, for a `compute` every process must join (reference scoring is shared):
-    the main process's view of the cache decides for all; it alone writes."""
+    the main process's view of the cache decides for all (a torn or corrupt file is computed
+    again, as `cached` does); it alone writes."""
     from accelerate.utils import broadcast_object_list
 
-    present = broadcast_object_list([path.is_file()])[0]
-    if present:
-        return torch.load(path, weights_only=False)
+    from spotlib.train.logps import load_cache
+
+    found, value = load_cache(path) if accelerator.is_main_process else (False, None)
+    if broadcast_object_list([found])[0]:
+        return value if accelerator.is_main_process else torch.load(path, weights_only=False)
     value = compute()
     if accelerator.is_main_process:
         save_cache(path, value)
@@ -290,9 +295,9 @@ class RunCounter:
         key_path = run_dir / "run_key.json"
         if not key_path.is_file() or finished_summary(run_dir, full=False) is None:
             return False
-        key = run_key(self.profile.train, self.profile.model, run_spec, seed, self.shared[run_spec.name],
-                      self.plan.steps)
-        return json.loads(key_path.read_text()) == key
+        keys = run_keys(self.profile.train, self.profile.model, run_spec, seed, self.shared[run_spec.name],
+                        self.plan.steps)
+        return json.loads(key_path.read_text()) in keys
 
     def pending(self) -> list:
         return [(r, s) for r, s in self.selected if not self.is_done(r, s)]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from spotlib.io import DataError, read_jsonl
+from spotlib.io import DataError, read_stage_output
 from spotlib.tokens import build_completion_batch
 
 from .runspec import DATA_FILES, RunSpec, pairs_file
@@ -38,9 +38,9 @@ def _load_examples(filter_dir: Path, run: RunSpec) -> list[dict]:
     if not run.info.pairs:
         path = filter_dir / DATA_FILES[run.data]
         return [{"id": r["id"], "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r.get("rejected")}
-                for r in read_jsonl(path, required=("id", "prompt", "chosen"))]
+                for r in read_stage_output(path, "03_filter", required=("id", "prompt", "chosen"))]
     path = filter_dir / pairs_file(run)
-    pairs = read_jsonl(path, required=("id", "prompt", "chosen", "rejected"))
+    pairs = read_stage_output(path, "03_filter", required=("id", "prompt", "chosen", "rejected"))
     for lineno, pair in enumerate(pairs, start=1):
         if not pair["rejected"]:
             raise DataError(f"{path}: record {lineno}: pair {pair['id']!r} has no rejected response")
@@ -48,7 +48,7 @@ def _load_examples(filter_dir: Path, run: RunSpec) -> list[dict]:
         return [{"id": p["id"], "prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]}
                 for p in pairs]
     direct_path = filter_dir / DATA_FILES[run.data]
-    direct = {r["id"]: r["chosen"] for r in read_jsonl(direct_path, required=("id", "chosen"))}
+    direct = {r["id"]: r["chosen"] for r in read_stage_output(direct_path, "03_filter", required=("id", "chosen"))}
     return [{"id": p["id"], "prompt": p["prompt"], "chosen": direct[p["id"]], "rejected": p["rejected"]}
             for p in pairs if p["id"] in direct]
 

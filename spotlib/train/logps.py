@@ -196,13 +196,22 @@ def cache_key(*parts) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:20]
 
 
+def load_cache(path: Path) -> tuple[bool, object]:
+    """(True, value) when `path` holds a readable cache; (False, None) when absent, torn or corrupt."""
+    if not path.is_file():
+        return False, None
+    try:
+        return True, torch.load(path, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a torn or corrupt cache is recomputed, never trusted
+        print(f"{path}: unreadable cache ({type(exc).__name__}), computing it again")
+        return False, None
+
+
 def cached(path: Path, compute):
     """torch.load(path) if present and readable, else compute(), saved atomically."""
-    if path.is_file():
-        try:
-            return torch.load(path, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a torn or corrupt cache is recomputed, never trusted
-            print(f"{path}: unreadable cache ({type(exc).__name__}), computing it again")
+    found, value = load_cache(path)
+    if found:
+        return value
     value = compute()
     save_cache(path, value)
     return value

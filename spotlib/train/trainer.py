@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from spotlib import losses as L
-from spotlib.io import (JsonlAppender, params_hash, weights_bytes, weights_problem, weights_sha256,
-                        write_json_atomic)
+from spotlib.io import (JsonlAppender, params_hash, share_saved_files, weights_bytes, weights_problem,
+                        weights_sha256, write_json_atomic)
 
 from .data import TrainData, collate, step_rows
 from .logps import CompletionLogpsModel, completion_logps
@@ -126,22 +126,45 @@ NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep
                   "tether_lr", "sweep_bracket", "sweep_bracket_tie") + EXECUTION_ONLY
 
 
-def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, steps: int) -> str:
+def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, steps: int,
+            located: bool = False) -> str:
     """What a finished run depends on: its settings, learning rate, data, start model, seed and the
-    CPU kernels it computes with (`precision.kernel_signature`)."""
+    CPU kernels it computes with (`precision.kernel_signature`). `located`: the key runs were marked
+    with before keys left out where the folders lie (still accepted, in the same place)."""
     from spotlib.precision import kernel_signature
     cfg = dataclasses.asdict(train_cfg)
+    model = dataclasses.asdict(model_cfg)
+    base = str(inputs.base_path)
+    if not located:
+        if cfg["kl_probe_file"] and Path(cfg["kl_probe_file"]).is_file():   # by content, wherever it lies
+            from spotlib.io import file_sha256
+            cfg["kl_probe_file"] = file_sha256(cfg["kl_probe_file"])
+        model["name_or_path"] = base_identity(model_cfg.name_or_path)
+        base = base_identity(inputs.base_path)
     return params_hash({"run": run.name, "seed": seed, "steps": steps, "lr": lr_for(train_cfg, run.method),
                         "train": {k: v for k, v in cfg.items() if k not in NOT_IN_RUN_KEY},
-                        "model": dataclasses.asdict(model_cfg), "data": inputs.data_key,
-                        "base": str(inputs.base_path), "kernels": kernel_signature()})
+                        "model": model, "data": inputs.data_key, "base": base, "kernels": kernel_signature()})
 
 
-def _claim_run_dir(run_dir: Path, key: str) -> None:
+def run_keys(*args) -> tuple[str, str]:
+    """(this run's key, the located key an earlier version marked the same run with)."""
+    return run_key(*args), run_key(*args, located=True)
+
+
+def base_identity(base_path) -> str | None:
+    """The start model in a run key: a Hub id by name; a local folder not by where it lies (a moved
+    outputs folder is the same study) but by its content, which `data_key` already hashes."""
+    return None if str(base_path) != "world" and Path(base_path).is_dir() else str(base_path)
+
+
+def _claim_run_dir(run_dir: Path, keys: tuple[str, ...]) -> None:
     """Clear what other settings left in `run_dir` (a stale model or checkpoint must never
-    pass for this run) and mark it with this run's key; the same run keeps its files."""
-    key_path = run_dir / "run_key.json"
-    if key_path.is_file() and json.loads(key_path.read_text()) == key:
+    pass for this run) and mark it with this run's key (the first of `keys`, each of which
+    marks the same run); the same run keeps its files."""
+    key, key_path = keys[0], run_dir / "run_key.json"
+    if key_path.is_file() and json.loads(key_path.read_text()) in keys:
+        if json.loads(key_path.read_text()) != key:
+            write_json_atomic(key_path, key)
         return
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -197,7 +220,7 @@ def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_d
 
     accelerator = accelerator or make_accelerator(cfg, device)
     if accelerator.is_main_process:
-        _claim_run_dir(run_dir, run_key(cfg, model_cfg, run, seed, inputs, steps))
+        _claim_run_dir(run_dir, run_keys(cfg, model_cfg, run, seed, inputs, steps))
     accelerator.wait_for_everyone()
     done = finished_summary(run_dir)
     if done is not None:
@@ -395,6 +418,7 @@ def _save_checkpoint(accelerator, run_dir: Path, step: int) -> None:
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         write_json_atomic(tmp / "trainer_state.json", {"step": step})
+        share_saved_files(tmp)
         tmp.rename(run_dir / f"checkpoint-{step}")
         for old in run_dir.glob("checkpoint-*"):
             if int(old.name.split("-")[1]) < step:
@@ -429,6 +453,7 @@ def _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, t
             inner.config.dtype = "bfloat16"
         inner.save_pretrained(run_dir, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(run_dir)
+        share_saved_files(run_dir)   # safetensors writes its files 0600
         train_records = [r for r in metrics.records if r["kind"] == "train"]
         final = train_records[-1] if train_records else {}
         tokens = sum(r["tokens"] for r in train_records)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from spotlib import precision
+from spotlib.io import share_saved_files
 from spotlib.progress import bar as progress_bar
 
 from .families import make_items
@@ -75,6 +76,7 @@ def save_untrained(world_cfg, path) -> tuple:
     model = build_model(world_cfg, tokenizer)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    share_saved_files(path)
     return model, tokenizer
 
 def pretrain_examples(world_cfg, n: int) -> list[tuple[str, str]]:
@@ -275,6 +277,7 @@ def build_base_model(world_cfg, out: Path, progress: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    share_saved_files(out)
     scores = {}
     if world_cfg.manifest_eval_items > 0:
         from .evaluate import score_model, style_nll
