@@ -2,6 +2,7 @@
 log-prob sums, losses, rewards, δ and gradients (fp32) for every objective; a micro-step reads
 nothing from the device."""
 import copy
+import dataclasses
 import types
 
 import pytest
@@ -92,7 +93,7 @@ def _step(lm, ref, spec, packing, data, ref_c, ref_r, rows_per_step, chunk=5):
     return outs, torch.cat([p.grad.reshape(-1) for p in lm.parameters()])
 
 
-@pytest.mark.parametrize("spec", ["sft", "dpo", "spot_bco", "kl_sft", "spot_bco+rejected_only"])
+@pytest.mark.parametrize("spec", ["sft", "dpo", "spot_bco", "kl_sft"])
 def test_packed_equals_padded(pairs, spec):
     data, ref_c, ref_r = pairs
     lm = micro_qwen3(0)
@@ -157,3 +158,57 @@ def test_varlen_attention_without_segments_is_sdpa():
     want = lm(input_ids=ids).logits
     P.use_varlen(lm)
     torch.testing.assert_close(lm(input_ids=ids).logits, want)
+
+
+@pytest.mark.slow
+def test_train_run_packed_matches_padded_and_records_tokens(tmp_path):
+    """Stage 04's trainer, spot_bco on world pairs, packed against padded: the same losses,
+    rewards and δ step by step; the summary counts the data's tokens and the positions run;
+    packing is in the run key (a packed run never passes for a padded one) and the saved
+    model's config names no custom attention."""
+    import json
+    import random
+
+    from pairs_helpers import change_one_result, save_untrained_student
+    from spotlib import world
+    from spotlib.config import load_profile
+    from spotlib.train import data as D
+    from spotlib.train.logps import reference_sums
+    from spotlib.train.trainer import run_key, train_run
+
+    torch.set_num_threads(1)
+    profile = load_profile("test", overrides={"train.max_steps": 3, "train.per_device_batch": 3, "train.grad_accum": 2,
+                                              "train.kl_probe_every": 0, "train.lr": {"default": 1e-3}})
+    base = tmp_path / "base"
+    save_untrained_student(base, profile.world)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(base)
+    rng = random.Random(0)
+    examples = []
+    for it in world.make_items("arith", 12, "train", world_cfg=profile.world):
+        good = world.student_solution(it, rng)
+        examples.append({"id": it["id"], "prompt": it["prompt"], "chosen": good, "rejected": change_one_result(good, rng)})
+    t = profile.train
+    data = D.prepare(tok, examples, t.max_len, t.max_prompt_len, True, completion_format=t.completion_format)
+    ref = AutoModelForCausalLM.from_pretrained(base).eval()
+    rc = reference_sums(ref, data.chosen, tok.pad_token_id, torch.device("cpu"))[0]
+    rr = reference_sums(ref, data.rejected, tok.pad_token_id, torch.device("cpu"))[0]
+    inputs = RunInputs(data, rc, rr, str(base), data_key="k")
+    run = parse_run("spot_bco")
+    records, summaries = {}, {}
+    for packing in (False, True):
+        cfg = dataclasses.replace(t, packing=packing)
+        run_dir = tmp_path / f"run-{packing}"
+        summaries[packing] = train_run(cfg, profile.model, run, 0, inputs, run_dir, steps=3, device="cpu",
+                                       progress=False)
+        records[packing] = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+                            if json.loads(x)["kind"] == "train"]
+        assert "spot_varlen" not in (run_dir / "config.json").read_text()
+    for a, b in zip(records[False], records[True]):
+        for key in ("loss", "rewards/chosen", "rewards/rejected", "delta", "logps/chosen"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+    padded, packed = summaries[False], summaries[True]
+    assert packed["tokens_real"] == packed["tokens_computed"] == padded["tokens_real"] < padded["tokens_computed"]
+    assert records[False][-1]["delta"] != 0.0
+    keys = {p: run_key(dataclasses.replace(t, packing=p), profile.model, run, 0, inputs, 3) for p in (False, True)}
+    assert keys[False] != keys[True]
