@@ -76,6 +76,9 @@ def _step(lm, ref, spec, packing, data, ref_c, ref_r, rows_per_step, chunk=5):
     and the summed gradient."""
     run = parse_run(spec)
     lm = copy.deepcopy(lm)
+    if spec == "dpo":  # recomputation in backward sees the same segments
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.train()
     if packing:
         P.use_varlen(lm)
         if ref is not None:

@@ -19,6 +19,7 @@ reference passes, generation see the model unchanged).
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 from dataclasses import dataclass
 
@@ -173,7 +174,10 @@ def _flash_varlen(query, key, value, segments, cu_seqlens, scaling):
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
     longest = max(segments)
-    out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, longest, longest, scale=scaling, window_size=(-1, 0))
+    # causal: window_size (-1, 0) in newer torch, is_causal in the first releases of varlen_attn
+    causal = {"window_size": (-1, 0)} if "window_size" in inspect.signature(varlen_attn).parameters \
+        else {"is_causal": True}
+    out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, longest, longest, scale=scaling, **causal)
     return out.unsqueeze(0)       # [1, T, H, d]
 
 
