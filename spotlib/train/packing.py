@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ import torch
 from .data import Tokenized, collate
 
 VARLEN = "spot_varlen"
+_FLASH_FAILED: list[str] = []   # why torch's flash varlen kernel could not run here (then: SDPA per segment)
 
 
 @dataclass
@@ -145,7 +147,13 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
                                       scaling=scaling, **kwargs)
     if query.shape[0] != 1:
         raise ValueError(f"packed attention: expected one row, got {query.shape[0]}")
-    flash = _flash_varlen(query, key, value, spot_segments, spot_cu_seqlens, scaling)
+    flash = None
+    if not _FLASH_FAILED:
+        try:
+            flash = _flash_varlen(query, key, value, spot_segments, spot_cu_seqlens, scaling)
+        except (RuntimeError, TypeError, ValueError) as exc:  # a GPU or build without the kernel: SDPA by segments
+            _FLASH_FAILED.append(repr(exc))
+            warnings.warn(f"packed attention: torch's varlen_attn failed ({exc!r}); SDPA per segment from now on")
     if flash is not None:
         return flash, None
     groups = query.shape[1] // key.shape[1]
