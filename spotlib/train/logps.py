@@ -116,13 +116,15 @@ def _completion_logps(lm, input_ids, attention, completion_mask, *, autocast: bo
 def _head_by_chunks(head, ref_head, hidden, ref_hidden, targets, head_chunk):
     """Token log-probs (and KL) of `hidden`'s rows, `head_chunk` rows at a time."""
     step = head_chunk or max(hidden.shape[0], 1)
+    # Several chunks under grad: keep only each chunk's hidden states, its logits are rebuilt in
+    # backward. One chunk: its logits are alive at the start of backward either way, so it is
+    # not recomputed (the same peak, one LM-head forward less).
+    rebuild = torch.is_grad_enabled() and hidden.shape[0] > step
     parts = []
     for i in range(0, max(hidden.shape[0], 1), step):  # no completion token: one empty chunk
         chunk = (head, ref_head, hidden[i:i + step], None if ref_hidden is None else ref_hidden[i:i + step],
                  targets[i:i + step])
-        # under grad, keep only the chunk's hidden states: its logits are rebuilt in backward
-        parts.append(checkpoint(_chunk_logps, *chunk, use_reentrant=False) if torch.is_grad_enabled()
-                     else _chunk_logps(*chunk))
+        parts.append(checkpoint(_chunk_logps, *chunk, use_reentrant=False) if rebuild else _chunk_logps(*chunk))
     token_logps = torch.cat([p[0] for p in parts])
     token_kl = torch.cat([p[1] for p in parts]) if ref_head is not None else None
     return token_logps, token_kl
