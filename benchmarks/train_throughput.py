@@ -239,7 +239,9 @@ def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool,
         "train.max_steps": steps, "train.per_device_batch": batch, "train.grad_accum": 1,
         "train.kl_probe_every": 0, "train.max_len": max_len, "train.max_prompt_len": max_len,
         "train.bf16_autocast": bf16, "train.gradient_checkpointing": checkpointing,
-        "train.packing": packing, "train.lr": {"default": 1e-5}})
+        "train.packing": packing, "train.lr": {"default": 1e-5},
+        # the LM head by the tiny study's chunks (the limit takes it whole)
+        "train.logits_chunk_tokens": load_profile("tiny").train.logits_chunk_tokens})
     tok, data = prepared_data(workdir, max_len)
     ref = AutoModelForCausalLM.from_pretrained(workdir / "model").eval()
     rc = reference_sums(ref, data.chosen, tok.pad_token_id, torch.device("cpu"), autocast=bf16)[0]
