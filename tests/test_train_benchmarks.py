@@ -164,3 +164,12 @@ def test_throughput_refuses_a_side_that_checkpointed_otherwise_than_asked(monkey
     with pytest.raises(SystemExit, match="the trl side ran with gradient checkpointing True, asked False"):
         tt.run_side("trl", Path("job"), tt.parse_args([]), 4, False)
     assert "--gradient-checkpointing" not in commands[-1]
+
+
+def test_packing_ratio_counts_the_data_and_the_positions_run():
+    import packing_ratio as pr
+    result = pr.main(["--profile", "test"])
+    for data in ("pairs", "sft_direct"):
+        padded, packed = result[data]["padded"], result[data]["packed"]
+        assert packed["tokens_real"] == packed["tokens_computed"] == padded["tokens_real"] > 0
+        assert padded["tokens_computed"] > padded["tokens_real"] and padded["ratio"] < packed["ratio"] == 1.0
