@@ -164,13 +164,27 @@ def peaks(result: dict) -> dict:
 
 # ---------------------------------------------------------------- the three sides
 
-def run_limit(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, checkpointing: bool) -> dict:
+def packed_batches(data, pad_id: int, batch: int, steps: int) -> list:
+    """The same rows as `pair_batches`, each micro-batch's sequences end to end in one row."""
+    from spotlib.train.data import step_rows
+    from spotlib.train.packing import packed_layout
+
+    return [packed_layout([(data.chosen, rows), (data.rejected, rows)], pad_id)
+            for rows in (step_rows(len(data), SEED, step, batch) for step in range(steps))]
+
+
+def run_limit(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, checkpointing: bool,
+              packing: bool = False) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
     tok, data = prepared_data(workdir, max_len)
-    batches = pair_batches(data, tok.pad_token_id, batch, steps)
     model = AutoModelForCausalLM.from_pretrained(workdir / "model").train()
+    if packing:  # the packed token stream: one row per micro-batch, attention by segments
+        from spotlib.train.packing import use_varlen
+        use_varlen(model)
+        return _run_limit_packed(model, packed_batches(data, tok.pad_token_id, batch, steps), bf16, checkpointing)
+    batches = pair_batches(data, tok.pad_token_id, batch, steps)
     if checkpointing:  # as spotlib's trainer switches it on
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     decoder, head = model.get_decoder(), model.get_output_embeddings()
@@ -190,7 +204,27 @@ def run_limit(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, c
             "checkpointing": model.is_gradient_checkpointing}
 
 
-def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, checkpointing: bool) -> dict:
+def _run_limit_packed(model, layouts, bf16: bool, checkpointing: bool) -> dict:
+    import torch
+
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    clock, seen, before = StepClock(), 0, memory_before_training()
+    for b in layouts:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = decoder(input_ids=b.input_ids, use_cache=False, **b.model_kwargs()).last_hidden_state
+            logits = head(hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, b.select)).float()
+        torch.nn.functional.cross_entropy(logits, b.targets, reduction="sum").backward()
+        model.zero_grad(set_to_none=True)
+        seen += b.tokens_real
+        clock.mark(seen)
+    return {**clock.result(), **before, "precision": "bf16 autocast" if bf16 else "fp32",
+            "checkpointing": model.is_gradient_checkpointing}
+
+
+def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, checkpointing: bool,
+                packing: bool = False) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -205,7 +239,9 @@ def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool,
         "train.max_steps": steps, "train.per_device_batch": batch, "train.grad_accum": 1,
         "train.kl_probe_every": 0, "train.max_len": max_len, "train.max_prompt_len": max_len,
         "train.bf16_autocast": bf16, "train.gradient_checkpointing": checkpointing,
-        "train.lr": {"default": 1e-5}})
+        "train.packing": packing, "train.lr": {"default": 1e-5},
+        # the LM head by the tiny study's chunks (the limit takes it whole)
+        "train.logits_chunk_tokens": load_profile("tiny").train.logits_chunk_tokens})
     tok, data = prepared_data(workdir, max_len)
     ref = AutoModelForCausalLM.from_pretrained(workdir / "model").eval()
     rc = reference_sums(ref, data.chosen, tok.pad_token_id, torch.device("cpu"), autocast=bf16)[0]
@@ -235,7 +271,8 @@ def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool,
             "precision": "bf16 autocast" if bf16 else "fp32"}  # the profile's choice (spotlib.precision)
 
 
-def run_trl(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, checkpointing: bool) -> dict:
+def run_trl(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool, checkpointing: bool,
+            packing: bool = False) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
@@ -278,10 +315,10 @@ RUNNERS = {"limit": run_limit, "spotlib": run_spotlib, "trl": run_trl}
 
 
 def child(which: str, workdir: Path, batch: int, max_len: int, steps: int, threads: int, bf16: bool,
-          checkpointing: bool) -> None:
+          checkpointing: bool, packing: bool = False) -> None:
     import torch
     torch.set_num_threads(threads)
-    result = RUNNERS[which](workdir, batch, max_len, steps, bf16, checkpointing)
+    result = RUNNERS[which](workdir, batch, max_len, steps, bf16, checkpointing, packing)
     result.update(peaks(result))
     print("RESULT " + json.dumps(result))
 
@@ -385,6 +422,8 @@ def run_side(which: str, workdir: Path, args, steps: int, bf16: bool) -> dict:
         cmd.append("--bf16")
     if args.gradient_checkpointing:
         cmd.append("--gradient-checkpointing")
+    if args.packing:
+        cmd.append("--packing")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -409,6 +448,8 @@ def parse_args(argv=None):
     parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {','.join(SIDES)}")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="every side recomputes activations in backward (default: no side does)")
+    parser.add_argument("--packing", action="store_true",
+                        help="spotlib and the limit run packed micro-batches (train.packing; TRL stays padded)")
     parser.add_argument("--kernels", choices=["native", "avx2", "avx512"], default="native",
                         help="CPU kernels of every side (avx2: the tiny study's, `world.cpu_kernels`; bf16 "
                              "autocast is only native on the CPU's own kernels)")
@@ -442,7 +483,7 @@ def main(argv=None) -> dict:
         precision.run_on_kernels(args.kernels, __file__, sys.argv[1:] if argv is None else list(argv))
     if args.child:
         child(args.child, Path(args.workdir), args.batch, args.max_len, args.steps, args.threads, args.bf16,
-              args.gradient_checkpointing)
+              args.gradient_checkpointing, args.packing)
         return {}
     info = machine(args.threads)
     precisions = {"auto": ["fp32"] + (["bf16"] if info["native_bf16"] else []),

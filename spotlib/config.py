@@ -182,6 +182,7 @@ class TrainConfig:
     max_prompt_len: int = 4096
     bf16: bool = False
     gradient_checkpointing: bool = False
+    packing: bool = False           # padding-free micro-batches: sequences end to end (spotlib.train.packing)
     bf16_autocast: bool = False     # CPU: bf16 autocast over fp32 weights, whatever the CPU (spotlib.precision)
     n_examples: int | None = None   # examples per run; None = the smallest run's data (all equal)
     kl_probe_every: int = 10        # steps between held-out KL probes (0 = off)

@@ -26,7 +26,7 @@ enough from π_ref. SFT's weight never decays.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -169,6 +169,12 @@ def gradient_weights(objective: str, chosen_rewards: Tensor, rejected_rewards: T
 DELTA_MODES = ("running_mean", "ema", "none")
 
 
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _all_reduce_sum(values: Tensor) -> Tensor:
     """Sum over processes when torch.distributed is up; the identity otherwise."""
     import torch.distributed as dist
@@ -199,6 +205,7 @@ class DeltaTracker:
     decay: float = 0.99
     value: float = 0.0
     count: float = 0.0
+    _pending: Tensor | None = field(default=None, repr=False, compare=False)  # δ not yet read from the device
 
     def __post_init__(self):
         if self.mode not in DELTA_MODES:
@@ -208,21 +215,41 @@ class DeltaTracker:
         """Fold in one micro-batch; returns the δ to use for that batch."""
         if self.mode == "none":
             return 0.0
-        batch_mean = torch.cat([chosen_rewards.detach().float().reshape(-1),
-                                rejected_rewards.detach().float().reshape(-1)]).mean()
-        stats = _all_reduce_sum(torch.stack([batch_mean, torch.ones_like(batch_mean)]).to(batch_mean.device))
-        total, processes = float(stats[0]), float(stats[1])
-        if self.mode == "running_mean":
-            self.count += processes
-            self.value += (total - processes * self.value) / self.count
-        else:
-            self.value = self.decay * self.value + (1.0 - self.decay) * total / processes
+        self.update_on_device(chosen_rewards, rejected_rewards)
+        self.settle()
         return self.value
 
+    def update_on_device(self, chosen_rewards: Tensor, rejected_rewards: Tensor) -> Tensor | float:
+        """`update` without reading the device: δ stays a tensor (fp64, the same arithmetic as
+        Python floats) until `settle()`; returns it in fp32 for the loss, as a Python float
+        would act on fp32 rewards."""
+        if self.mode == "none":
+            return 0.0
+        batch_mean = torch.cat([chosen_rewards.detach().float().reshape(-1),
+                                rejected_rewards.detach().float().reshape(-1)]).mean()
+        total = _all_reduce_sum(batch_mean.reshape(1)).double()[0]
+        processes = float(_world_size())
+        value = self._pending if self._pending is not None else torch.tensor(self.value, dtype=torch.float64,
+                                                                             device=total.device)
+        if self.mode == "running_mean":
+            self.count += processes
+            value = value + (total - processes * value) / self.count
+        else:
+            value = self.decay * value + (1.0 - self.decay) * total / processes
+        self._pending = value
+        return value.float()
+
+    def settle(self) -> None:
+        """Read δ from the device into `value` (once per logged step)."""
+        if self._pending is not None:
+            self.value, self._pending = float(self._pending), None
+
     def state_dict(self) -> dict:
+        self.settle()
         return {"mode": self.mode, "decay": self.decay, "value": self.value, "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
+        self._pending = None
         if state.get("mode", self.mode) != self.mode:
             raise ValueError(f"checkpoint δ mode {state.get('mode')!r} differs from {self.mode!r}")
         self.value = float(state["value"])

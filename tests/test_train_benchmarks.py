@@ -21,6 +21,49 @@ def test_gpu_check_smoke(tmp_path):
     assert result["steps_timed"] == 3 and result["tokens_per_s"] > 0
 
 
+def test_gpu_trainer_check_smoke_runs_padded_and_packed(tmp_path):
+    """benchmarks/gpu_trainer_check.py whole on CPU: both shapes, padded and packed, the same
+    losses either way, no padding when packed, MFU/HFU and the paper projection computed."""
+    import gpu_trainer_check as g
+    result = g.main(["--smoke", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "gpu_trainer_check.json").read_text()) == result
+    runs = {(r["shape"], r["packing"]): r for r in result["runs"]}
+    assert set(runs) == {(s, p) for s in g.SMOKE_SHAPES for p in (False, True)}
+    for shape in g.SMOKE_SHAPES:
+        padded, packed = runs[shape, False], runs[shape, True]
+        assert packed["real_over_computed"] == 1.0 > padded["real_over_computed"]
+        assert packed["tokens_real"] == padded["tokens_real"] > 0 and packed["tokens_per_s"] > 0
+        assert packed["losses"] == pytest.approx(padded["losses"], abs=1e-4)
+        assert packed["hfu"] == packed["mfu"] > 0 and padded["hfu"] > padded["mfu"]   # padding is work, not model FLOPs
+        assert packed["settings"]["zero"] == "none" and packed["planned_peak_gib"] > 0
+        assert packed["summary_tokens"][0] == packed["summary_tokens"][1]
+    projection = result["paper_projection"]
+    assert projection["minutes"] > 0 and projection["assumptions"]["gpus"] == 8
+
+
+def test_step_flops_count_padding_and_recomputation_as_hardware_work():
+    import gpu_trainer_check as g
+    from spotlib.train.data import Tokenized, TrainData
+    data = TrainData([{}] * 2, Tokenized([[1] * 10, [1] * 30], [2, 2]), Tokenized([[1] * 12, [1] * 28], [2, 2]))
+    shape = g.SMOKE
+    model, hw_packed = g.step_flops(shape, data, [0, 1], 2, padded=False, recompute=False)
+    _, hw_padded = g.step_flops(shape, data, [0, 1], 2, padded=True, recompute=False)
+    _, hw_recompute = g.step_flops(shape, data, [0, 1], 2, padded=False, recompute=True)
+    assert model == hw_packed < hw_padded and hw_packed < hw_recompute
+    lengths = [10, 30, 12, 28]
+    attn = 6 * shape["num_hidden_layers"] * shape["num_attention_heads"] * shape["head_dim"]
+    want = sum(6 * g.layer_params(shape) * n + attn * n * n + 6 * shape["vocab_size"] * shape["hidden_size"] * (n - 2)
+               for n in lengths)
+    assert model == want
+
+
+def test_paper_lengths_have_the_papers_mean_and_cap():
+    import gpu_trainer_check as g
+    lengths = g.paper_lengths(4000, 2048, 8192, 64, seed=0)
+    assert max(lengths) <= 8192 and min(lengths) >= 64
+    assert 1900 < sum(lengths) / len(lengths) < 2150
+
+
 def test_flops_per_token_matches_six_n_for_qwen3_0_6b():
     import gpu_train_check as g
     assert 0.40e9 < g.layer_params(g.QWEN3_0_6B) < 0.46e9   # 0.6B minus the 0.16B embedding
@@ -121,3 +164,12 @@ def test_throughput_refuses_a_side_that_checkpointed_otherwise_than_asked(monkey
     with pytest.raises(SystemExit, match="the trl side ran with gradient checkpointing True, asked False"):
         tt.run_side("trl", Path("job"), tt.parse_args([]), 4, False)
     assert "--gradient-checkpointing" not in commands[-1]
+
+
+def test_packing_ratio_counts_the_data_and_the_positions_run():
+    import packing_ratio as pr
+    result = pr.main(["--profile", "test"])
+    for data in ("pairs", "sft_direct"):
+        padded, packed = result[data]["padded"], result[data]["packed"]
+        assert packed["tokens_real"] == packed["tokens_computed"] == padded["tokens_real"] > 0
+        assert padded["tokens_computed"] > padded["tokens_real"] and padded["ratio"] < packed["ratio"] == 1.0

@@ -49,10 +49,13 @@ class CompletionLogpsModel(torch.nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids, attention_mask, completion_mask, autocast: bool = False,
-                keep_logits: bool = False, head_chunk: int | None = None, reference=None):
-        out = _completion_logps(self.lm, input_ids, attention_mask, completion_mask, autocast=autocast,
-                                keep_logits=keep_logits, head_chunk=head_chunk, reference=reference)
+    def forward(self, input_ids=None, attention_mask=None, completion_mask=None, autocast: bool = False,
+                keep_logits: bool = False, head_chunk: int | None = None, reference=None, layout=None):
+        if layout is not None:
+            out = layout_logps(self.lm, layout, autocast=autocast, head_chunk=head_chunk, reference=reference)
+        else:
+            out = _completion_logps(self.lm, input_ids, attention_mask, completion_mask, autocast=autocast,
+                                    keep_logits=keep_logits, head_chunk=head_chunk, reference=reference)
         return out.sums, out.counts, out.token_logps, out.rows, out.logits, out.token_kl
 
 
@@ -67,7 +70,13 @@ def completion_logps(model, batch: dict[str, torch.Tensor], *, autocast: bool = 
     `torch.utils.checkpoint` (its logits are rebuilt in backward), so one chunk's logits and
     their gradient are alive at a time. Same values and gradients as one chunk.
     `reference` (a causal LM, no grad): also each completion token's KL(π ‖ π_ref) over the
-    whole vocabulary, by the same chunks (`token_kl`)."""
+    whole vocabulary, by the same chunks (`token_kl`).
+    `batch` may also be a `spotlib.train.packing.Layout` (padded or packed, on the device)."""
+    if not isinstance(batch, dict):  # a packing.Layout
+        if isinstance(getattr(model, "module", model), CompletionLogpsModel):
+            return CompletionLogps(*model(autocast=autocast, head_chunk=head_chunk, reference=reference,
+                                          layout=batch))
+        return layout_logps(model, batch, autocast=autocast, head_chunk=head_chunk, reference=reference)
     if isinstance(getattr(model, "module", model), CompletionLogpsModel):
         return CompletionLogps(*model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
                                       autocast=autocast, keep_logits=keep_logits, head_chunk=head_chunk,
@@ -97,20 +106,62 @@ def _completion_logps(lm, input_ids, attention, completion_mask, *, autocast: bo
             token_logps, token_kl = _chunk_logps(head, ref_head, hidden, ref_hidden, targets, logits=logits)
         else:
             logits = None
-            step = head_chunk or max(hidden.shape[0], 1)
-            parts = []
-            for i in range(0, max(hidden.shape[0], 1), step):  # no completion token: one empty chunk
-                chunk = (head, ref_head, hidden[i:i + step], None if ref_hidden is None else ref_hidden[i:i + step],
-                         targets[i:i + step])
-                # under grad, keep only the chunk's hidden states: its logits are rebuilt in backward
-                parts.append(checkpoint(_chunk_logps, *chunk, use_reentrant=False) if torch.is_grad_enabled()
-                             else _chunk_logps(*chunk))
-            token_logps = torch.cat([p[0] for p in parts])
-            token_kl = torch.cat([p[1] for p in parts]) if reference is not None else None
+            token_logps, token_kl = _head_by_chunks(head, ref_head, hidden, ref_hidden, targets, head_chunk)
     rows = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(target_mask)[target_mask]
     sums = torch.zeros(input_ids.shape[0], device=input_ids.device, dtype=torch.float32)
     sums = sums.index_add(0, rows, token_logps)
     return CompletionLogps(sums, target_mask.sum(-1).float(), token_logps, rows, logits, token_kl)
+
+
+def _head_by_chunks(head, ref_head, hidden, ref_hidden, targets, head_chunk):
+    """Token log-probs (and KL) of `hidden`'s rows, `head_chunk` rows at a time."""
+    step = head_chunk or max(hidden.shape[0], 1)
+    # Several chunks under grad: keep only each chunk's hidden states, its logits are rebuilt in
+    # backward. One chunk: its logits are alive at the start of backward either way, so it is
+    # not recomputed (the same peak, one LM-head forward less).
+    rebuild = torch.is_grad_enabled() and hidden.shape[0] > step
+    parts = []
+    for i in range(0, max(hidden.shape[0], 1), step):  # no completion token: one empty chunk
+        chunk = (head, ref_head, hidden[i:i + step], None if ref_hidden is None else ref_hidden[i:i + step],
+                 targets[i:i + step])
+        parts.append(checkpoint(_chunk_logps, *chunk, use_reentrant=False) if rebuild else _chunk_logps(*chunk))
+    token_logps = torch.cat([p[0] for p in parts])
+    token_kl = torch.cat([p[1] for p in parts]) if ref_head is not None else None
+    return token_logps, token_kl
+
+
+def layout_logps(lm, layout, *, autocast: bool = False, head_chunk: int | None = None,
+                 reference=None) -> CompletionLogps:
+    """Summed log-probs of a `spotlib.train.packing.Layout` (padded or packed) already on the device.
+
+    The scored positions come from the layout's host-built index (`select`), so nothing here
+    reads a device tensor: no host sync. Same values as `completion_logps` on the padded batch."""
+    if head_chunk is not None and head_chunk < 1:
+        raise ValueError(f"head_chunk (train.logits_chunk_tokens): expected a positive integer, got {head_chunk}")
+    kwargs = layout.model_kwargs()
+    ref_hidden = ref_head = None
+    with autocast_for(layout.input_ids.device, autocast):
+        if reference is not None:  # first, so its activations are gone before the policy's are kept
+            with torch.no_grad():
+                ref_hidden = _selected_hidden(reference, layout, kwargs)
+            ref_head = reference.get_output_embeddings()
+        hidden = _selected_hidden(lm, layout, kwargs)
+        token_logps, token_kl = _head_by_chunks(lm.get_output_embeddings(), ref_head, hidden, ref_hidden,
+                                                layout.targets, head_chunk)
+    sums = torch.zeros(layout.num_sequences, device=token_logps.device, dtype=torch.float32)
+    sums = sums.index_add(0, layout.rows, token_logps)
+    return CompletionLogps(sums, layout.counts, token_logps, layout.rows, None, token_kl)
+
+
+def _selected_hidden(lm, layout, kwargs) -> torch.Tensor:
+    """The decoder's last hidden states at the layout's scored positions: [N, h]."""
+    from .packing import VARLEN
+
+    if layout.segments is not None and lm.config._attn_implementation != VARLEN:
+        raise ValueError(f"a packed batch needs attention by segments: call spotlib.train.packing.use_varlen "
+                         f"on the model (its attention is {lm.config._attn_implementation!r})")
+    hidden = lm.get_decoder()(input_ids=layout.input_ids, use_cache=False, **kwargs).last_hidden_state
+    return hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, layout.select)
 
 
 def _completion_hidden(lm, input_ids, attention, target_mask) -> torch.Tensor:

@@ -35,7 +35,8 @@ from spotlib import losses as L
 from spotlib.io import (JsonlAppender, params_hash, share_saved_files, weights_bytes, weights_problem,
                         weights_sha256, write_json_atomic)
 
-from .data import TrainData, collate, step_rows
+from . import packing as P
+from .data import TrainData, step_rows
 from .logps import CompletionLogpsModel, completion_logps
 from .optim import param_groups
 from .probes import EditDiagSet, ProbeSet, diag_settings, edit_diagnostic, probe_kl
@@ -141,6 +142,8 @@ def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, st
             cfg["kl_probe_file"] = file_sha256(cfg["kl_probe_file"])
         model["name_or_path"] = base_identity(model_cfg.name_or_path)
         base = base_identity(inputs.base_path)
+    if not cfg.get("packing"):  # padded batches are what runs keyed before packing existed computed
+        cfg.pop("packing", None)
     return params_hash({"run": run.name, "seed": seed, "steps": steps, "lr": lr_for(train_cfg, run.method),
                         "train": {k: v for k, v in cfg.items() if k not in NOT_IN_RUN_KEY},
                         "model": model, "data": inputs.data_key, "base": base, "kernels": kernel_signature()})
@@ -239,9 +242,15 @@ def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_d
     ref_model = None
     if run.objective == "kl_sft":  # the KL term needs π_ref's whole distribution at each token
         ref_model = load_model(inputs.base_path, model_cfg.dtype).to(device).eval().requires_grad_(False)
+    if cfg.packing:  # padding-free micro-batches: attention by segments (spotlib.train.packing)
+        for lm in (model, ref_model):
+            if lm is not None:
+                P.use_varlen(lm)
 
     lr = lr_for(cfg, run.method)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.adam_betas))
+    # fused AdamW on GPUs (one kernel for all parameters); the default elsewhere
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.adam_betas),
+                                  **({"fused": True} if device.type == "cuda" else {}))
     # Same parameters; the forward that makes the loss must be the wrapper's (see CompletionLogpsModel).
     model = CompletionLogpsModel(model)
     warmup = math.ceil(cfg.warmup_ratio * steps)
@@ -288,7 +297,10 @@ def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_d
     for step in range(start_step, steps):
         t0 = time.perf_counter()
         rows = step_rows(len(data), seed, step, effective)
-        sums = {k: 0.0 for k in ("loss", "rc", "rr", "acc", "wc", "wr", "lc", "lr_", "n", "tokens")}
+        # Metrics stay on the device through the step and are read once, after it (no host sync inside).
+        keys = ("loss", "rc", "rr", "acc", "wc", "wr", "lc", "lr_", "n", "tokens", "tokens_computed")
+        sums = torch.zeros(len(keys), dtype=torch.float64, device=device)
+        counted = {"n": 0, "tokens": 0, "tokens_computed": 0}
         for m in range(cfg.grad_accum):
             first = (m * processes + accelerator.process_index) * micro
             mrows = rows[first: first + micro]
@@ -297,11 +309,11 @@ def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_d
             with accelerator.accumulate(model):
                 out = _micro_step(model, ref_model, run, cfg, inputs, mrows, pad_id, device, autocast, delta)
                 accelerator.backward(out["loss"])
-            for key in ("rc", "rr", "acc", "wc", "wr", "lc", "lr_"):
-                sums[key] += out[key]
-            sums["loss"] += float(out["loss"].detach()) * len(mrows)
-            sums["n"] += len(mrows)
-            sums["tokens"] += out["tokens"]
+            sums[:8] += torch.stack([(out["loss"].detach() * len(mrows)).double()]
+                                    + [out[k].double() for k in ("rc", "rr", "acc", "wc", "wr", "lc", "lr_")])
+            counted["n"] += len(mrows)
+            counted["tokens"] += out["tokens"]
+            counted["tokens_computed"] += out["tokens_computed"]
         if not accelerator.sync_gradients:  # one logged step is one optimizer step, always
             raise RuntimeError(f"step {step + 1}: gradients not synchronised after {cfg.grad_accum} micro-batches")
         lr_now = scheduler.get_last_lr()[0]
@@ -309,11 +321,12 @@ def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_d
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        totals = accelerator.reduce(torch.tensor([sums[k] for k in sums], dtype=torch.float64, device=device),
-                                    reduction="sum").tolist()
+        sums[8:] = torch.tensor([counted[k] for k in keys[8:]], dtype=torch.float64)
+        totals = accelerator.reduce(sums, reduction="sum").tolist()  # the step's one read of the device
+        delta.settle()
         elapsed = time.perf_counter() - t0
         train_seconds += elapsed
-        agg = dict(zip(sums, totals))
+        agg = dict(zip(keys, totals))
         n = agg["n"]
         if accelerator.is_main_process:
             record = {"kind": "train", "step": step + 1, "loss": agg["loss"] / n,
@@ -321,7 +334,8 @@ def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_d
                       "tether/chosen": agg["wc"] / n, "delta": delta.value,
                       "lr": lr_now,
                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                      "tokens": int(agg["tokens"]), "tokens_per_s": agg["tokens"] / elapsed}
+                      "tokens": int(agg["tokens"]), "tokens_per_s": agg["tokens"] / elapsed,
+                      "tokens_computed": int(agg["tokens_computed"])}
             if device.type == "cuda":  # what the memory plan predicts (spotlib.memory_plan)
                 record["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             if run.info.pairs:
@@ -355,15 +369,11 @@ def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_d
 def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autocast, delta) -> dict:
     data = inputs.data
     pairs = run.info.pairs
-    batch = collate(data.chosen, rows, pad_id)
     n = len(rows)
-    if pairs:  # chosen and rejected in one forward pass, padded to the longer of the two
-        rej = collate(data.rejected, rows, pad_id)
-        width = max(batch["input_ids"].shape[1], rej["input_ids"].shape[1])
-        batch = {k: torch.cat([_pad(batch[k], width, pad_id if k == "input_ids" else 0),
-                               _pad(rej[k], width, pad_id if k == "input_ids" else 0)]) for k in batch}
-    batch = {k: v.to(device) for k, v in batch.items()}
-    tokens = int(batch["attention_mask"].sum())
+    # chosen and rejected in one forward pass: padded to the longest, or packed end to end in one row;
+    # the layout is built on the host (where each scored token is), so nothing here reads the device
+    parts = [(data.chosen, rows)] + ([(data.rejected, rows)] if pairs else [])
+    batch = P.layout(parts, pad_id, packing=getattr(cfg, "packing", False)).to(device)
     # kl_sft: the token KL against π_ref by the same LM-head chunks (π_ref's whole distribution at each token)
     out = completion_logps(model, batch, autocast=autocast, head_chunk=cfg.logits_chunk_tokens,
                            reference=ref_model if run.objective == "kl_sft" else None)
@@ -380,7 +390,8 @@ def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autoca
     objective = run.objective
     delta_used = 0.0
     if objective == "bco":
-        delta_used = delta.update(L.implicit_rewards(pc, rc, cfg.beta), L.implicit_rewards(pr, rr, cfg.beta))
+        delta_used = delta.update_on_device(L.implicit_rewards(pc, rc, cfg.beta),
+                                            L.implicit_rewards(pr, rr, cfg.beta))
         losses, r_c, r_r = L.bco(pc, pr, rc, rr, beta=cfg.beta, delta=delta_used)
     elif objective == "kl_sft":
         kl_sums = torch.zeros(n, device=device).index_add(0, out.rows, out.token_kl)
@@ -395,18 +406,14 @@ def _micro_step(model, ref_model, run, cfg, inputs, rows, pad_id, device, autoca
     w_c, w_r = L.gradient_weights(objective, r_c, r_r, beta=cfg.beta, delta=delta_used, chosen_counts=counts)
     if pairs and run.gradient != "both":  # the detached side gets no pull
         w_c, w_r = (w_c, torch.zeros_like(w_r)) if run.gradient == "chosen" else (torch.zeros_like(w_c), w_r)
-    result = {"loss": losses.mean(), "rc": float(r_c.sum()), "wc": float(w_c.sum()), "wr": float(w_r.sum()),
-              "lc": float(pc.detach().sum()), "tokens": tokens, "rr": 0.0, "acc": 0.0, "lr_": 0.0}
+    # sums as 0-dim device tensors: the step adds them up and reads them once
+    zero = torch.zeros((), device=pc.device)
+    result = {"loss": losses.mean(), "rc": r_c.sum(), "wc": w_c.sum(), "wr": w_r.sum(),
+              "lc": pc.detach().sum(), "rr": zero, "acc": zero, "lr_": zero,
+              "tokens": batch.tokens_real, "tokens_computed": batch.tokens_computed}
     if pairs:
-        result.update({"rr": float(r_r.sum()), "acc": float((r_c > r_r).float().sum()),
-                       "lr_": float(pr.detach().sum())})
+        result.update({"rr": r_r.sum(), "acc": (r_c > r_r).float().sum(), "lr_": pr.detach().sum()})
     return result
-
-
-def _pad(x: torch.Tensor, width: int, value: int) -> torch.Tensor:
-    if x.shape[1] == width:
-        return x
-    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
 
 
 def _save_checkpoint(accelerator, run_dir: Path, step: int) -> None:
@@ -457,12 +464,15 @@ def _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, t
         train_records = [r for r in metrics.records if r["kind"] == "train"]
         final = train_records[-1] if train_records else {}
         tokens = sum(r["tokens"] for r in train_records)
+        computed = sum(r.get("tokens_computed", r["tokens"]) for r in train_records)
         # From the per-step records, so a resumed run counts its steps before the interruption too.
         train_seconds = sum(r["tokens"] / r["tokens_per_s"] for r in train_records)
         summary = {"run": run.name, "method": run.method, "objective": run.objective, "data": run.data,
                    "delta_mode": run.delta_mode if run.objective == "bco" else None, "seed": seed,
                    "steps": steps, "lr": lr, "train_seconds": round(train_seconds, 2),
                    "tokens": tokens, "tokens_per_s": tokens / max(train_seconds, 1e-9),
+                   # the data's tokens and the positions the model ran (padding included)
+                   "tokens_real": tokens, "tokens_computed": computed,
                    "final": {k: v for k, v in final.items() if k not in ("kind",)},
                    "final_probe": last_probe, "complete": True,
                    "weights_sha256": weights_sha256(run_dir), "weights_bytes": weights_bytes(run_dir)}
