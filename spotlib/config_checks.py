@@ -161,25 +161,6 @@ def lengths(profile) -> Iterator[Problem]:
             yield f"filter.report_gammas[{i}]", f"expected a value in (0, 1], got {g}"
 
 
-def learning_rates(profile) -> Iterator[Problem]:
-    from spotlib.train.runspec import METHODS  # no torch: the registry only
-
-    lrs = profile.train.lr
-    unknown = [k for k in lrs if k != "default" and k not in METHODS]
-    if unknown:
-        yield f"train.lr.{unknown[0]}", (f"not a method (expected 'default' or one of {', '.join(METHODS)}): "
-                                         f"a misspelt name would train that method at the default")
-    try:
-        from spotlib.train.runspec import plan_runs
-
-        methods = {r.method for r in plan_runs(profile.train)}
-    except ValueError:
-        return  # an unknown run name: validation's own line (spotlib.validate)
-    missing = sorted(m for m in methods if m not in lrs)
-    if missing and "default" not in lrs:
-        yield "train.lr", f"no 'default' and no entry for {', '.join(missing)}: add default: <lr>"
-
-
 @rule
 def world_shape(profile) -> Iterator[Problem]:
     w = profile.world
@@ -214,14 +195,10 @@ def oracle_endpoint(profile) -> Iterator[Problem]:
         url = urlparse(o.base_url)
         if url.scheme not in ("http", "https") or not url.netloc:
             yield "oracle.base_url", f"expected an http(s) URL such as https://host/v1, got {o.base_url!r}"
-    from spotlib.oracle.faults import FAULTS
-
     for name, rate in o.server_faults.items():
         if name == "latency_s":
             if rate < 0:
                 yield "oracle.server_faults.latency_s", f"expected seconds >= 0, got {rate}"
-        elif name not in FAULTS:
-            yield f"oracle.server_faults.{name}", f"unknown fault (expected {', '.join(FAULTS)} or latency_s)"
         elif not 0.0 <= rate <= 1.0:
             yield f"oracle.server_faults.{name}", f"expected a rate in [0, 1], got {rate}"
 
@@ -243,18 +220,16 @@ def seeds(profile) -> Iterator[Problem]:
             yield f"seeds[{i}]", f"expected a seed >= 0, got {s}"
 
 
-# Rules that import the method registry (and with it torch): run by `spotlib.validate`, not on every load.
-NAME_RULES: list[Callable[[Any], Iterator[Problem]]] = [learning_rates]
+def problems(profile, extra_rules=()) -> list[Problem]:
+    return [p for check in [*RULES, *extra_rules] for p in check(profile)]
 
 
-def problems(profile, names: bool = False) -> list[Problem]:
-    return [p for check in RULES + (NAME_RULES if names else []) for p in check(profile)]
-
-
-def check_ranges(profile, path, names: bool = False) -> None:
+def check_ranges(profile, path, extra_rules=()) -> None:
+    """Raise ConfigError naming the first problem's key. `extra_rules`: rules that read the registries of
+    the layers above (spotlib.name_checks), run by `spotlib.validate`."""
     from spotlib.config import ConfigError
 
-    found = problems(profile, names)
+    found = problems(profile, extra_rules)
     if found:
         key, message = found[0]
         more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from spotlib.config import REPO_ROOT, ConfigError, check_values
 from spotlib.config_checks import check_ranges
+from spotlib.name_checks import NAME_RULES
 from spotlib.model_paths import looks_local, saved_model_problem
 
 ORACLE_STAGE = "02_rectify"
@@ -23,7 +24,7 @@ def validate(profile, stages: list[str] | None = None) -> list[str]:
     source = profile.source or profile.name
     check_values(profile, source)
     _check_names(profile, source)
-    check_ranges(profile, source, names=True)
+    check_ranges(profile, source, extra_rules=NAME_RULES)
     _check_paths(profile, source)
     stages = list(stages) if stages is not None else None
     return _environment_problems(profile, stages)

@@ -15,15 +15,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "spotlib"
 
 # (layer, module prefixes); a module belongs to the layer of its longest matching prefix.
 LAYERS = [
-    ("config/io", ["config", "io", "progress", "precision"]),
+    ("config/io", ["config", "config_checks", "io", "progress", "precision", "shared_lock", "live_bytes"]),
     ("world/models/tokens/sampling/grading", ["world", "models", "tokens", "sampling", "engine_pool",
-                                             "engine_standin", "grading", "problems"]),
+                                             "engine_standin", "grading", "problems", "model_paths"]),
     ("oracle/proximity/losses/train/evals/rl", [
         "oracle", "proximity", "losses", "tether", "train", "evals", "rl", "rl_engine", "grpo_math",
-        "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "tables"]),
-    ("stages", ["stages", "workers", "plots"]),
+        "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "memory_terms", "tables"]),
+    ("stages", ["stages", "workers", "plots", "launch", "nodes"]),
     ("reproduce/report/notebooks", ["reproduce", "report", "report_html", "notebook", "preflight", "calibrate",
-                                    "validate"]),
+                                    "validate", "name_checks", "job_control", "output_lock"]),
 ]
 
 

@@ -6,6 +6,8 @@ import yaml
 from bad_inputs import BAD_SETTINGS, dry_run_message, missing_base_model_at_stage_03, torn_dapo_line
 from spotlib.config import PARAMS_DIR, ConfigError, load_profile
 from spotlib.config_checks import SMALLEST_VOCAB, check_ranges
+from spotlib.name_checks import NAME_RULES
+from spotlib.validate import validate
 
 
 @pytest.mark.parametrize("overrides, key", BAD_SETTINGS, ids=[k for _, k in BAD_SETTINGS])
@@ -20,7 +22,7 @@ def test_bad_setting_is_refused_naming_its_key(tmp_path, overrides, key):
 def test_shipped_profiles_pass_every_check(name):
     path = PARAMS_DIR / name if name.endswith(".yaml") else name
     profile = load_profile(path)
-    check_ranges(profile, profile.source, names=True)
+    check_ranges(profile, profile.source, extra_rules=NAME_RULES)
 
 
 def test_smallest_vocab_is_the_tokenizers_alphabet():
@@ -62,6 +64,7 @@ def test_missing_base_model_at_stage_03_says_to_run_stage_01(tmp_path):
     assert "base_model: no saved model here" in message and "stage 01" in message and "Repo id" not in message
 
 
-def test_unknown_server_fault_is_refused_when_loading(tmp_path):
+def test_unknown_server_fault_is_refused_at_dry_run(tmp_path):
+    profile = load_profile("test", overrides={"output_dir": str(tmp_path), "oracle.server_faults": {"drop": 0.5}})
     with pytest.raises(ConfigError, match="oracle.server_faults.drop"):
-        load_profile("test", overrides={"output_dir": str(tmp_path), "oracle.server_faults": {"drop": 0.5}})
+        validate(profile)
