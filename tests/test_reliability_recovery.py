@@ -6,7 +6,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -266,7 +265,8 @@ def test_a_notebook_under_reproduce_uses_the_runs_lock(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_copied_outputs_folder_trains_nothing_again(sampled_profile, tmp_path):
-    """Stages 02–04 in one folder, then the whole folder copied: stage 04 there finds every run done."""
+    """Stages 02–04 in one folder, then the whole folder copied and a seed added: stage 04 there trains
+    the new seed only (the stage is not fresh, so every run is looked up by its own key)."""
     from spotlib.stages import filter as pair_filter
     from spotlib.stages import train_methods
 
@@ -282,8 +282,10 @@ def test_a_copied_outputs_folder_trains_nothing_again(sampled_profile, tmp_path)
     weights = sorted((copy / "04_train_spot").rglob("model.safetensors"))
     stamps = {p: p.stat().st_mtime_ns for p in weights}
     assert weights
-    train_methods.run(load_profile("test", overrides={"output_dir": str(copy), **overrides}), progress=False)
-    assert {p: p.stat().st_mtime_ns for p in weights} == stamps   # no model written again
+    train_methods.run(load_profile("test", overrides={"output_dir": str(copy), "seeds": [0, 1], **overrides}),
+                      progress=False)
+    assert {p: p.stat().st_mtime_ns for p in weights} == stamps   # no model of seed 0 written again
+    assert len(list((copy / "04_train_spot").rglob("seed1/model.safetensors"))) == len(weights)
 
 
 def test_torn_stage_03_output_read_by_stage_04_names_the_stage_to_rerun(tmp_path):
