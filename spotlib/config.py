@@ -569,8 +569,19 @@ def check_values(profile: Profile, path: Path | str) -> None:
         raise ConfigError(f"{path}: key train.methods: expected at least one method, got []")
     if not profile.eval.benchmarks:
         raise ConfigError(f"{path}: key eval.benchmarks: expected at least one benchmark, got []")
-    from spotlib.config_checks import check_ranges  # every other range and relation, one rule each
-    check_ranges(profile, path)
+    check_ranges(profile, path)   # every other range and relation, one rule each (spotlib.config_checks)
+
+
+def check_ranges(profile, path, extra_rules=()) -> None:
+    """Raise ConfigError naming the first problem's key. `extra_rules`: rules that read the registries of
+    the layers above (spotlib.name_checks), run by `spotlib.validate`."""
+    from spotlib.config_checks import problems
+
+    found = problems(profile, extra_rules)
+    if found:
+        key, message = found[0]
+        more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""
+        raise ConfigError(f"{path}: key {key}: {message}{more}")
 
 
 def secret_from_env(var_name: str | None, what: str = "API key") -> str | None:

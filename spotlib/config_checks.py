@@ -222,15 +222,3 @@ def seeds(profile) -> Iterator[Problem]:
 
 def problems(profile, extra_rules=()) -> list[Problem]:
     return [p for check in [*RULES, *extra_rules] for p in check(profile)]
-
-
-def check_ranges(profile, path, extra_rules=()) -> None:
-    """Raise ConfigError naming the first problem's key. `extra_rules`: rules that read the registries of
-    the layers above (spotlib.name_checks), run by `spotlib.validate`."""
-    from spotlib.config import ConfigError
-
-    found = problems(profile, extra_rules)
-    if found:
-        key, message = found[0]
-        more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""
-        raise ConfigError(f"{path}: key {key}: {message}{more}")

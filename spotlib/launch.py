@@ -63,10 +63,13 @@ class Nodes:
         return self.main_port if self.main_port is not None else free_port()
 
 
+def node_count(profile) -> int:
+    """`hardware.nodes`, or `SPOT_NODES` (what `make reproduce NODES=N` sets for every stage's kernel)."""
+    return int(os.environ.get("SPOT_NODES") or profile.hardware.nodes)
+
+
 def profile_nodes(profile) -> Nodes:
     """This node's place in the profile's `hardware.nodes` (the environment says which node it is)."""
-    from spotlib.nodes import node_count
-
     return Nodes.from_env(node_count(profile))
 
 

@@ -22,9 +22,7 @@ from spotlib.config import ConfigError
 SHARED_CHECK_DIR = ".nodes"
 
 
-def node_count(profile) -> int:
-    """`hardware.nodes`, or `SPOT_NODES` (what `make reproduce NODES=N` sets for every stage's kernel)."""
-    return int(os.environ.get("SPOT_NODES") or profile.hardware.nodes)
+from spotlib.launch import node_count  # noqa: E402,F401 - the launcher owns it; re-exported
 
 
 def processes_per_node(profile) -> int:
@@ -157,10 +155,10 @@ def mark_stage_started(out: Path, stage: str) -> None:
         marker.write_text(str(time.time()))
 
 
-def follow_node0(profile, node, stage_names: list[str], run_stage=None, poll_s: float = 5.0) -> None:
+def follow_node0(profile, node, stage_names: list[str], run_stage, poll_s: float = 5.0) -> None:
     """A node other than 0: only the training of stages 04 and 06, each when node 0 starts it
-    (node 0 samples, rectifies, filters and evaluates into the shared outputs folder)."""
-    run_stage = run_stage or _join_stage
+    (node 0 samples, rectifies, filters and evaluates into the shared outputs folder);
+    `run_stage(profile, stage)` joins that stage's launch (`reproduce.join_stage`)."""
     for stage in stage_names:
         if stage not in DISTRIBUTED_STAGES:
             continue
@@ -169,13 +167,3 @@ def follow_node0(profile, node, stage_names: list[str], run_stage=None, poll_s: 
             time.sleep(poll_s)
         run_stage(profile, stage)
 
-
-def _join_stage(profile, stage: str) -> None:
-    if stage == "04_train_spot":
-        from spotlib.stages import train_methods
-
-        train_methods.run(profile, progress=False)
-    else:
-        from spotlib.stages import rl_init
-
-        rl_init.relaunch(profile, rl_init.num_processes(profile))

@@ -198,3 +198,10 @@ def pooled_nll(items: Sequence[tuple[float, int]]) -> dict:
         return {"n": 0, "nll_per_token": None, "ppl": None}
     nll = total / tokens
     return {"n": len(items), "nll_per_token": nll, "ppl": math.exp(nll)}
+
+
+def first_edit_span(rejected_ids: list[int], chosen_ids: list[int]) -> tuple[int, int, int, int] | None:
+    """(i1, i2, j1, j2): the first differing span, y⁻[i1:i2] against y⁺[j1:j2]; None if equal."""
+    ops = difflib.SequenceMatcher(None, rejected_ids, chosen_ids, autojunk=False).get_opcodes()
+    first = next((op for op in ops if op[0] != "equal"), None)
+    return None if first is None else tuple(first[1:])

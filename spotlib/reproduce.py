@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         with output_lock(profile.out, name=lock_name), job_control.StopRequests() as stops:
             if node is not None and node.rank > 0:  # this node joins the training of stages 04 and 06
                 from spotlib.nodes import follow_node0
-                follow_node0(profile, node, [s.name for s in stages])
+                follow_node0(profile, node, [s.name for s in stages], join_stage)
                 return 0
             return _run_stages(profile_arg, profile, stages, args.kernel, stops)
     except OutputLocked as exc:
@@ -291,6 +291,18 @@ def _print_kernel_env(profile_arg: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def join_stage(profile, stage: str) -> None:
+    """A node other than 0 joins the launch of a distributed stage node 0 started."""
+    if stage == "04_train_spot":
+        from spotlib.stages import train_methods
+
+        train_methods.run(profile, progress=False)
+    else:
+        from spotlib.stages import rl_init
+
+        rl_init.relaunch(profile, rl_init.num_processes(profile))
 
 
 def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str, stops=None) -> int:

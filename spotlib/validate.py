@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spotlib.config import REPO_ROOT, ConfigError, check_values
-from spotlib.config_checks import check_ranges
+from spotlib.config import REPO_ROOT, ConfigError, check_ranges, check_values
 from spotlib.name_checks import NAME_RULES
 from spotlib.model_paths import looks_local, saved_model_problem
 

@@ -5,7 +5,8 @@ import yaml
 
 from bad_inputs import BAD_SETTINGS, dry_run_message, missing_base_model_at_stage_03, torn_dapo_line
 from spotlib.config import PARAMS_DIR, ConfigError, load_profile
-from spotlib.config_checks import SMALLEST_VOCAB, check_ranges
+from spotlib.config import check_ranges
+from spotlib.config_checks import SMALLEST_VOCAB
 from spotlib.name_checks import NAME_RULES
 from spotlib.validate import validate
 

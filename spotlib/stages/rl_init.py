@@ -162,7 +162,7 @@ def run(profile, progress: bool = True) -> dict:
         return manifest.load()["summary"]
     manifest.write(complete=False)
 
-    from spotlib.nodes import node_count
+    from spotlib.launch import node_count
 
     processes = num_processes(profile)
     if processes * node_count(profile) > 1:  # trained by launched processes, read back from disk

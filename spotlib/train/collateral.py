@@ -23,7 +23,7 @@ import torch
 
 from .data import Tokenized, collate
 from .logps import completion_logps
-from .probes import first_edit_span
+from spotlib.proximity import first_edit_span
 
 
 @dataclass

@@ -28,11 +28,12 @@ reference value (`_ref`).
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from spotlib.proximity import first_edit_span  # noqa: F401 - read here by the edit diagnostic and its tests
 
 from .data import Tokenized, collate, tokenize
 from .logps import completion_logps
@@ -123,13 +124,6 @@ def probe_kl(model, probe: ProbeSet, pad_id: int, device, *, autocast: bool, bat
         mask = torch.tensor([f == fam for f in family])
         result[f"kl/{fam}"] = float(kl[mask].mean())
     return result
-
-
-def first_edit_span(rejected_ids: list[int], chosen_ids: list[int]) -> tuple[int, int, int, int] | None:
-    """(i1, i2, j1, j2): the first differing span, y⁻[i1:i2] against y⁺[j1:j2]; None if equal."""
-    ops = difflib.SequenceMatcher(None, rejected_ids, chosen_ids, autojunk=False).get_opcodes()
-    first = next((op for op in ops if op[0] != "equal"), None)
-    return None if first is None else tuple(first[1:])
 
 
 def _regions(n: int, start: int, stop: int) -> list[int]:
