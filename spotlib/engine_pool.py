@@ -21,11 +21,13 @@ This module imports neither torch nor vLLM at the top: a worker imports only its
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -56,13 +58,17 @@ def default_devices(backend: str) -> list[str]:
     return [str(i) for i in range(count)]
 
 
-def build_engine(backend: str, model_path: str, seed: int):
-    """The engine for one device (called inside its worker, after CUDA_VISIBLE_DEVICES is set)."""
-    if backend == "vllm":
-        from vllm import LLM  # GPU extra, imported lazily
+def build_engine(backend: str, model_path: str, seed: int, engine_args: dict | None = None):
+    """The engine for one device (called inside its worker, after CUDA_VISIBLE_DEVICES is set).
 
-        return LLM(model=model_path, seed=seed, dtype="bfloat16",
-                   gpu_memory_utilization=float(os.environ.get("SPOT_VLLM_MEM", "0.85")))
+    `engine_args`: `vllm.LLM` keyword arguments from the profile (`spotlib.engine_settings`);
+    without them, bf16 and SPOT_VLLM_MEM (default 0.85) of the GPU."""
+    if backend == "vllm":
+        from vllm import LLM  # GPU extra (or vLLM's CPU build), imported lazily
+
+        args = dict(engine_args) if engine_args is not None else {
+            "dtype": "bfloat16", "gpu_memory_utilization": float(os.environ.get("SPOT_VLLM_MEM", "0.85"))}
+        return LLM(model=model_path, seed=seed, **args)
     if backend == "vllm_standin":
         from spotlib.engine_standin import StandinLLM
 
@@ -93,7 +99,8 @@ def engine_generate(engine, backend: str, requests: Sequence[tuple[str, int]], s
     return [r.outputs[0].text.strip() for r in results]
 
 
-def _worker_main(conn, backend: str, model_path: str, seed: int, device: str, log_path: str) -> None:
+def _worker_main(conn, backend: str, model_path: str, seed: int, device: str, log_path: str,
+                 engine_args: dict | None = None, env: dict | None = None) -> None:
     """A worker's life: log to its file, build the engine once, serve requests until told to stop."""
     log = open(log_path, "a", buffering=1)
     os.dup2(log.fileno(), 1)  # the engine's own output (C level, child processes) goes to the log too
@@ -102,12 +109,16 @@ def _worker_main(conn, backend: str, model_path: str, seed: int, device: str, lo
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # exit through finally: engine children stop
     os.environ["CUDA_VISIBLE_DEVICES"] = device  # before anything touches CUDA
-    print(f"engine worker pid {os.getpid()}, backend {backend}, device {device}, model {model_path}", flush=True)
+    os.environ.update(env or {})  # e.g. the CPU build's core binding, before vLLM is imported
+    print(f"engine worker pid {os.getpid()}, backend {backend}, device {device}, model {model_path}, "
+          f"engine args {engine_args}, env {env or {}}", flush=True)
     engine = None
     try:
-        engine = build_engine(backend, model_path, seed)
-        conn.send(("ready", {"pid": os.getpid(), "device": device,
-                             "engine_pid": getattr(engine, "engine_pid", None)}))
+        started = time.perf_counter()
+        engine = build_engine(backend, model_path, seed, engine_args)
+        print(f"engine built in {time.perf_counter() - started:.1f} s", flush=True)
+        conn.send(("ready", {"pid": os.getpid(), "device": device, "engine_pid": getattr(engine, "engine_pid", None),
+                             "start_s": round(time.perf_counter() - started, 2)}))
         served = 0
         while True:
             try:
@@ -119,7 +130,8 @@ def _worker_main(conn, backend: str, model_path: str, seed: int, device: str, lo
             if message[0] == "info":
                 conn.send(("ok", {"pid": os.getpid(), "device": device, "chunks": served,
                                   "engine_pid": getattr(engine, "engine_pid", None),
-                                  "engines_built": 1, "cuda_visible_devices": os.environ["CUDA_VISIBLE_DEVICES"]}))
+                                  "engines_built": 1, "cuda_visible_devices": os.environ["CUDA_VISIBLE_DEVICES"],
+                                  "env": {k: os.environ.get(k) for k in env or {}}}))
                 continue
             _, requests, settings = message
             try:
@@ -157,8 +169,11 @@ class EnginePool:
     """
 
     def __init__(self, backend: str, model_path: str, *, seed: int = 0, devices: Sequence[str] | None = None,
-                 log_dir: str | os.PathLike | None = None):
+                 log_dir: str | os.PathLike | None = None, engine_args: dict | None = None,
+                 worker_envs: Sequence[dict] | None = None):
         self.backend = backend
+        self.engine_args = engine_args
+        self.worker_envs = list(worker_envs) if worker_envs is not None else None
         self.model_path = str(model_path)
         self.seed = seed
         self.devices = list(devices) if devices is not None else default_devices(backend)
@@ -177,6 +192,7 @@ class EnginePool:
         self.close(timeout=5.0 if exc_type is not None else STOP_TIMEOUT_S)
 
     def start(self) -> None:
+        started = time.perf_counter()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA or threads
         try:
@@ -185,13 +201,19 @@ class EnginePool:
                 log_path.write_text("")
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_worker_main, name=f"spot-engine-{rank}", daemon=False,
-                                   args=(child, self.backend, self.model_path, self.seed, device, str(log_path)))
+                                   args=(child, self.backend, self.model_path, self.seed, device, str(log_path),
+                                         self.engine_args, self.worker_envs[rank] if self.worker_envs else None))
                 proc.start()
                 child.close()
                 self.workers.append({"rank": rank, "device": device, "proc": proc, "conn": parent,
                                      "log": log_path, "info": None})
             for worker, (kind, info) in zip(self.workers, self._collect(self.workers, START_TIMEOUT_S)):
                 worker["info"] = info
+            self.start_seconds = time.perf_counter() - started  # engine start-up, the pool's fixed cost
+            with (self.log_dir / "starts.jsonl").open("a") as starts:
+                starts.write(json.dumps({"backend": self.backend, "model": self.model_path,
+                                         "workers": len(self.workers), "start_s": round(self.start_seconds, 2),
+                                         "engine_args": self.engine_args}) + "\n")
         except BaseException:
             self.close(timeout=5.0)
             raise

@@ -82,9 +82,10 @@ def generate(model, tokenizer, prompts: Sequence[str], *, n: int = 1, temperatur
 
 @contextmanager
 def open_generator(backend: str, model_path, *, dtype=None, device: str = "auto", seed: int = 0,
-                   log_dir=None):
+                   log_dir=None, engine_options: dict | None = None):
     """(model, tokenizer) for `generate`, kept for a whole stage: a loaded transformers model, or
-    a pool of engine workers (one per GPU, each building its engine once) shut down on exit."""
+    a pool of engine workers (one per GPU, each building its engine once) shut down on exit.
+    `engine_options`: the pool's devices and engine arguments (`spotlib.engine_settings.pool_options`)."""
     from spotlib.models import load_model, load_tokenizer
 
     backend = choose_backend(backend)
@@ -97,7 +98,7 @@ def open_generator(backend: str, model_path, *, dtype=None, device: str = "auto"
         return
     from spotlib.engine_pool import EnginePool
 
-    with EnginePool(backend, str(model_path), seed=seed, log_dir=log_dir) as pool:
+    with EnginePool(backend, str(model_path), seed=seed, log_dir=log_dir, **(engine_options or {})) as pool:
         yield pool, load_tokenizer(model_path)
 
 

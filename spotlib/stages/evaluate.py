@@ -112,6 +112,7 @@ def _record_key(record: dict) -> tuple:
 def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: JsonlAppender,
                    progress: bool = True) -> None:
     """Sample k responses per item, score them, append one record per (model, benchmark, item)."""
+    from spotlib.engine_settings import pool_options
     from spotlib.sampling import open_generator
 
     cfg = profile.eval
@@ -121,7 +122,7 @@ def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: 
     device = "cpu" if profile.device == "cpu" else "auto"
     # One model (or one engine per GPU) per checkpoint, reused by every chunk.
     with open_generator(cfg.backend, entry["path"], dtype=profile.model.dtype, device=device, seed=entry["seed"],
-                        log_dir=results.path.parent / "engines") as (target, tokenizer):
+                        log_dir=results.path.parent / "engines", engine_options=pool_options(profile)) as (target, tokenizer):
         _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress)
 
 
@@ -135,6 +136,7 @@ def items_to_do(entry: dict, items: dict[str, list[dict]], results: JsonlAppende
 
 
 def _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress) -> None:
+    from spotlib.engine_pool import EnginePool
     from spotlib.sampling import generate
 
     # Benchmarks that share k are sampled together: fuller batches, one pass per chunk.
@@ -142,7 +144,8 @@ def _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress) -> 
     for name, pending in todo.items():
         by_k.setdefault(evals.k_for(cfg, name), []).extend((name, it) for it in pending)
     for k, jobs in by_k.items():
-        chunk = max(1, cfg.batch_size * 4 // k)  # resumable in chunks without starving the batches
+        # Resumable in chunks without starving the batches; an engine pool gets all of them at once.
+        chunk = len(jobs) if isinstance(target, EnginePool) else max(1, cfg.batch_size * 4 // k)
         for start in range(0, len(jobs), chunk):
             part = jobs[start:start + chunk]
             # Seeds from (model seed, benchmark, item id, sample index): chunking and resume change nothing.

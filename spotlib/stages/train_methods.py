@@ -162,9 +162,12 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
 def cached_across_processes(accelerator, path: Path, compute):
     """Like `cached`, for a `compute` every process must join (reference scoring is shared):
     the main process's view of the cache decides for all; it alone writes."""
-    from accelerate.utils import broadcast_object_list
+    if hasattr(accelerator, "broadcast_object"):  # a DeepSpeed run built without accelerate
+        present = accelerator.broadcast_object(path.is_file())
+    else:
+        from accelerate.utils import broadcast_object_list
 
-    present = broadcast_object_list([path.is_file()])[0]
+        present = broadcast_object_list([path.is_file()])[0]
     if present:
         return torch.load(path, weights_only=False)
     value = compute()
