@@ -86,16 +86,18 @@ def _params_class(backend: str):
     return StandinSamplingParams
 
 
-def engine_generate(engine, backend: str, requests: Sequence[tuple[str, int]], settings: dict) -> list[str]:
+def engine_generate(engine, backend: str, requests: Sequence[tuple[str, int]], settings: dict,
+                    progress=False) -> list[str]:
     """One completion per (prompt text, seed): `LLM.generate(prompts, [SamplingParams(seed=...)...])`,
-    a list of per-request sampling parameters, outputs in the order of the prompts."""
+    a list of per-request sampling parameters, outputs in the order of the prompts. `progress`:
+    vLLM's `use_tqdm` (False, or a tqdm-like factory that hears of each finished request)."""
     if not requests:
         return []
     params_cls = _params_class(backend)
     top_k = settings["top_k"] if settings["top_k"] and settings["top_k"] > 0 else -1  # -1: off, in every vLLM
     params = [params_cls(n=1, seed=seed, temperature=settings["temperature"], top_p=settings["top_p"],
                          top_k=top_k, max_tokens=settings["max_tokens"]) for _, seed in requests]
-    results = engine.generate([text for text, _ in requests], params, use_tqdm=False)
+    results = engine.generate([text for text, _ in requests], params, use_tqdm=progress)
     return [r.outputs[0].text.strip() for r in results]
 
 
@@ -135,7 +137,7 @@ def _worker_main(conn, backend: str, model_path: str, seed: int, device: str, lo
                 continue
             _, requests, settings = message
             try:
-                outputs = engine_generate(engine, backend, requests, settings)
+                outputs = engine_generate(engine, backend, requests, settings, progress=_reporting_bar(conn))
             except Exception:
                 traceback.print_exc()
                 conn.send(("error", traceback.format_exc()))
@@ -155,6 +157,28 @@ def _worker_main(conn, backend: str, model_path: str, seed: int, device: str, lo
             shutdown()
         del engine
         log.flush()
+
+
+def _reporting_bar(conn):
+    """A tqdm factory for vLLM's `use_tqdm`: the bar goes to the worker's log, and finished requests
+    are reported to the pool (at most about once a second) while one call serves a worker's whole share."""
+    from tqdm import tqdm
+
+    class ReportingBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.update(file=sys.stderr, mininterval=5.0)
+            super().__init__(*args, **kwargs)
+            self._unreported, self._last = 0, time.monotonic()
+
+        def update(self, n=1):
+            shown = super().update(n)
+            self._unreported += n
+            if time.monotonic() - self._last >= 1.0 or self.n >= (self.total or 0):
+                conn.send(("progress", self._unreported))
+                self._unreported, self._last = 0, time.monotonic()
+            return shown
+
+    return ReportingBar
 
 
 class EnginePool:
@@ -239,8 +263,9 @@ class EnginePool:
         self.workers = []
 
     # ------------------------------------------------------------ work
-    def generate(self, requests: Sequence[tuple[str, int]], settings: dict) -> list[str]:
-        """One completion per (prompt text, seed), in input order."""
+    def generate(self, requests: Sequence[tuple[str, int]], settings: dict, on_progress=None) -> list[str]:
+        """One completion per (prompt text, seed), in input order: each worker gets its whole block in
+        one call. `on_progress(n)` hears of finished requests while they run (vLLM engines)."""
         if not self.workers:
             raise EngineWorkerError(f"engine pool ({self.backend}) is not running (use it inside `with`)")
         blocks = _split(len(requests), len(self.workers))
@@ -250,7 +275,7 @@ class EnginePool:
                 self._send(worker, ("generate", list(requests[lo:hi]), dict(settings)))
                 busy.append((worker, lo, hi))
         out: list[str] = [""] * len(requests)
-        replies = self._collect([w for w, _, _ in busy], timeout=None)
+        replies = self._collect([w for w, _, _ in busy], timeout=None, on_progress=on_progress)
         for (worker, lo, hi), (_, outputs) in zip(busy, replies):
             if len(outputs) != hi - lo:
                 raise EngineWorkerError(self._name(worker) + f" returned {len(outputs)} completions for "
@@ -279,7 +304,7 @@ class EnginePool:
         proc.join(1)
         return EngineWorkerError(f"{self._name(worker)} died (exit code {proc.exitcode}); its log: {worker['log']}")
 
-    def _collect(self, workers: list[dict], timeout: float | None) -> list[tuple[str, object]]:
+    def _collect(self, workers: list[dict], timeout: float | None, on_progress=None) -> list[tuple[str, object]]:
         """One reply from each worker; the first error or death raises, naming the worker and its log."""
         replies: dict[int, tuple[str, object]] = {}
         pending = {w["rank"]: w for w in workers}
@@ -301,6 +326,10 @@ class EnginePool:
                         if worker["proc"].is_alive() and conn not in ready:
                             continue
                         raise self._died(worker)
+                    if reply[0] == "progress":  # the worker is still at it
+                        if on_progress is not None:
+                            on_progress(reply[1])
+                        continue
                     if reply[0] == "error":
                         last = str(reply[1]).strip().splitlines()[-1]
                         raise EngineWorkerError(f"{self._name(worker)} failed: {last}; its log: {worker['log']}")

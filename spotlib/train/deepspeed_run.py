@@ -121,6 +121,10 @@ class DeepSpeedAccelerator:
         self.engine = engine
         self._micro = 0
         self._custom = []  # one run per prepare: the next run registers its own scheduler and δ
+        if self.is_main_process:  # the launch log shows what really trains
+            print(f"DeepSpeed engine: ZeRO stage {self.zero_stage()} on {self.num_processes} processes "
+                  f"({type(engine.optimizer).__name__}, device {self.device.type}, "
+                  f"backend {torch.distributed.get_backend()})", flush=True)
         return engine, _EngineOptimizer(ds_optimizer)
 
     @contextlib.contextmanager
