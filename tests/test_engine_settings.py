@@ -35,3 +35,18 @@ def test_gpu_profiles_keep_vllms_defaults():
     assert "enable_chunked_prefill" not in args  # vLLM's own default on GPUs
     tiny = load_profile("tiny")  # no vLLM at all: nothing to check
     assert tiny.sample.backend != "vllm"
+
+
+def test_a_cpu_profile_on_vllm_needs_no_gpu_but_the_cpu_engines(monkeypatch):
+    import importlib.util
+
+    from spotlib import validate
+
+    rehearsal = load_profile("rehearsal")
+    assert validate.needs_gpu(rehearsal) is None  # vLLM's CPU build
+    assert validate.needs_gpu(load_profile("paper", overrides={"device": "auto"})) == "sample.backend: vllm"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("vllm", "deepspeed") else real(name, *a))
+    problems = validate.cpu_engine_problems(rehearsal)
+    assert len(problems) == 2 and all("make setup-engines" in p for p in problems)
