@@ -186,8 +186,9 @@ class DeepSpeedAccelerator:
         return getattr(model, "module", model)
 
     def get_state_dict(self, model) -> dict:
-        """Full weights (ZeRO-2 keeps whole parameters on every rank; only optimiser states are sharded)."""
-        return {k: v.detach().clone() for k, v in self.unwrap_model(model).state_dict().items()}
+        """Full weights (ZeRO-2 keeps whole parameters on every rank; only optimiser states are sharded).
+        Not copied: tied weights must keep sharing storage, so that `save_pretrained` writes them once."""
+        return {k: v.detach() for k, v in self.unwrap_model(model).state_dict().items()}
 
     def register_for_checkpointing(self, obj) -> None:
         self._custom.append(obj)
