@@ -76,6 +76,33 @@ def build_engine(backend: str, model_path: str, seed: int, engine_args: dict | N
     raise ValueError(f"unknown engine backend {backend!r} (expected vllm or vllm_standin)")
 
 
+def load_into_engine(engine, backend: str, model_path: str, seed: int, engine_args: dict | None):
+    """The engine serving `model_path` instead: vLLM reloads the new checkpoint's weights in place
+    (`reload_weights(weights_path=...)`, the load path of a fresh engine, then the CPU build's kept-weight
+    GEMMs packed again; `spotlib.rl_engine`), so no engine start; the stand-in starts anew."""
+    if backend == "vllm":
+        from spotlib.rl_engine import reload_from_path_on_worker
+
+        engine.collective_rpc(reload_from_path_on_worker, args=(str(model_path),))
+        engine.reset_prefix_cache()
+        return engine
+    engine.shutdown()
+    return build_engine(backend, model_path, seed, engine_args)
+
+
+def same_architecture(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two saved models share an architecture (config.json apart from names, dtype and versions)."""
+    ignored = {"_name_or_path", "torch_dtype", "dtype", "transformers_version", "architectures_version"}
+    configs = []
+    for folder in (a, b):
+        try:
+            config = json.loads((Path(folder) / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        configs.append({k: v for k, v in config.items() if k not in ignored})
+    return configs[0] == configs[1]
+
+
 def _params_class(backend: str):
     if backend == "vllm":
         from vllm import SamplingParams
@@ -129,6 +156,17 @@ def _worker_main(conn, backend: str, model_path: str, seed: int, device: str, lo
                 break
             if message[0] == "stop":
                 break
+            if message[0] == "load":  # another model of the same architecture, into the running engine
+                try:
+                    started = time.perf_counter()
+                    engine = load_into_engine(engine, backend, message[1], seed, engine_args)
+                    model_path = message[1]
+                    print(f"loaded {model_path} in {time.perf_counter() - started:.1f} s", flush=True)
+                    conn.send(("ok", {"load_s": round(time.perf_counter() - started, 2)}))
+                except Exception:
+                    traceback.print_exc()
+                    conn.send(("error", traceback.format_exc()))
+                continue
             if message[0] == "info":
                 conn.send(("ok", {"pid": os.getpid(), "device": device, "chunks": served,
                                   "engine_pid": getattr(engine, "engine_pid", None),
@@ -282,6 +320,27 @@ class EnginePool:
                                         f"{hi - lo} requests; its log: {worker['log']}")
             out[lo:hi] = outputs
         return out
+
+    def load(self, model_path: str | os.PathLike) -> str:
+        """Serve another model: weights reloaded into the running engines when the architecture is the
+        same ("reloaded"), else the workers restarted ("restarted"). Returns which."""
+        model_path = str(model_path)
+        if model_path == self.model_path:
+            return "same"
+        if not self.workers or not same_architecture(self.model_path, model_path):
+            self.close()
+            self.model_path = model_path
+            self.start()
+            return "restarted"
+        started = time.perf_counter()
+        for worker in self.workers:
+            self._send(worker, ("load", model_path))
+        self._collect(self.workers, timeout=START_TIMEOUT_S)
+        self.model_path = model_path
+        with (self.log_dir / "starts.jsonl").open("a") as starts:
+            starts.write(json.dumps({"backend": self.backend, "model": model_path, "workers": len(self.workers),
+                                     "reload_s": round(time.perf_counter() - started, 2)}) + "\n")
+        return "reloaded"
 
     def info(self) -> list[dict]:
         """Each worker's pid, device, engine pid and chunks served (for checks and logs)."""

@@ -203,6 +203,15 @@ def _vllm_model_handle(llm):
     return None
 
 
+def reload_from_path_on_worker(worker, path: str) -> int:
+    """On an engine's worker: the checkpoint at `path` loaded in place (as a fresh engine loads it)."""
+    from vllm.config import set_current_vllm_config
+
+    worker.reload_weights(weights_path=path)
+    with set_current_vllm_config(worker.vllm_config):
+        return _repack_cpu_heads(worker.model_runner.model)
+
+
 def _engine_in_process(llm) -> bool:
     return _vllm_model_handle(llm) is not None
 

@@ -89,14 +89,16 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def score_model(profile, model_path: Path, progress: bool = False) -> dict[str, float]:
+def score_model(profile, model_path: Path, progress: bool = False, pool=None) -> dict[str, float]:
     """benchmark -> score (avg@k of the headline metric) with the 05 registry and eval settings.
 
     Same benchmarks, items, k, sampling settings and backend as stage 05 (`spotlib.evals`,
     `eval.backend`), so the start models' rows can be checked against 05's table. One
-    generator per model (for the engine backends: one engine pool, started once) gets every
-    benchmark's prompts in one call.
+    generator per model gets every benchmark's prompts in one call. `pool`: the stage's engine
+    pool (`evaluate.stage_engines`, started once), switched to this model.
     """
+    import contextlib
+
     import torch
 
     from spotlib import evals
@@ -111,9 +113,15 @@ def score_model(profile, model_path: Path, progress: bool = False) -> dict[str, 
     for name, items in loaded.items():
         by_k.setdefault(evals.k_for(ecfg, name), []).extend((name, i) for i in range(len(items)))
     outs: dict[tuple[str, int], list[str]] = {}
-    with open_generator(backend, model_path, dtype=profile.model.dtype, device=profile.device, seed=0,
-                        log_dir=profile.stage_dir(STAGE) / "engines",
-                        engine_options=pool_options(profile)) as (target, tokenizer):
+    if pool is not None:
+        from spotlib.models import load_tokenizer
+
+        pool.load(model_path)
+        generator = contextlib.nullcontext((pool, load_tokenizer(model_path)))
+    else:
+        generator = open_generator(backend, model_path, dtype=profile.model.dtype, device=profile.device, seed=0,
+                                   log_dir=profile.stage_dir(STAGE) / "engines", engine_options=pool_options(profile))
+    with generator as (target, tokenizer):
         device = torch.device("cpu") if backend in ENGINE_BACKENDS else next(target.parameters()).device
         for k, jobs in by_k.items():
             with torch.no_grad(), autocast_for(device, profile.rl.bf16_autocast and backend in ("transformers",)):
@@ -186,7 +194,12 @@ def run(profile, progress: bool = True) -> dict:
         label = START_LABELS.get(method, method)
         models[label] = start
         models[f"{label} + GRPO" if method != "base" else "GRPO"] = Path(runs[method]["final"])
-    scores = {label: score_model(profile, path) for label, path in models.items()}
+    from spotlib.stages.evaluate import stage_engines
+
+    # One engine pool for every model of the evaluation (engine backends): started once, weights swapped.
+    entries = [{"path": path, "seed": 0} for path in models.values()]
+    with stage_engines(profile, entries, stage_dir / "engines") as pool:
+        scores = {label: score_model(profile, path, pool=pool) for label, path in models.items()}
     timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
     rows = tables.table4(scores)
     pd.DataFrame(rows).to_csv(stage_dir / "table4.csv", index=False)
