@@ -45,14 +45,11 @@ def _engine_options(workers: int) -> dict:
     return pool_options(profile)
 
 
-def _fresh_greedy(model: Path, log_dir: Path) -> list[str]:
-    from spotlib.engine_pool import EnginePool
+def _greedy(pool, model: Path) -> list[str]:
     from spotlib.models import chat_prompt, load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    requests = [(chat_prompt(tokenizer, p), 0) for p in PROMPTS]
-    with EnginePool("vllm", str(model), seed=0, log_dir=log_dir, **_engine_options(1)) as pool:
-        return pool.generate(requests, GREEDY)
+    return pool.generate([(chat_prompt(tokenizer, p), 0) for p in PROMPTS], GREEDY)
 
 
 def test_the_pool_on_vllms_cpu_build_gives_each_request_its_own_seed(model_dir, tmp_path):
@@ -84,19 +81,30 @@ def _push(model_dir: Path, out: Path, *flags: str) -> dict:
     return json.loads((out / "result.json").read_text())
 
 
-def test_after_a_push_greedy_outputs_equal_a_fresh_engine_with_the_pushed_weights(model_dir, tmp_path):
-    pushed = _push(model_dir, tmp_path / "push")
-    assert pushed["repacked"] and pushed["repacked"][0] >= 1  # the tied LM head (and embeddings)
-    assert pushed["sleeps"] is False  # the CPU build has no sleep mode: the engine stays awake
-    fresh = _fresh_greedy(tmp_path / "push" / "pushed", tmp_path / "fresh")
-    original = _fresh_greedy(model_dir, tmp_path / "original")
-    assert pushed["texts"] == fresh
-    assert pushed["texts"] != original  # the push changed what the engine computes
+@pytest.fixture(scope="module")
+def pushes(model_dir, tmp_path_factory):
+    """The same pushed weights, with and without the tied head packed again; a fresh engine built from
+    the pushed weights, then switched back to the original model (`EnginePool.load`)."""
+    from spotlib.engine_pool import EnginePool
+
+    root = tmp_path_factory.mktemp("pushes")
+    pushed, stale = _push(model_dir, root / "push"), _push(model_dir, root / "stale", "--no-repack")
+    with EnginePool("vllm", str(root / "push" / "pushed"), seed=0, log_dir=root / "fresh",
+                    **_engine_options(1)) as pool:
+        fresh = _greedy(pool, root / "push" / "pushed")
+        assert pool.load(model_dir) == "reloaded"
+        original = _greedy(pool, model_dir)
+    return {"pushed": pushed, "stale": stale, "fresh": fresh, "original": original}
 
 
-def test_without_packing_the_tied_head_again_the_push_is_wrong(model_dir, tmp_path):
+def test_after_a_push_greedy_outputs_equal_a_fresh_engine_with_the_pushed_weights(pushes):
+    assert pushes["pushed"]["repacked"] and pushes["pushed"]["repacked"][0] >= 1  # the tied LM head
+    assert pushes["pushed"]["sleeps"] is False  # the CPU build has no sleep mode: the engine stays awake
+    assert pushes["pushed"]["texts"] == pushes["fresh"]
+    assert pushes["original"] != pushes["fresh"]  # the push changed what the engine computes
+
+
+def test_without_packing_the_tied_head_again_the_push_is_wrong(pushes):
     """The diagnosis: vLLM's reload updates the embeddings, but the CPU build's LM-head GEMM still
     multiplies by the packed copy of the old ones."""
-    stale = _push(model_dir, tmp_path / "push", "--no-repack")
-    fresh = _fresh_greedy(tmp_path / "push" / "pushed", tmp_path / "fresh")
-    assert stale["texts"] != fresh
+    assert pushes["stale"]["texts"] != pushes["fresh"]
