@@ -48,6 +48,10 @@ def main() -> None:
     with torch.no_grad():  # a different model: every weight moved by a third of its own spread
         for param in policy.parameters():
             param.add_(torch.randn(param.shape, generator=generator) * param.std().clamp_min(1e-3) / 3)
+        # Special tokens' embeddings (tied: also their logits) set to zero, so that greedy decoding
+        # writes text instead of stopping at once: the comparison sees every token.
+        special = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens]
+        policy.get_input_embeddings().weight[special] = 0.0
     texts = engine.sample(policy, tokenizer, PROMPTS, n=1, temperature=0.0, top_p=1.0, top_k=-1,
                           max_new_tokens=16, seed=0, batch_size=8, autocast=None)
     engine.release()
