@@ -11,7 +11,7 @@ def test_rehearsal_records_the_cpu_builds_settings():
     options = pool_options(profile)
     assert options["devices"] == ["0", "1"]
     assert options["engine_args"] == {"dtype": "float32", "gpu_memory_utilization": 0.05, "enforce_eager": True,
-                                      "enable_chunked_prefill": False, "max_model_len": 512}
+                                      "enable_chunked_prefill": False, "max_model_len": 1280}
     # each worker binds its own core, so two engines do not spin on the same one
     assert [env["VLLM_CPU_OMP_THREADS_BIND"] for env in options["worker_envs"]] == ["0", "1"]
 
