@@ -79,9 +79,9 @@ def build_engine(backend: str, model_path: str, seed: int, engine_args: dict | N
 def load_into_engine(engine, backend: str, model_path: str, seed: int, engine_args: dict | None):
     """The engine serving `model_path` instead: vLLM reloads the new checkpoint's weights in place
     (`reload_weights(weights_path=...)`, the load path of a fresh engine, then the CPU build's kept-weight
-    GEMMs packed again; `spotlib.rl_engine`), so no engine start; the stand-in starts anew."""
+    GEMMs packed again; `spotlib.vllm_weights`), so no engine start; the stand-in starts anew."""
     if backend == "vllm":
-        from spotlib.rl_engine import reload_from_path_on_worker
+        from spotlib.vllm_weights import reload_from_path_on_worker
 
         engine.collective_rpc(reload_from_path_on_worker, args=(str(model_path),))
         engine.reset_prefix_cache()

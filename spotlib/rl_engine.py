@@ -18,11 +18,8 @@ Between rollouts the engine sleeps where vLLM's platform supports it
 cache released: the next push overwrites every weight anyway) and woken (`wake_up(["weights"])`,
 push, `wake_up(["kv_cache"])`) before the next, so training has the card to itself.
 
-On vLLM's CPU build an unquantized linear layer keeps a packed copy of its weight for its
-GEMM (`dispatch_cpu_unquantized_gemm`, set up by `process_weights_after_loading`), and a
-language-model head tied to the embeddings is never reloaded on its own (the checkpoint
-has no `lm_head.weight`), so it would keep the packed copy of the *old* embeddings: after
-the reload the heads that keep their weight are packed again from it (`_repack_cpu_heads`).
+On vLLM's CPU build the reload alone leaves a tied LM head computing with the old
+embeddings; `spotlib.vllm_weights` packs it again (see there).
 
 `release()` frees the engine (engine core shut down, collected, CUDA cache emptied):
 the trainer calls it when the run ends, before anything else (stage 06's evaluation)
@@ -36,6 +33,8 @@ import os
 from typing import Sequence
 
 import torch
+
+from spotlib.vllm_weights import reload_weights_on_worker
 
 
 def prompt_seed(seed: int, item_id: str) -> int:
@@ -136,9 +135,9 @@ class RolloutEngine:
         # On the engine's worker: in this process (colocated) the tensors are handed over as they are;
         # an engine core in another process receives CPU copies.
         if _engine_in_process(llm):
-            llm.collective_rpc(_reload_weights_on_worker, args=(weights,))
+            llm.collective_rpc(reload_weights_on_worker, args=(weights,))
         else:
-            llm.collective_rpc(_reload_weights_on_worker, args=([(k, v.cpu()) for k, v in weights],))
+            llm.collective_rpc(reload_weights_on_worker, args=([(k, v.cpu()) for k, v in weights],))
         if self._asleep:
             llm.wake_up(tags=["kv_cache"])
             self._asleep = False
@@ -173,19 +172,6 @@ def sleep_mode_available() -> bool:
 
 
 
-def _repack_cpu_heads(model) -> int:
-    """vLLM's CPU build: pack again every GEMM that kept its weight (embedding-shaped layers, the
-    LM head), from the weight it holds now. Returns how many; 0 off the CPU build."""
-    count = 0
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        method = getattr(module, "quant_method", None)
-        if hasattr(module, "cpu_linear") and weight is not None and weight.numel() > 0 and method is not None:
-            method.process_weights_after_loading(module)
-            count += 1
-    return count
-
-
 def _vllm_model_handle(llm):
     """The engine's torch module when it runs in this process, else None."""
     paths = (("llm_engine", "model_executor", "driver_worker", "model_runner", "model"),
@@ -203,27 +189,8 @@ def _vllm_model_handle(llm):
     return None
 
 
-def reload_from_path_on_worker(worker, path: str) -> int:
-    """On an engine's worker: the checkpoint at `path` loaded in place (as a fresh engine loads it)."""
-    from vllm.config import set_current_vllm_config
-
-    worker.reload_weights(weights_path=path)
-    with set_current_vllm_config(worker.vllm_config):
-        return _repack_cpu_heads(worker.model_runner.model)
-
-
 def _engine_in_process(llm) -> bool:
     return _vllm_model_handle(llm) is not None
-
-
-def _reload_weights_on_worker(worker, state) -> int:
-    """On the engine's worker: vLLM's in-place reload, then (CPU build) the kept-weight GEMMs packed again.
-    Returns how many GEMMs were packed again."""
-    from vllm.config import set_current_vllm_config
-
-    worker.reload_weights(weights_iterator=iter(state))
-    with set_current_vllm_config(worker.vllm_config):
-        return _repack_cpu_heads(worker.model_runner.model)
 
 
 def release_cached_engines() -> None:

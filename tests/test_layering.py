@@ -15,9 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "spotlib"
 
 # (layer, module prefixes); a module belongs to the layer of its longest matching prefix.
 LAYERS = [
-    ("config/io", ["config", "io", "progress", "precision"]),
+    ("config/io", ["config", "io", "progress", "precision", "engine_settings"]),
     ("world/models/tokens/sampling/grading", ["world", "models", "tokens", "sampling", "engine_pool",
-                                             "engine_standin", "grading", "problems"]),
+                                             "engine_standin", "vllm_weights", "grading", "problems"]),
     ("oracle/proximity/losses/train/evals/rl", [
         "oracle", "proximity", "losses", "tether", "train", "evals", "rl", "rl_engine", "grpo_math",
         "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "tables"]),

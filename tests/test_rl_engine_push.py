@@ -6,7 +6,8 @@ import types
 import torch
 
 from spotlib import rl_engine
-from spotlib.rl_engine import RolloutEngine, _repack_cpu_heads, _reload_weights_on_worker
+from spotlib.rl_engine import RolloutEngine
+from spotlib.vllm_weights import reload_weights_on_worker, repack_cpu_heads
 
 
 class _Worker:
@@ -110,7 +111,7 @@ def test_cpu_heads_that_keep_their_weight_are_packed_again_from_it():
                                  "plain": torch.nn.Linear(2, 2)})
     model["head"].process_weights_after_loading(model["head"])
     model["head"].weight.data.fill_(2.0)  # the tied embeddings were reloaded; the packed copy is stale
-    assert _repack_cpu_heads(model) == 1
+    assert repack_cpu_heads(model) == 1
     assert torch.equal(model["head"].packed, torch.full((3, 2), 2.0))
     assert model["linear"].packed is None
 
@@ -123,5 +124,5 @@ def test_the_worker_side_reload_repacks_after_vllms_reload(monkeypatch):
     calls = []
     worker = _Worker(calls)
     worker.model_runner.model = torch.nn.ModuleDict({"head": _KeptWeightGemm()})
-    assert _reload_weights_on_worker(worker, [("head.weight", torch.zeros(3, 2))]) == 1
+    assert reload_weights_on_worker(worker, [("head.weight", torch.zeros(3, 2))]) == 1
     assert calls == [("reload_weights", ["head.weight"])]

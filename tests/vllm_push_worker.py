@@ -28,16 +28,14 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from spotlib import rl_engine
+    from spotlib import rl_engine, vllm_weights
     from spotlib.config import load_profile
     from spotlib.engine_settings import engine_args
 
     repacked = []
-    if args.no_repack:
-        rl_engine._repack_cpu_heads = lambda model: 0
-    else:
-        original = rl_engine._repack_cpu_heads
-        rl_engine._repack_cpu_heads = lambda model: repacked.append(original(model)) or repacked[-1]
+    original = vllm_weights.repack_cpu_heads  # the engine core runs in this process: patched here, seen there
+    vllm_weights.repack_cpu_heads = (lambda model: 0) if args.no_repack else \
+        (lambda model: repacked.append(original(model)) or repacked[-1])
 
     settings = engine_args(load_profile("rehearsal").engine)
     settings["max_model_len"] = 384
@@ -50,8 +48,10 @@ def main() -> None:
             param.add_(torch.randn(param.shape, generator=generator) * param.std().clamp_min(1e-3) / 3)
         # Special tokens' embeddings (tied: also their logits) set to zero, so that greedy decoding
         # writes text instead of stopping at once: the comparison sees every token.
-        special = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens]
-        policy.get_input_embeddings().weight[special] = 0.0
+        # So are tokens that are only whitespace (the answer is compared stripped).
+        quiet = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()]
+        quiet += [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens]
+        policy.get_input_embeddings().weight[quiet] = 0.0
     texts = engine.sample(policy, tokenizer, PROMPTS, n=1, temperature=0.0, top_p=1.0, top_k=-1,
                           max_new_tokens=16, seed=0, batch_size=8, autocast=None)
     engine.release()
