@@ -139,6 +139,8 @@ def _worker_main(conn, backend: str, model_path: str, seed: int, device: str, lo
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # exit through finally: engine children stop
     os.environ["CUDA_VISIBLE_DEVICES"] = device  # before anything touches CUDA
     os.environ.update(env or {})  # e.g. the CPU build's core binding, before vLLM is imported
+    if backend == "vllm":  # `load` ships a worker-side function (spotlib.vllm_weights) to the engine core
+        os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     print(f"engine worker pid {os.getpid()}, backend {backend}, device {device}, model {model_path}, "
           f"engine args {engine_args}, env {env or {}}", flush=True)
     engine = None
