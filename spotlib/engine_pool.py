@@ -92,7 +92,7 @@ def load_into_engine(engine, backend: str, model_path: str, seed: int, engine_ar
 
 def same_architecture(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two saved models share an architecture (config.json apart from names, dtype and versions)."""
-    ignored = {"_name_or_path", "torch_dtype", "dtype", "transformers_version", "architectures_version"}
+    ignored = {"_name_or_path", "torch_dtype", "dtype", "transformers_version", "use_cache"}  # not the weights
     configs = []
     for folder in (a, b):
         try:

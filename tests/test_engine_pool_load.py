@@ -44,3 +44,16 @@ def test_a_pool_switched_to_another_model_answers_as_one_started_on_it(tmp_path)
         assert pool.generate(_requests(b), SETTINGS) == fresh_b != first
         assert pool.load(c) == "restarted"
         assert pool.generate(_requests(c), SETTINGS) == fresh_c
+
+
+def test_a_trained_checkpoint_has_its_start_models_architecture(tmp_path):
+    """Training turns `use_cache` off in the saved config (gradient checkpointing): still the same weights' shape."""
+    import json
+
+    base = {"model_type": "qwen3", "hidden_size": 64, "use_cache": True, "dtype": "float32"}
+    for name, changes in (("base", {}), ("trained", {"use_cache": False, "dtype": "bfloat16"}),
+                          ("wider", {"hidden_size": 128})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({**base, **changes}))
+    assert same_architecture(tmp_path / "base", tmp_path / "trained")
+    assert not same_architecture(tmp_path / "base", tmp_path / "wider")
