@@ -193,6 +193,9 @@ class TrainConfig:
     save_every: int = 0             # checkpoint every N steps (0 = only the final model)
     accelerate_config: str | None = None  # accelerate launch config (DeepSpeed ZeRO-2 on GPUs)
     launcher: str = "accelerate"    # how stage 04 relaunches itself: accelerate (with accelerate_config) | torchrun
+    # DeepSpeed JSON: every training process (stages 04 and 06) builds its engine with deepspeed.initialize,
+    # on GPUs and on a CPU alike (spotlib.train.deepspeed_run); None: accelerate's own wrapper (DDP / plugin).
+    deepspeed_config: str | None = None
     num_processes: int | None = None  # training processes; None = the visible GPUs (CPU: set it, with torchrun)
     ref_batch_tokens: int = 16384   # padded tokens per reference log-prob batch (rows × longest row; memory plan)
     logits_chunk_tokens: int = 2048  # completion tokens per LM-head chunk in training (one chunk's logits alive)
@@ -270,6 +273,19 @@ class RLConfig:
 
 
 @dataclass
+class EngineConfig:
+    """vLLM's engine settings for stages 01, 05 and 06 (`sample/eval/rl.backend: vllm`), as recorded
+    profile settings: the same keys on a GPU and on vLLM's CPU build (`spotlib.engine_settings`)."""
+    workers: int = 0                # engine workers (0: one per visible GPU; a CPU profile sets it)
+    dtype: str = "bfloat16"
+    gpu_memory_utilization: float = 0.85  # share of each GPU's memory (of the machine's RAM on vLLM's CPU build)
+    enforce_eager: bool = False     # True: no CUDA graphs / no torch.compile (seconds instead of a minute on CPU)
+    enable_chunked_prefill: bool | None = None  # None: vLLM's default (CPU: False, seeded sampling needs it)
+    max_model_len: int | None = None  # None: the model's own
+    threads_per_worker: int = 0     # CPU build: cores each engine binds (0: vLLM's default)
+
+
+@dataclass
 class HardwareConfig:
     """What the memory and time plan (spotlib.memory_plan) and the preflight assume and check."""
     gpus: int = 0                   # CUDA GPUs the profile runs on (0: a CPU profile, not planned)
@@ -298,6 +314,7 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     assets: str = ""                # "rehearsal": stage 01 first builds a small model and public-format files
     source: str = ""                # the YAML file this profile came from

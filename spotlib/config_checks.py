@@ -220,5 +220,13 @@ def seeds(profile) -> Iterator[Problem]:
             yield f"seeds[{i}]", f"expected a seed >= 0, got {s}"
 
 
+@rule
+def engine(profile) -> Iterator[Problem]:
+    from spotlib.engine_settings import problems as engine_problems
+
+    yield from engine_problems(profile)
+
+
 def problems(profile, extra_rules=()) -> list[Problem]:
     return [p for check in [*RULES, *extra_rules] for p in check(profile)]
+

@@ -152,10 +152,19 @@ def _using_deepspeed() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
-def make_accelerator(device: torch.device, cfg: RLConfig, grad_accum: int):
-    """The run's Accelerator: plain, DDP (torchrun; gloo on CPU) or DeepSpeed (`accelerate launch`)."""
+def make_accelerator(device: torch.device, cfg: RLConfig, grad_accum: int, deepspeed_config: str | None = None):
+    """The run's Accelerator: plain, DDP (torchrun; gloo on CPU) or DeepSpeed (`accelerate launch`); with
+    `deepspeed_config` (the profile's `train.deepspeed_config`) a DeepSpeed engine built directly, on any device."""
     from accelerate import Accelerator
 
+    if deepspeed_config:
+        from spotlib.config import REPO_ROOT
+        from spotlib.train.deepspeed_run import DeepSpeedAccelerator
+
+        path = Path(deepspeed_config)
+        return DeepSpeedAccelerator(path if path.is_absolute() else REPO_ROOT / path, device_type=device.type,
+                                    micro_batch=cfg.micro_batch, grad_accum=grad_accum,
+                                    max_grad_norm=cfg.max_grad_norm, bf16=device.type == "cuda")
     deepspeed = _using_deepspeed()
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if deepspeed else "no",
                               gradient_accumulation_steps=grad_accum)
@@ -194,7 +203,8 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
                reward_fn: RewardFn, cfg: RLConfig, *, heldout: list[dict] | None = None,
                seed: int = 0, device: str = "auto", max_len: int = 512,
                max_prompt_len: int | None = None, backend: str = "transformers",
-               dtype: str | None = None, progress: bool = True, engine=None) -> dict:
+               dtype: str | None = None, progress: bool = True, engine=None,
+               deepspeed_config: str | None = None) -> dict:
     """GRPO from the model saved at `init_path` (also the KL reference) on `items` (problem records).
 
     Runs in this process, or as one rank of several (torchrun / `accelerate launch`): each
@@ -215,7 +225,7 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     dev = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_prompts, grad_accum = layout(cfg, world)
-    accelerator = make_accelerator(dev, cfg, grad_accum)
+    accelerator = make_accelerator(dev, cfg, grad_accum, deepspeed_config)
     if accelerator.num_processes != world:
         raise RuntimeError(f"WORLD_SIZE={world} but accelerate sees {accelerator.num_processes} processes")
     if accelerator.is_main_process:
@@ -231,7 +241,7 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
         raise ValueError("train_grpo: no training prompts")
 
     dev = accelerator.device
-    deepspeed = _using_deepspeed()
+    deepspeed = _using_deepspeed() or bool(deepspeed_config)
     weights = (dtype or "bfloat16") if deepspeed else "float32"
     lm, tokenizer = load_model(init_path, dtype=weights, device=str(dev))
     if cfg.gradient_checkpointing:

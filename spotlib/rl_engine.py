@@ -6,10 +6,20 @@ start model with a small `gpu_memory_utilization` (the policy, its optimiser sha
 activations need the rest of the card) and `distributed_executor_backend=
 "external_launcher"` when several ranks run, so the engine lives in the training
 process and joins its torch.distributed world instead of spawning workers. Before each
-rollout the policy's current weights are loaded into the engine in place
-(`model.load_weights`), and the prefix cache is reset (cached prompt KV came from the
-old weights). Every prompt gets its own sampling seed (from the run seed, the step and
-the prompt's id), so a prompt's rollouts do not depend on which rank samples it.
+rollout the policy's current weights are loaded into the engine in place (the worker's
+`reload_weights`, vLLM's in-place reload: every layer's weights are processed again, as at
+load time), and the prefix cache is reset (cached prompt KV came from the old weights).
+Every prompt gets its own sampling seed (from the run seed, the step and the prompt's id),
+so a prompt's rollouts do not depend on which rank samples it.
+
+Between rollouts the engine sleeps where vLLM's platform supports it
+(`current_platform.is_sleep_mode_available()`: CUDA; the CPU build does not): built with
+`enable_sleep_mode=True`, it is put to `sleep(level=2)` after each rollout (weights and KV
+cache released: the next push overwrites every weight anyway) and woken (`wake_up(["weights"])`,
+push, `wake_up(["kv_cache"])`) before the next, so training has the card to itself.
+
+On vLLM's CPU build the reload alone leaves a tied LM head computing with the old
+embeddings; `spotlib.vllm_weights` packs it again (see there).
 
 `release()` frees the engine (engine core shut down, collected, CUDA cache emptied):
 the trainer calls it when the run ends, before anything else (stage 06's evaluation)
@@ -23,6 +33,8 @@ import os
 from typing import Sequence
 
 import torch
+
+from spotlib.vllm_weights import reload_weights_on_worker
 
 
 def prompt_seed(seed: int, item_id: str) -> int:
@@ -39,7 +51,8 @@ class RolloutEngine:
     """
 
     def __init__(self, backend: str, init_path: str | os.PathLike, seed: int, *, rank: int = 0,
-                 world: int = 1, gpu_memory: float = 0.3, max_len: int | None = None):
+                 world: int = 1, gpu_memory: float = 0.3, max_len: int | None = None,
+                 engine_args: dict | None = None):
         from spotlib.sampling import choose_backend
 
         self.backend = choose_backend(backend)
@@ -49,6 +62,9 @@ class RolloutEngine:
         self.world = world
         self.gpu_memory = gpu_memory
         self.max_len = max_len
+        self.engine_args = engine_args  # `vllm.LLM` arguments from the profile (`spotlib.engine_settings`)
+        self.sleeps = False             # whether the engine sleeps between rollouts (set when it is built)
+        self._asleep = False
         self._llm = None
         self.finish_reasons: list[list[str]] = []  # the last `sample`'s, per prompt and rollout: "stop" | "length"
 
@@ -83,7 +99,14 @@ class RolloutEngine:
                                  max_tokens=max_new_tokens, seed=prompt_seed(seed, i)) for i in ids]
         results = llm.generate(texts, params, use_tqdm=False)
         self.finish_reasons = [[c.finish_reason for c in r.outputs] for r in results]
+        self.sleep()
         return [[c.text.strip() for c in r.outputs] for r in results]
+
+    def sleep(self) -> None:
+        """Release the engine's weights and KV cache until the next rollout (where vLLM supports it)."""
+        if self._llm is not None and self.sleeps and not self._asleep:
+            self._llm.sleep(level=2)
+            self._asleep = True
 
     # ------------------------------------------------------------------ vLLM engine
 
@@ -100,20 +123,28 @@ class RolloutEngine:
                 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             if self.max_len:
                 kwargs["max_model_len"] = self.max_len
-            self._llm = LLM(model=self.init_path, seed=self.seed + self.rank, dtype="bfloat16",
-                            gpu_memory_utilization=self.gpu_memory, **kwargs)
+            kwargs.update(self.engine_args or {"dtype": "bfloat16", "gpu_memory_utilization": self.gpu_memory})
+            self.sleeps = sleep_mode_available()
+            self._llm = LLM(model=self.init_path, seed=self.seed + self.rank, enable_sleep_mode=self.sleeps,
+                            **kwargs)
         return self._llm
 
     def push_weights(self, policy):
         """Load the policy's current weights into the engine in place; returns the engine."""
         llm = self.engine()
+        if self._asleep:
+            llm.wake_up(tags=["weights"])
         # named_parameters yields tied weights once, under the HF names vLLM's loaders expect.
         weights = [(name, param.detach()) for name, param in policy.named_parameters()]
-        model = _vllm_model_handle(llm)
-        if model is not None:
-            model.load_weights(iter(weights))
-        else:  # engine core in another process: ship the tensors through vLLM's RPC
-            llm.collective_rpc(_load_weights_on_worker, args=([(k, v.cpu()) for k, v in weights],))
+        # On the engine's worker: in this process (colocated) the tensors are handed over as they are;
+        # an engine core in another process receives CPU copies.
+        if _engine_in_process(llm):
+            llm.collective_rpc(reload_weights_on_worker, args=(weights,))
+        else:
+            llm.collective_rpc(reload_weights_on_worker, args=([(k, v.cpu()) for k, v in weights],))
+        if self._asleep:
+            llm.wake_up(tags=["kv_cache"])
+            self._asleep = False
         if hasattr(llm, "reset_prefix_cache"):
             llm.reset_prefix_cache()
         return llm
@@ -136,6 +167,15 @@ def release_vllm(llm) -> None:
         core.shutdown()
 
 
+def sleep_mode_available() -> bool:
+    """Whether vLLM can sleep on this platform (CUDA yes; its CPU build no: the worker ignores `sleep`)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_sleep_mode_available())
+
+
+
+
 def _vllm_model_handle(llm):
     """The engine's torch module when it runs in this process, else None."""
     paths = (("llm_engine", "model_executor", "driver_worker", "model_runner", "model"),
@@ -153,8 +193,8 @@ def _vllm_model_handle(llm):
     return None
 
 
-def _load_weights_on_worker(worker, state):
-    worker.model_runner.model.load_weights(iter(state))
+def _engine_in_process(llm) -> bool:
+    return _vllm_model_handle(llm) is not None
 
 
 def release_cached_engines() -> None:

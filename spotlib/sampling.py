@@ -68,7 +68,8 @@ def generate(model, tokenizer, prompts: Sequence[str], *, n: int = 1, temperatur
     seeds = request_seeds(seed, keys, n)
     if backend in ENGINE_BACKENDS:
         return _generate_engines(model, tokenizer, prompts, seeds, backend=backend, temperature=temperature,
-                                 top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed)
+                                 top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed,
+                                 progress=progress)
     if backend != "transformers":
         raise ValueError(f"unknown generation backend {backend!r} (expected transformers, vllm or vllm_standin)")
     texts = [chat_prompt(tokenizer, p) for p in prompts]
@@ -86,9 +87,10 @@ def generate(model, tokenizer, prompts: Sequence[str], *, n: int = 1, temperatur
 
 @contextmanager
 def open_generator(backend: str, model_path, *, dtype=None, device: str = "auto", seed: int = 0,
-                   log_dir=None):
+                   log_dir=None, engine_options: dict | None = None):
     """(model, tokenizer) for `generate`, kept for a whole stage: a loaded transformers model, or
-    a pool of engine workers (one per GPU, each building its engine once) shut down on exit."""
+    a pool of engine workers (one per GPU, each building its engine once) shut down on exit.
+    `engine_options`: the pool's devices and engine arguments (`spotlib.engine_settings.pool_options`)."""
     from spotlib.models import load_model, load_tokenizer
 
     backend = choose_backend(backend)
@@ -101,7 +103,7 @@ def open_generator(backend: str, model_path, *, dtype=None, device: str = "auto"
         return
     from spotlib.engine_pool import EnginePool
 
-    with EnginePool(backend, str(model_path), seed=seed, log_dir=log_dir) as pool:
+    with EnginePool(backend, str(model_path), seed=seed, log_dir=log_dir, **(engine_options or {})) as pool:
         yield pool, load_tokenizer(model_path)
 
 
@@ -175,7 +177,7 @@ def generate_rows(model, tokenizer, texts: Sequence[str], seeds: Sequence[int], 
 
 
 def _generate_engines(model, tokenizer, prompts, seeds, *, backend, temperature, top_p, top_k, max_new_tokens,
-                      seed) -> list[list[str]]:
+                      seed, progress: bool = False) -> list[list[str]]:
     """One request per sample (n=1, its own seed), sent to a pool of engine workers or an in-process engine."""
     from spotlib.engine_pool import EnginePool, engine_generate
 
@@ -187,7 +189,8 @@ def _generate_engines(model, tokenizer, prompts, seeds, *, backend, temperature,
         with EnginePool(backend, str(model), seed=seed) as pool:
             flat = pool.generate(requests, settings)
     elif isinstance(model, EnginePool):
-        flat = model.generate(requests, settings)
+        with tqdm(total=len(requests), desc="generate", disable=not progress, leave=False) as bar:
+            flat = model.generate(requests, settings, on_progress=bar.update)
     else:  # an engine already built in this process (RL pushes weights into it)
         flat = engine_generate(model, backend, requests, settings)
     out: list[list[str]] = [[] for _ in texts]

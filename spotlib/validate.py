@@ -82,7 +82,7 @@ def needs_gpu(profile) -> str | None:
     if profile.device == "cuda":
         return "device: cuda"
     for key in ("sample", "eval", "rl"):
-        if getattr(profile, key).backend == "vllm":
+        if getattr(profile, key).backend == "vllm" and profile.device != "cpu":  # device cpu: vLLM's CPU build
             return f"{key}.backend: vllm"
     return None
 
@@ -109,9 +109,25 @@ def _environment_problems(profile, stages: list[str] | None) -> list[str]:
     if reason and gpu_stages and cuda_devices() == 0:
         problems.append(f"the profile needs CUDA GPUs ({reason}) and this machine has none visible: "
                         f"use a GPU machine, or a CPU profile such as tiny")
+    problems.extend(cpu_engine_problems(profile))
     folder = writable_problem(profile.out)
     if folder:
         problems.append(folder)
+    return problems
+
+
+def cpu_engine_problems(profile) -> list[str]:
+    """A CPU profile on the real engines needs them installed (`make setup-engines`)."""
+    import importlib.util
+
+    problems = []
+    vllm_keys = [k for k in ("sample", "eval", "rl") if getattr(profile, k).backend == "vllm"]
+    if profile.device == "cpu" and vllm_keys and importlib.util.find_spec("vllm") is None:
+        problems.append(f"{vllm_keys[0]}.backend is vllm on a CPU and vLLM's CPU build is not installed: "
+                        f"run `make setup-engines`")
+    if profile.train.deepspeed_config and importlib.util.find_spec("deepspeed") is None:
+        problems.append(f"train.deepspeed_config is set and DeepSpeed is not installed: run `make setup-engines` "
+                        f"(CPU) or `make setup` (GPU)")
     return problems
 
 

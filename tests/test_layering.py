@@ -15,9 +15,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "spotlib"
 
 # (layer, module prefixes); a module belongs to the layer of its longest matching prefix.
 LAYERS = [
-    ("config/io", ["config", "config_checks", "io", "progress", "precision", "shared_lock", "live_bytes"]),
+    ("config/io", ["config", "config_checks", "io", "progress", "precision", "shared_lock", "live_bytes",
+                   "engine_settings"]),
     ("world/models/tokens/sampling/grading", ["world", "models", "tokens", "sampling", "engine_pool",
-                                             "engine_standin", "grading", "problems", "model_paths"]),
+                                             "engine_standin", "vllm_weights", "grading", "problems",
+                                             "model_paths"]),
     ("oracle/proximity/losses/train/evals/rl", [
         "oracle", "proximity", "losses", "tether", "train", "evals", "rl", "rl_engine", "grpo_math",
         "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "memory_terms", "tables"]),

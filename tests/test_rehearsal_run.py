@@ -1,10 +1,11 @@
 """The CPU rehearsal of the paper path, run for real.
 
-Fast: stages 01-03 of the `rehearsal` profile (its public-format files, the vLLM stand-in engine
-pool, math-verify grading, the Oracle over HTTP against the package's local server, the filter)
-with a briefly pre-trained student. Slow: the whole `python -m spotlib.reproduce --profile
-rehearsal` (papermill, torchrun x2 for training and GRPO, stages 05-06, the report) into a
-temporary output folder.
+Fast: stages 01-03 of the `rehearsal` profile (its public-format files, the engine pool with the
+vLLM stand-in engine, math-verify grading, the Oracle over HTTP against the package's local
+server, the filter) with a briefly pre-trained student. Slow (`make test-engines`): the whole
+`python -m spotlib.reproduce --profile rehearsal` on the real engines (vLLM's CPU build for
+sampling and evaluation, DeepSpeed ZeRO-2 on 2 torchrun processes for training and GRPO,
+papermill, the report) into a temporary output folder.
 """
 import json
 
@@ -14,9 +15,10 @@ import yaml
 from spotlib.config import PARAMS_DIR, load_profile
 from spotlib.io import read_jsonl
 
-# Sizes only: the code path is the profile's own.
+# Sizes, and the stand-in engine for the fast suite (the same engine pool, no vLLM install).
 FAST = {"world.pretrain_steps": 150, "world.pretrain_batch": 16, "world.manifest_eval_items": 0,
-        "world.num_threads": 1, "sample.num_problems": 8, "filter.nll_max_items": 8}
+        "world.num_threads": 1, "sample.num_problems": 8, "filter.nll_max_items": 8,
+        "sample.backend": "vllm_standin"}
 
 
 def test_stages_01_to_03_on_the_paper_path(tmp_path):
@@ -45,9 +47,20 @@ def test_stages_01_to_03_on_the_paper_path(tmp_path):
     assert all(p["chosen"] != p["rejected"] for p in pairs)
 
 
+def test_the_rehearsal_profile_names_the_real_engines():
+    profile = load_profile("rehearsal")
+    assert profile.sample.backend == profile.eval.backend == "vllm"
+    assert profile.train.deepspeed_config == "params/deepspeed_zero2.json"
+    assert profile.train.deepspeed_config == load_profile("paper").train.deepspeed_config  # the paper's config
+    assert profile.train.num_processes == profile.rl.num_processes == 2
+
+
 @pytest.mark.slow
+@pytest.mark.engines
 def test_whole_rehearsal_into_a_temporary_folder(tmp_path):
     """`python -m spotlib.reproduce --profile rehearsal`, as `make reproduce PROFILE=rehearsal` runs it."""
+    pytest.importorskip("vllm", reason="vLLM's CPU build is not installed (make setup-engines)")
+    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (make setup-engines)")
     from spotlib import reproduce
 
     spec = yaml.safe_load((PARAMS_DIR / "rehearsal.yaml").read_text())

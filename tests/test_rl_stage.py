@@ -84,7 +84,7 @@ def test_rollout_engines_are_released_before_evaluation(tmp_path, monkeypatch):
             live.discard(id(self))
             super().release()
 
-    def evaluate(profile, path):  # the order is under test here; scores are the other test's
+    def evaluate(profile, path, **_):  # the order is under test here; scores are the other test's
         assert not live, f"evaluating {path} while a rollout engine is held"
         events.append("evaluate")
         return {"arith": 0.5}

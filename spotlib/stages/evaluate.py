@@ -20,6 +20,7 @@ model is evaluated changes nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -110,19 +111,43 @@ def _record_key(record: dict) -> tuple:
 
 
 def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: JsonlAppender,
-                   progress: bool = True) -> None:
-    """Sample k responses per item, score them, append one record per (model, benchmark, item)."""
+                   progress: bool = True, pool=None) -> None:
+    """Sample k responses per item, score them, append one record per (model, benchmark, item).
+    `pool`: an engine pool kept for the stage (`stage_engines`); it is switched to this model."""
+    from spotlib.engine_settings import pool_options
+    from spotlib.models import load_tokenizer
     from spotlib.sampling import open_generator
 
     cfg = profile.eval
     todo = items_to_do(entry, items, results)
     if not any(todo.values()):
         return
+    if pool is not None:  # the stage's engines, started once: this model's weights loaded into them
+        pool.load(entry["path"])
+        _evaluate_chunks(entry, todo, pool, load_tokenizer(entry["path"]), cfg, results, progress)
+        return
     device = "cpu" if profile.device == "cpu" else "auto"
     # One model (or one engine per GPU) per checkpoint, reused by every chunk.
     with open_generator(cfg.backend, entry["path"], dtype=profile.model.dtype, device=device, seed=entry["seed"],
-                        log_dir=results.path.parent / "engines") as (target, tokenizer):
+                        log_dir=results.path.parent / "engines", engine_options=pool_options(profile)) as (target, tokenizer):
         _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress)
+
+
+@contextlib.contextmanager
+def stage_engines(profile, entries: list[dict], log_dir: Path):
+    """One engine pool for the whole stage (engine backends; None otherwise): started once with the
+    first model, then each model's weights are loaded into the running engines (`EnginePool.load`)."""
+    from spotlib.engine_settings import pool_options
+    from spotlib.sampling import ENGINE_BACKENDS, choose_backend
+
+    if not entries or choose_backend(profile.eval.backend) not in ENGINE_BACKENDS:
+        yield None
+        return
+    from spotlib.engine_pool import EnginePool
+
+    with EnginePool(choose_backend(profile.eval.backend), str(entries[0]["path"]), seed=entries[0]["seed"],
+                    log_dir=log_dir, **pool_options(profile)) as pool:
+        yield pool
 
 
 def items_to_do(entry: dict, items: dict[str, list[dict]], results: JsonlAppender) -> dict[str, list[dict]]:
@@ -135,6 +160,7 @@ def items_to_do(entry: dict, items: dict[str, list[dict]], results: JsonlAppende
 
 
 def _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress) -> None:
+    from spotlib.engine_pool import EnginePool
     from spotlib.sampling import generate
 
     # Benchmarks that share k are sampled together: fuller batches, one pass per chunk.
@@ -142,7 +168,8 @@ def _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress) -> 
     for name, pending in todo.items():
         by_k.setdefault(evals.k_for(cfg, name), []).extend((name, it) for it in pending)
     for k, jobs in by_k.items():
-        chunk = max(1, cfg.batch_size * 4 // k)  # resumable in chunks without starving the batches
+        # Resumable in chunks without starving the batches; an engine pool gets all of them at once.
+        chunk = len(jobs) if isinstance(target, EnginePool) else max(1, cfg.batch_size * 4 // k)
         for start in range(0, len(jobs), chunk):
             part = jobs[start:start + chunk]
             # Seeds from (model seed, benchmark, item id, sample index): chunking and resume change nothing.
@@ -216,11 +243,13 @@ def run(profile, progress: bool = True) -> dict:
         from spotlib.progress import bar as progress_bar
         bar = progress_bar(total=len(entries), initial=len(entries) - len(pending), desc="models evaluated",
                            unit="model")
-    with JsonlAppender(stage / RESULTS, key_fn=_record_key) as results:
+    todo_here = [e for e in entries if e["model"] in pending] if workers == 1 else []
+    with JsonlAppender(stage / RESULTS, key_fn=_record_key) as results, \
+            stage_engines(profile, todo_here, stage / "engines") as pool:
         for entry in entries:  # after workers: every model is found done, and only collected
             if bar is not None and entry["model"] in pending and workers == 1:
                 bar.set_postfix(model=entry["model"])
-            evaluate_model(entry, items, profile, results, progress=progress)
+            evaluate_model(entry, items, profile, results, progress=progress, pool=pool)
             if bar is not None and entry["model"] in pending:
                 bar.update(1)
         # Only the results of these exact weights: an earlier model of the same name is not reported.
@@ -254,12 +283,13 @@ def evaluate_share(profile, models: list[str], progress: bool = True) -> list[st
     with JsonlAppender(stage / WORKER_RESULTS.replace("*", str(os.getpid())), key_fn=_record_key) as sink:
         if (stage / RESULTS).is_file():  # the main file is not written while workers run
             sink.done |= {_record_key(r) for r in read_jsonl(stage / RESULTS)}
-        for model in models:
-            if bar is not None:
-                bar.set_postfix(model=model)
-            evaluate_model(entries[model], items, profile, sink, progress=progress)
-            if bar is not None:
-                bar.update(1)
+        with stage_engines(profile, [entries[m] for m in models], stage / "engines" / f"share-{os.getpid()}") as pool:
+            for model in models:
+                if bar is not None:
+                    bar.set_postfix(model=model)
+                evaluate_model(entries[model], items, profile, sink, progress=progress, pool=pool)
+                if bar is not None:
+                    bar.update(1)
     if bar is not None:
         bar.close()
     return models

@@ -93,38 +93,54 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def score_model(profile, model_path: Path) -> dict[str, float]:
+def score_model(profile, model_path: Path, progress: bool = False, pool=None) -> dict[str, float]:
     """benchmark -> score (avg@k of the headline metric) with the 05 registry and eval settings.
 
-    Same benchmarks, items, k and sampling settings as stage 05 (`spotlib.evals`), so the
-    start models' rows can be checked against 05's table.
+    Same benchmarks, items, k, sampling settings and backend as stage 05 (`spotlib.evals`,
+    `eval.backend`), so the start models' rows can be checked against 05's table. One
+    generator per model gets every benchmark's prompts in one call. `pool`: the stage's engine
+    pool (`evaluate.stage_engines`, started once), switched to this model.
     """
+    import contextlib
+
     import torch
 
     from spotlib import evals
-    from spotlib.models import load_model, load_tokenizer
+    from spotlib.engine_settings import pool_options
     from spotlib.precision import autocast_for
-    from spotlib.sampling import choose_backend, generate
+    from spotlib.sampling import ENGINE_BACKENDS, choose_backend, generate, open_generator
 
     ecfg = profile.eval
-    backend = choose_backend(profile.rl.backend)
-    if backend == "vllm":  # vLLM loads the weights itself: only the tokenizer here
-        target, tokenizer, device = str(model_path), load_tokenizer(model_path), torch.device("cpu")
+    backend = choose_backend(ecfg.backend)
+    loaded = {name: evals.load_items(name, ecfg, profile.world) for name in ecfg.benchmarks}
+    by_k: dict[int, list[tuple[str, int]]] = {}  # benchmarks that share k: one generate call
+    for name, items in loaded.items():
+        by_k.setdefault(evals.k_for(ecfg, name), []).extend((name, i) for i in range(len(items)))
+    outs: dict[tuple[str, int], list[str]] = {}
+    if pool is not None:
+        from spotlib.models import load_tokenizer
+
+        pool.load(model_path)
+        generator = contextlib.nullcontext((pool, load_tokenizer(model_path)))
     else:
-        target, tokenizer = load_model(model_path, dtype=profile.model.dtype, device=profile.device)
-        device = next(target.parameters()).device
+        generator = open_generator(backend, model_path, dtype=profile.model.dtype, device=profile.device, seed=0,
+                                   log_dir=profile.stage_dir(STAGE) / "engines", engine_options=pool_options(profile))
+    with generator as (target, tokenizer):
+        device = torch.device("cpu") if backend in ENGINE_BACKENDS else next(target.parameters()).device
+        for k, jobs in by_k.items():
+            with torch.no_grad(), autocast_for(device, profile.rl.bf16_autocast and backend in ("transformers",)):
+                texts = generate(target, tokenizer, [loaded[n][i]["prompt"] for n, i in jobs], n=k,
+                                 temperature=ecfg.temperature, top_p=ecfg.top_p, top_k=ecfg.top_k,
+                                 max_new_tokens=ecfg.max_new_tokens, seed=0, batch_size=ecfg.batch_size,
+                                 keys=[i for _, i in jobs], backend=backend,  # each benchmark's own positions
+                                 progress=progress)
+            outs.update(zip(jobs, texts))
     scores = {}
-    for name in ecfg.benchmarks:
+    for name, items in loaded.items():
         bench = evals.get(name)
-        items = evals.load_items(name, ecfg, profile.world)
         k = evals.k_for(ecfg, name)
-        with torch.no_grad(), autocast_for(device, profile.rl.bf16_autocast and backend != "vllm"):
-            outs = generate(target, tokenizer, [it["prompt"] for it in items], n=k,
-                            temperature=ecfg.temperature, top_p=ecfg.top_p, top_k=ecfg.top_k,
-                            max_new_tokens=ecfg.max_new_tokens, seed=0, batch_size=ecfg.batch_size,
-                            backend=backend, progress=False)
-        per_sample = [bench.summarize(bench.score_all(items, [o[j] for o in outs], ecfg))["score"]
-                      for j in range(k)]
+        per_sample = [bench.summarize(bench.score_all(items, [outs[(name, i)][j] for i in range(len(items))],
+                                                      ecfg))["score"] for j in range(k)]
         scores[name] = sum(per_sample) / k
     return scores
 
@@ -187,7 +203,12 @@ def run(profile, progress: bool = True) -> dict:
         label = START_LABELS.get(method, method)
         models[label] = start
         models[f"{label} + GRPO" if method != "base" else "GRPO"] = Path(runs[method]["final"])
-    scores = {label: score_model(profile, path) for label, path in models.items()}
+    from spotlib.stages.evaluate import stage_engines
+
+    # One engine pool for every model of the evaluation (engine backends): started once, weights swapped.
+    entries = [{"path": path, "seed": 0} for path in models.values()]
+    with stage_engines(profile, entries, stage_dir / "engines") as pool:
+        scores = {label: score_model(profile, path, pool=pool) for label, path in models.items()}
     timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
     rows = tables.table4(scores)
     pd.DataFrame(rows).to_csv(stage_dir / "table4.csv", index=False)
@@ -218,7 +239,8 @@ def train_runs(profile, starts: dict[str, Path], train_items, heldout, progress:
         runs[method] = train_grpo(start, stage_dir / method / f"seed{seed}", train_items, grader, cfg,
                                   heldout=heldout, seed=seed, device=profile.device,
                                   max_len=profile.model.max_len, backend=cfg.backend,
-                                  dtype=profile.model.dtype, progress=progress)
+                                  dtype=profile.model.dtype, progress=progress,
+                                  deepspeed_config=profile.train.deepspeed_config)
         timings[f"grpo_{method}_s"] = round(time.perf_counter() - t0, 1)
     return runs, timings
 

@@ -16,7 +16,7 @@ from spotlib.problems import load_train_problems
 from spotlib.io import JsonlAppender, Manifest, dir_sha256, params_hash, read_jsonl, write_jsonl
 
 STAGE = "01_sample"
-CHUNK = 256  # problems generated between two appends: the most a crash can lose
+CHUNK = 256  # problems generated between two appends: the most a crash can lose (transformers backend)
 SEEDING = "per-sample: sha256(profile seed | problem id | sample index)"  # spotlib.sampling.sample_seed
 
 
@@ -64,7 +64,12 @@ def run(profile, progress: bool = True) -> dict:
     with JsonlAppender(all_path, key_fn=lambda r: (r["id"], r["sample_id"])) as sink:
         todo = [p for p in problems if any((p["id"], j) not in sink for j in range(cfg.n))]
         if todo:
-            from spotlib.sampling import open_generator, generate
+            from spotlib.engine_settings import pool_options
+            from spotlib.sampling import ENGINE_BACKENDS, choose_backend, generate, open_generator
+
+            # Engines get every prompt at once (each worker its whole share: vLLM schedules them
+            # together instead of waiting on each chunk's slowest sample); workers report progress.
+            chunk_size = len(todo) if choose_backend(cfg.backend) in ENGINE_BACKENDS else CHUNK
 
             # One model (or one engine per GPU) for the whole stage, reused by every chunk.
             from spotlib.progress import bar
@@ -73,10 +78,10 @@ def run(profile, progress: bool = True) -> dict:
             samples_bar = bar(total=len(problems) * cfg.n, initial=len(sink.records), desc="samples",
                               unit="sample", disable=not progress)
             with samples_bar, open_generator(cfg.backend, student, dtype=profile.model.dtype,
-                                             device=profile.device, seed=profile.seed,
-                                             log_dir=out_dir / "engines") as (model, tokenizer):
-                for start in range(0, len(todo), CHUNK):
-                    chunk = todo[start:start + CHUNK]
+                                             device=profile.device, seed=profile.seed, log_dir=out_dir / "engines",
+                                             engine_options=pool_options(profile)) as (model, tokenizer):
+                for start in range(0, len(todo), chunk_size):
+                    chunk = todo[start:start + chunk_size]
                     # Seeds from (profile seed, problem id, sample index): a resumed run repeats an
                     # uninterrupted one, whatever was left to do.
                     outputs = generate(model, tokenizer, [p["prompt"] for p in chunk], n=cfg.n,

@@ -158,12 +158,16 @@ def cached_across_processes(accelerator, path: Path, compute):
     """Like `cached`, for a `compute` every process must join (reference scoring is shared):
     the main process's view of the cache decides for all (a torn or corrupt file is computed
     again, as `cached` does); it alone writes."""
-    from accelerate.utils import broadcast_object_list
-
     from spotlib.train.logps import load_cache
 
     found, value = load_cache(path) if accelerator.is_main_process else (False, None)
-    if broadcast_object_list([found])[0]:
+    if hasattr(accelerator, "broadcast_object"):  # a DeepSpeed run built without accelerate
+        found = accelerator.broadcast_object(found)
+    else:
+        from accelerate.utils import broadcast_object_list
+
+        found = broadcast_object_list([found])[0]
+    if found:
         return value if accelerator.is_main_process else torch.load(path, weights_only=False)
     value = compute()
     if accelerator.is_main_process:

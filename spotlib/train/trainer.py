@@ -80,10 +80,20 @@ def num_steps(train_cfg, n_examples: int, effective_batch: int) -> int:
 
 
 def make_accelerator(train_cfg, device: str):
-    """The Accelerator for `train_cfg` on the profile's `device` (auto | cpu | cuda)."""
+    """The Accelerator for `train_cfg` on the profile's `device` (auto | cpu | cuda); with
+    `train.deepspeed_config`, a DeepSpeed engine built directly (`spotlib.train.deepspeed_run`)."""
     from accelerate import Accelerator
 
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if train_cfg.deepspeed_config:
+        from spotlib.config import REPO_ROOT
+        from spotlib.train.deepspeed_run import DeepSpeedAccelerator
+
+        path = Path(train_cfg.deepspeed_config)
+        return DeepSpeedAccelerator(path if path.is_absolute() else REPO_ROOT / path,
+                                    device_type="cpu" if on_cpu else "cuda",
+                                    micro_batch=train_cfg.per_device_batch, grad_accum=train_cfg.grad_accum,
+                                    max_grad_norm=train_cfg.max_grad_norm, bf16=train_cfg.bf16 and not on_cpu)
     mixed = "bf16" if (train_cfg.bf16 and not on_cpu) else "no"
     accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed,
                               gradient_accumulation_steps=train_cfg.grad_accum)
