@@ -199,6 +199,7 @@ def train_runs(profile, starts: dict[str, Path], train_items, heldout, progress:
 
     A run whose final model exists (trained by launched processes) returns at once."""
     from spotlib.rl import train_grpo
+    from spotlib.train.tracking import run_tracking
 
     cfg, seed = profile.rl, profile.seeds[0]
     stage_dir = profile.stage_dir(STAGE)
@@ -206,10 +207,12 @@ def train_runs(profile, starts: dict[str, Path], train_items, heldout, progress:
     runs, timings = {}, {}
     for method, start in starts.items():
         t0 = time.perf_counter()
-        runs[method] = train_grpo(start, stage_dir / method / f"seed{seed}", train_items, grader, cfg,
+        run_dir = stage_dir / method / f"seed{seed}"
+        tracking = run_tracking(profile, run_dir, {"init": method, "seed": seed, "rl": dataclasses.asdict(cfg)})
+        runs[method] = train_grpo(start, run_dir, train_items, grader, cfg,
                                   heldout=heldout, seed=seed, device=profile.device,
                                   max_len=profile.model.max_len, backend=cfg.backend,
-                                  dtype=profile.model.dtype, progress=progress)
+                                  dtype=profile.model.dtype, progress=progress, tracking=tracking)
         timings[f"grpo_{method}_s"] = round(time.perf_counter() - t0, 1)
     return runs, timings
 

@@ -43,6 +43,7 @@ from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
 from spotlib.train.probes import build_edit_diag, build_probe_set, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, plan_runs
+from spotlib.train.tracking import training_tracking
 from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_key,
                                    train_bf16, train_run)
 from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
@@ -223,7 +224,8 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
         counter.now_training(run_spec, seed)
         start = time.perf_counter()
         summary = train_run(profile.train, profile.model, run_spec, seed, shared[run_spec.name], run_dir,
-                            steps=plan.steps, device=profile.device, progress=progress)
+                            steps=plan.steps, device=profile.device, progress=progress,
+                            tracking=training_tracking(profile, run_spec, seed, plan.steps, run_dir))
         summary = dict(summary, wall_s=round(time.perf_counter() - start, 2), dir=str(run_dir))
         summaries.append(summary)
         counter.finished(run_spec, seed)
