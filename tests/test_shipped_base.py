@@ -1,0 +1,120 @@
+"""The shipped base model: used in place of pre-training only for its world and intact weights;
+`--rebuild` says whether pre-training again gives the same bits."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+import spotlib.world.pretrain as pretrain_module
+from spotlib.config import load_profile
+from spotlib.io import file_sha256, weights_sha256
+from spotlib.world import shipped
+from spotlib.world.pretrain import build_base_model, ensure_base_model, world_hash
+
+SHIPPED_TINY = shipped.ASSETS_DIR / "tiny-base"
+
+
+@pytest.fixture(scope="module")
+def test_world_assets(tmp_path_factory):
+    """An assets folder shipping the test profile's base model (pre-trained once here)."""
+    profile = load_profile("test")
+    assets = tmp_path_factory.mktemp("assets")
+    built = tmp_path_factory.mktemp("built") / "base_model"
+    build_base_model(profile.world, built, progress=False)
+    shipped.ship(built, "test-base", assets)
+    return assets
+
+
+def no_pretraining(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("pre-trained although a matching base model is shipped")
+    monkeypatch.setattr(pretrain_module, "pretrain", fail)
+
+
+def test_a_matching_shipped_model_is_installed_without_pretraining(tmp_path, test_world_assets, monkeypatch, capsys):
+    monkeypatch.setattr(shipped, "ASSETS_DIR", test_world_assets)
+    no_pretraining(monkeypatch)
+    profile = load_profile("test", overrides={"output_dir": str(tmp_path / "out")})
+    path = ensure_base_model(profile)
+    source = test_world_assets / "test-base"
+    assert "no pre-training" in capsys.readouterr().out
+    for file in source.iterdir():            # byte for byte: the same dir hash, the same run keys
+        assert file_sha256(path / file.name) == file_sha256(file), file.name
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["world_hash"] == world_hash(profile.world)
+    assert ensure_base_model(profile) == path   # and from then on it is the cached model
+
+
+def test_another_world_or_altered_weights_pretrain_instead(tmp_path, test_world_assets, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.setattr(shipped, "ASSETS_DIR", test_world_assets)
+    profile = load_profile("test", overrides={"output_dir": str(tmp_path / "out")})
+    other = profile.replace(world=dataclasses.replace(profile.world, seed=1))
+    assert shipped.shipped_for(other.world) == (None, None)
+    # the shipped files altered after they were recorded: named, and never used
+    altered = tmp_path / "assets"
+    shutil.copytree(test_world_assets, altered)
+    weights = altered / "test-base" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(shipped, "ASSETS_DIR", altered)
+    folder, problem = shipped.shipped_for(profile.world)
+    assert folder is None and "do not match the checksum" in problem
+    calls = []
+    real = pretrain_module.pretrain
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    path = ensure_base_model(profile)
+    assert calls == [1] and "not using the shipped base model" in capsys.readouterr().out
+    assert weights_sha256(path) == json.loads((test_world_assets / "test-base" / "manifest.json").read_text())[
+        "weights_sha256"]   # pre-training again made the bits that were shipped
+
+
+def test_compare_with_shipped_names_both_digests(tmp_path, test_world_assets):
+    profile = load_profile("test")
+    source = test_world_assets / "test-base"
+    same, verdict = shipped.compare_with_shipped(source, profile.world, test_world_assets)
+    assert same is True and "EQUAL bit for bit" in verdict
+    recorded = json.loads((source / "manifest.json").read_text())["weights_sha256"]
+    digests = shipped.digests(source)
+    assert digests["weights_sha256"] == recorded
+    assert digests["model.safetensors"] == file_sha256(source / "model.safetensors") != recorded
+    other = dataclasses.replace(profile.world, seed=1)
+    assert shipped.compare_with_shipped(source, other, test_world_assets)[0] is None
+
+
+def test_the_repository_ships_the_tiny_profiles_base_model():
+    """assets/tiny-base is the tiny profile's base model: its world hash, intact weights, a few MB.
+    (A change of the tiny world's settings needs `python -m spotlib.world --profile tiny --rebuild
+    --ship tiny-base`; until then `make reproduce` pre-trains.)"""
+    world = load_profile("tiny").world
+    manifest = json.loads((SHIPPED_TINY / "manifest.json").read_text())
+    assert manifest["world_hash"] == world_hash(world), "assets/tiny-base was made with other world settings"
+    folder, problem = shipped.shipped_for(world)
+    assert folder == SHIPPED_TINY and problem is None
+    assert sum(p.stat().st_size for p in SHIPPED_TINY.iterdir()) < 8 * 2**20
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= \
+        {p.name for p in SHIPPED_TINY.iterdir()}
+
+
+@pytest.mark.slow
+def test_rebuilding_the_tiny_base_model_gives_the_shipped_bits(tmp_path):
+    """`make base-model`: pre-training the tiny profile's base model again (about 11 minutes on two
+    quiet cores) gives weights equal to the shipped ones bit for bit."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from spotlib.config import resolve_profile_path
+    raw = yaml.safe_load(resolve_profile_path("tiny").read_text())
+    raw["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "spotlib.world", "--profile", str(path), "--rebuild", "--n", "2"],
+                          capture_output=True, text=True, timeout=3600)
+    assert "EQUAL bit for bit" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.returncode == 0
