@@ -20,7 +20,7 @@ LAYERS = [
                                              "engine_standin", "grading", "problems"]),
     ("oracle/proximity/losses/train/evals/rl", [
         "oracle", "proximity", "losses", "tether", "train", "evals", "rl", "rl_engine", "grpo_math",
-        "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "tables"]),
+        "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "tables", "model_card"]),
     ("stages", ["stages", "workers", "plots"]),
     ("reproduce/report/notebooks", ["reproduce", "report", "report_html", "notebook", "preflight", "calibrate",
                                     "validate"]),

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from spotlib import tables
 from spotlib.io import Manifest, dir_sha256, params_hash, write_json_atomic
+from spotlib.model_card import CARD
 
 STAGE = "06_rl_init"
 START_LABELS = {"base": "base", "spot_bco": "SPoT"}
@@ -79,9 +80,9 @@ def rl_problems(profile) -> tuple[list[dict], list[dict]]:
 
 def fingerprint(path: Path) -> str:
     """Content hash of a small model folder; names, sizes and mtimes of a large one."""
-    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != CARD)
     if sum(p.stat().st_size for p in files) < 200 * 2**20:
-        return dir_sha256(path)
+        return dir_sha256(path, skip=(CARD,))   # the model card describes the model, later stages add to it
     digest = hashlib.sha256()
     for p in files:
         stat = p.stat()
@@ -179,6 +180,7 @@ def run(profile, progress: bool = True) -> dict:
         models[label] = start
         models[f"{label} + GRPO" if method != "base" else "GRPO"] = Path(runs[method]["final"])
     scores = {label: score_model(profile, path) for label, path in models.items()}
+    _cards(profile, starts, runs, scores, len(train_items), params_hash([r["id"] for r in train_items]))
     timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
     rows = tables.table4(scores)
     pd.DataFrame(rows).to_csv(stage_dir / "table4.csv", index=False)
@@ -192,6 +194,21 @@ def run(profile, progress: bool = True) -> dict:
     manifest.timings.update(timings)
     manifest.write(complete=True, summary=summary)
     return summary
+
+
+def _cards(profile, starts: dict[str, Path], runs: dict[str, dict], scores: dict, n_prompts: int,
+           prompts_hash: str) -> None:
+    """Each GRPO model's card, with its row of Table 4 (%)."""
+    from spotlib import model_card
+
+    for method, start in starts.items():
+        label = START_LABELS.get(method, method)
+        final = Path(runs[method]["final"])
+        model_card.grpo_card(profile, method, start, final, steps=runs[method]["steps"], n_prompts=n_prompts,
+                             prompts_hash=prompts_hash)
+        row = scores[f"{label} + GRPO" if method != "base" else "GRPO"]
+        model_card.add_scores(final, {name: 100 * value for name, value in row.items()},
+                              "stage 06 (06_rl_init/table4.csv)")
 
 
 def train_runs(profile, starts: dict[str, Path], train_items, heldout, progress: bool = True):
