@@ -23,7 +23,7 @@ LAYERS = [
         "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "tables", "model_card"]),
     ("stages", ["stages", "workers", "plots"]),
     ("reproduce/report/notebooks", ["reproduce", "report", "report_html", "notebook", "preflight", "calibrate",
-                                    "validate"]),
+                                    "validate", "cli"]),
 ]
 
 
