@@ -167,6 +167,9 @@ def test_a_tracker_that_is_not_installed_is_named_before_training(tmp_path, monk
     spec = tracking.run_tracking(profile, tmp_path / "04_train_spot" / "sft" / "seed0", {})
     with pytest.raises(RuntimeError, match=r"train.report_to: wandb is not installed \(pip install wandb\)"):
         tracking.RunTracker(spec)
+    from spotlib.validate import validate   # and a run stops before its first stage (a dry run lists it)
+    assert any("train.report_to names wandb, not installed here" in p for p in validate(profile))
+    assert not any("report_to" in p for p in validate(profile, ["01_sample"]))
 
 
 def test_run_settings_become_flat_hyperparameters():

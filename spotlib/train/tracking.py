@@ -110,13 +110,19 @@ def _tracker_classes():
     return LOGGER_TYPE_TO_CLASS, available
 
 
+def missing_trackers(report_to: str | list[str]) -> list[str]:
+    """The trackers `train.report_to` names that are not installed here."""
+    _, available = _tracker_classes()
+    return [n for n in trackers_of(report_to) if not available[n]()]
+
+
 class RunTracker:
     """The trackers of one run, started at `resume_step` (0: a fresh run, whose old TensorBoard
     folder is cleared; k: a resumed run, whose TensorBoard steps after k are purged)."""
 
     def __init__(self, spec: TrackerSpec, resume_step: int = 0):
-        classes, available = _tracker_classes()
-        missing = [n for n in spec.report_to if not available[n]()]
+        classes, _ = _tracker_classes()
+        missing = missing_trackers(spec.report_to)
         if missing:
             raise RuntimeError(f"train.report_to: {', '.join(missing)} is not installed (pip install "
                                f"{' '.join(missing)}), or set train.report_to: none")
