@@ -18,11 +18,26 @@ SHIPPED_TINY = shipped.ASSETS_DIR / "tiny-base"
 
 @pytest.fixture(scope="module")
 def test_world_assets(tmp_path_factory):
-    """An assets folder shipping the test profile's base model (pre-trained once here)."""
+    """An assets folder shipping a base model of the test world (its shape, untrained: what matters
+    here is the world hash and the recorded sha256)."""
+    from spotlib.world.pretrain import save_untrained
+
     profile = load_profile("test")
     assets = tmp_path_factory.mktemp("assets")
     built = tmp_path_factory.mktemp("built") / "base_model"
-    build_base_model(profile.world, built, progress=False)
+    save_untrained(profile.world, built)
+    (built / "manifest.json").write_text(json.dumps({"world_hash": world_hash(profile.world),
+                                                     "weights_sha256": weights_sha256(built)}))
+    shipped.ship(built, "test-base", assets)
+    return assets
+
+
+@pytest.fixture(scope="module")
+def pretrained_assets(tmp_path_factory):
+    """An assets folder shipping the test profile's base model, pre-trained here."""
+    assets = tmp_path_factory.mktemp("assets")
+    built = tmp_path_factory.mktemp("built") / "base_model"
+    build_base_model(load_profile("test").world, built, progress=False)
     shipped.ship(built, "test-base", assets)
     return assets
 
@@ -64,13 +79,16 @@ def test_another_world_or_altered_weights_pretrain_instead(tmp_path, test_world_
     monkeypatch.setattr(shipped, "ASSETS_DIR", altered)
     folder, problem = shipped.shipped_for(profile.world)
     assert folder is None and "do not match the checksum" in problem
-    calls = []
-    real = pretrain_module.pretrain
-    monkeypatch.setattr(pretrain_module, "pretrain", lambda *a, **k: calls.append(1) or real(*a, **k))
-    path = ensure_base_model(profile)
-    assert calls == [1] and "not using the shipped base model" in capsys.readouterr().out
-    assert weights_sha256(path) == json.loads((test_world_assets / "test-base" / "manifest.json").read_text())[
-        "weights_sha256"]   # pre-training again made the bits that were shipped
+    class Pretrained(Exception):
+        pass
+
+    def pretrain(*args, **kwargs):
+        raise Pretrained
+    monkeypatch.setattr(pretrain_module, "pretrain", pretrain)
+    with pytest.raises(Pretrained):
+        ensure_base_model(profile)
+    assert "not using the shipped base model" in capsys.readouterr().out
+    assert not (profile.out / "base_model" / "manifest.json").exists()
 
 
 def test_compare_with_shipped_names_both_digests(tmp_path, test_world_assets):
@@ -84,6 +102,43 @@ def test_compare_with_shipped_names_both_digests(tmp_path, test_world_assets):
     assert digests["model.safetensors"] == file_sha256(source / "model.safetensors") != recorded
     other = dataclasses.replace(profile.world, seed=1)
     assert shipped.compare_with_shipped(source, other, test_world_assets)[0] is None
+
+
+@pytest.mark.slow
+def test_rebuild_says_whether_pretraining_again_gives_the_shipped_bits(tmp_path, pretrained_assets, monkeypatch,
+                                                                       capsys):
+    """`python -m spotlib.world --rebuild` (what `make base-model` runs) on the test world: equal to the
+    shipped weights (exit 0); against a shipped copy with other weights, different (exit 1)."""
+    import shutil
+
+    import yaml
+
+    from spotlib.config import resolve_profile_path
+    from spotlib.world.__main__ import main
+
+    raw = yaml.safe_load(resolve_profile_path("test").read_text())
+    raw["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "test.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(shipped, "ASSETS_DIR", pretrained_assets)
+    assert main(["--profile", str(path), "--rebuild", "--n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "EQUAL bit for bit" in out and '"weights_sha256"' in out and '"model.safetensors"' in out
+    # a shipped copy whose weights are other bits (recorded as such): the rebuild says so
+    other = tmp_path / "assets"
+    shutil.copytree(pretrained_assets, other)
+    from safetensors.torch import load_file, save_file
+    weights = other / "test-base" / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, weights, metadata={"format": "pt"})
+    manifest = json.loads((other / "test-base" / "manifest.json").read_text())
+    manifest["weights_sha256"] = weights_sha256(other / "test-base")
+    (other / "test-base" / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(shipped, "ASSETS_DIR", other)
+    assert main(["--profile", str(path), "--rebuild", "--n", "1"]) == 1
+    assert "DIFFERENT from the shipped one" in capsys.readouterr().out
 
 
 def test_the_repository_ships_the_tiny_profiles_base_model():
