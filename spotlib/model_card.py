@@ -93,8 +93,8 @@ def render(metadata: dict) -> str:
     what = METHOD_TEXT.get(f["method"], f["method"])
     lines = [f"# spotlib · {f['profile']} · {f['run']} · seed {f['seed']}", "",
              f"A checkpoint of the spotlib study (profile `{f['profile']}`): **{f['run']}**, {what}, trained by "
-             f"stage `{f['stage']}` from `{metadata.get('base_model')}` (weights_sha256 "
-             f"`{str(f.get('base_weights_sha256', '?'))[:16]}…`).", "",
+             f"stage `{f['stage']}` from `{metadata.get('base_model')}`"
+             + (f" (files' hash `{f['base_model_hash'][:16]}…`)." if f.get("base_model_hash") else "."), "",
              "## Training", "", "| setting | value |", "|---|---|",
              f"| method | `{f['method']}` (objective `{f.get('objective', f['method'])}`) |"]
     lines += [f"| {key} | {_cell(value)} |" for key, value in f.get("settings", {}).items()]
@@ -129,12 +129,9 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _metadata(profile, facts: dict, base_path, tags: list[str]) -> dict:
-    from spotlib.io import weights_sha256
-
-    base = Path(str(base_path))
-    if base.is_dir():
-        facts["base_weights_sha256"] = weights_sha256(base)
+def _metadata(profile, facts: dict, base_path, base_hash: str | None, tags: list[str]) -> dict:
+    if base_hash:   # the start model's identity as the stage keyed it (not hashed again: 16 GB at 8B)
+        facts["base_model_hash"] = base_hash
     return {"base_model": base_model_label(profile, base_path), "library_name": "transformers",
             "pipeline_tag": "text-generation",
             "tags": ["spotlib", "surgical-post-training", *tags, f"profile-{profile.name}"], "spotlib": facts}
@@ -169,11 +166,12 @@ def training_card(profile, plan, run_spec, seed: int, run_dir: Path, summary: di
                       for f in files],
              "steps": summary.get("steps"), "weights_sha256": summary.get("weights_sha256"),
              "final_loss": (summary.get("final") or {}).get("loss")}
-    return write_card(run_dir, _metadata(profile, facts, plan.base_path, [run_spec.method]))
+    return write_card(run_dir, _metadata(profile, facts, plan.base_path, plan.inputs_hash.get("base_model"),
+                                         [run_spec.method]))
 
 
 def grpo_card(profile, method: str, start, final_dir: Path, *, steps: int, n_prompts: int,
-              prompts_hash: str) -> Path:
+              prompts_hash: str, start_hash: str | None = None) -> Path:
     """The card of a stage-06 GRPO run's final model (`method`: the start, base or a stage-04 run)."""
     from spotlib.io import weights_sha256
 
@@ -188,7 +186,7 @@ def grpo_card(profile, method: str, start, final_dir: Path, *, steps: int, n_pro
              "data": [{"file": f"RL prompts ({profile.sample.dataset})", "sha256": prompts_hash,
                        "examples": n_prompts}],
              "steps": steps, "weights_sha256": weights_sha256(final_dir)}
-    return write_card(final_dir, _metadata(profile, facts, start, ["grpo", f"from-{method}"]))
+    return write_card(final_dir, _metadata(profile, facts, start, start_hash, ["grpo", f"from-{method}"]))
 
 
 def add_evaluation_scores(entries: list[dict], rows: list[dict], benchmarks: list[str]) -> int:

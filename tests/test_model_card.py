@@ -88,3 +88,22 @@ def test_grpo_card_and_scores_leave_the_start_models_fingerprint_alone(tmp_path)
     model_card.add_scores(start, {"arith": 1.0}, "x") or (start / "README.md").write_text("---\n---\nnotes\n")
     assert fingerprint(start) == before
     assert not model_card.add_scores(tmp_path, {"arith": 1.0}, "x")   # no card, nothing written
+
+
+def test_stage_06_cards_carry_their_table_4_rows(tmp_path):
+    from rl_helpers import micro_model
+    from spotlib.config import load_profile
+    from spotlib.stages import rl_init
+
+    profile = load_profile("test", overrides={"output_dir": str(tmp_path / "out")})
+    starts = {"base": micro_model(profile.out / "base_model"),
+              "spot_bco": micro_model(profile.out / "04_train_spot" / "spot_bco" / "seed0")}
+    runs = {m: {"final": str(micro_model(profile.out / "06_rl_init" / m / "seed0" / "final")), "steps": 2}
+            for m in starts}
+    scores = {"base": {"arith": 0.1}, "GRPO": {"arith": 0.25}, "SPoT": {"arith": 0.3}, "SPoT + GRPO": {"arith": 0.5}}
+    rl_init._cards(profile, starts, runs, scores, n_prompts=8, prompts_hash="abc")
+    for method, want, base in [("base", 25.0, "base_model"), ("spot_bco", 50.0, "04_train_spot/spot_bco/seed0")]:
+        card, meta = card_facts(rl_init.Path(runs[method]["final"]))
+        assert meta["spotlib"]["scores"] == {"arith": want} and meta["base_model"] == base
+        assert meta["spotlib"]["base_model_hash"] == rl_init.fingerprint(starts[method])
+        assert "stage 06" in card.text

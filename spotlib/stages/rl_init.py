@@ -205,7 +205,7 @@ def _cards(profile, starts: dict[str, Path], runs: dict[str, dict], scores: dict
         label = START_LABELS.get(method, method)
         final = Path(runs[method]["final"])
         model_card.grpo_card(profile, method, start, final, steps=runs[method]["steps"], n_prompts=n_prompts,
-                             prompts_hash=prompts_hash)
+                             prompts_hash=prompts_hash, start_hash=fingerprint(start))
         row = scores[f"{label} + GRPO" if method != "base" else "GRPO"]
         model_card.add_scores(final, {name: 100 * value for name, value in row.items()},
                               "stage 06 (06_rl_init/table4.csv)")
