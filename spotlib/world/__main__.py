@@ -3,7 +3,8 @@
 Without --rebuild: the profile's base model as the study gets it (its cache, the repository's shipped
 copy, else pre-trained), scored on held-out items. With --rebuild: pre-trained from scratch whatever
 is cached or shipped, then compared with the shipped copy bit for bit (exit status 1 when they
-differ); --ship NAME copies the rebuilt model into assets/NAME/ (refreshing what the repository ships).
+differ). --ship NAME copies the base model (the rebuilt one with --rebuild, else the cached one) into
+assets/NAME/, refreshing what the repository ships.
 """
 import argparse
 import json
@@ -63,20 +64,18 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=200, help="held-out items per family")
     parser.add_argument("--rebuild", action="store_true",
                         help="pre-train from scratch and compare with the shipped base model bit for bit")
-    parser.add_argument("--ship", metavar="NAME", help="with --rebuild: copy the rebuilt model into assets/NAME/")
+    parser.add_argument("--ship", metavar="NAME", help="copy the base model into assets/NAME/ (the shipped copy)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    if args.ship and not args.rebuild:
-        parser.error("--ship copies a rebuilt model: add --rebuild")
     profile = load_profile(args.profile)
     precision.run_on_kernels(profile.world.cpu_kernels, "spotlib.world", argv)   # scores too, on them
     same, verdict = None, None
     if args.rebuild:
         same, verdict = rebuild(profile)
         print(verdict, flush=True)
-        if args.ship:
-            print(f"shipped: {ship(profile.base_model_path(), args.ship)}", flush=True)
     path = ensure_base_model(profile)
+    if args.ship:
+        print(f"shipped: {ship(path, args.ship)}", flush=True)
     model, tokenizer = load_model(path, device="cpu")
     result = report(model, tokenizer, profile, args.n)
     result["digests"] = digests(path)   # weights_sha256 as manifests record it; each weight file's sha256
