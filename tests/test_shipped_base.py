@@ -141,24 +141,32 @@ def test_rebuild_says_whether_pretraining_again_gives_the_shipped_bits(tmp_path,
     assert "DIFFERENT from the shipped one" in capsys.readouterr().out
 
 
-def test_the_repository_ships_the_tiny_profiles_base_model():
-    """assets/tiny-base is the tiny profile's base model: its world hash, intact weights, a few MB.
-    (A change of the tiny world's settings needs `python -m spotlib.world --profile tiny --rebuild
-    --ship tiny-base`; until then `make reproduce` pre-trains.)"""
-    world = load_profile("tiny").world
-    manifest = json.loads((SHIPPED_TINY / "manifest.json").read_text())
-    assert manifest["world_hash"] == world_hash(world), "assets/tiny-base was made with other world settings"
-    folder, problem = shipped.shipped_for(world)
-    assert folder == SHIPPED_TINY and problem is None
-    assert sum(p.stat().st_size for p in SHIPPED_TINY.iterdir()) < 8 * 2**20
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= \
-        {p.name for p in SHIPPED_TINY.iterdir()}
+def test_every_shipped_base_model_is_intact_and_made_by_a_profile():
+    """Each base model under assets/ matches the sha256 it records, is a few MB, and its world hash is
+    a profile's (a change of that profile's world needs `python -m spotlib.world --profile P --rebuild
+    --ship NAME`; until then `make reproduce` pre-trains)."""
+    from spotlib.config import PARAMS_DIR, ConfigError
+
+    hashes = {}
+    for path in sorted(PARAMS_DIR.glob("*.yaml")):
+        try:
+            profile = load_profile(path)
+        except ConfigError:   # accelerate's launcher configs sit beside the profiles
+            continue
+        hashes[world_hash(profile.world)] = profile.name
+    for manifest_path in sorted(shipped.ASSETS_DIR.glob("*/manifest.json")):
+        folder = manifest_path.parent
+        manifest = json.loads(manifest_path.read_text())
+        assert manifest["world_hash"] in hashes, f"{folder}: made with world settings no profile has"
+        assert weights_sha256(folder) == manifest["weights_sha256"], f"{folder}: weights differ from the record"
+        assert sum(p.stat().st_size for p in folder.iterdir()) < 8 * 2**20
+        assert shipped.shipped_for(load_profile(hashes[manifest["world_hash"]]).world)[0] == folder
 
 
 @pytest.mark.slow
 def test_rebuilding_the_tiny_base_model_gives_the_shipped_bits(tmp_path):
     """`make base-model`: pre-training the tiny profile's base model again (about 11 minutes on two
-    quiet cores) gives weights equal to the shipped ones bit for bit."""
+    quiet cores) gives weights equal to the shipped ones (assets/tiny-base) bit for bit."""
     import subprocess
     import sys
 
