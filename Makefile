@@ -9,7 +9,7 @@ LOCK := requirements/lock.txt
 PROFILE ?= auto
 STAGES ?=
 
-.PHONY: help setup setup-engines lock test-engines reproduce test test-slow lab dry-run base-model calibrate sweep clean
+.PHONY: help setup setup-engines lock test-engines reproduce test test-slow lab dry-run base-model calibrate sweep tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -50,14 +50,17 @@ reproduce: setup $(if $(filter rehearsal,$(PROFILE)),setup-engines)  ## run the 
 dry-run: setup  ## validate PROFILE, print its memory/time plan and preflight (what-if: GPUS=8 GPU_MEM=24 NODES=2)
 	$(BIN)/python -m spotlib.reproduce --profile $(PROFILE) --dry-run $(if $(GPUS),--gpus $(GPUS)) $(if $(GPU_MEM),--gpu-memory-gib $(GPU_MEM)) $(if $(NODES),--nodes $(NODES))
 
-base-model: setup  ## pre-train (or load from cache) the tiny base model and print its scores
-	$(BIN)/python -m spotlib.world --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
+base-model: setup  ## pre-train the tiny base model again: bit for bit the shipped one (assets/tiny-base)? and its scores
+	$(BIN)/python -m spotlib.world --rebuild --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
 
 calibrate: setup  ## is the tiny world one where the paper's premise can occur? (headroom, off-policy Oracle, forgetting)
 	$(BIN)/python -m spotlib.calibrate --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
 
 sweep: setup  ## learning-rate sweep on the val split: chosen LR per method + trade-off frontier
 	$(BIN)/python -m spotlib.stages.sweep --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
+
+tensorboard: setup  ## TensorBoard on the training curves (PROFILE=auto: every profile's under outputs/)
+	$(BIN)/python -m spotlib.cli tensorboard --profile $(PROFILE)
 
 test: setup  ## the fast test suite (CPU only, a few minutes)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"

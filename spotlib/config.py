@@ -214,6 +214,9 @@ class TrainConfig:
     # Which tokens a completion is trained on (docs/training-format.md): `conversational` is what the
     # authors' trainer (TRL 0.20, conversational pairs) saw; `clean` is the raw text and one eos.
     completion_format: str = "conversational"
+    # Trackers that show each run's curves live (spotlib.train.tracking): tensorboard, wandb, trackio,
+    # mlflow, a list of them, or none. How a run is watched, not what it computes: in no run key.
+    report_to: str | list[str] = "tensorboard"
 
 
 @dataclass
@@ -539,6 +542,20 @@ def _get(profile: Profile, dotted: str) -> Any:
 
 ORACLE_BEHAVIOUR_KEYS = ("restart_rate", "reword_rate", "fail_rate", "wrong_step_rate")
 
+# What `train.report_to` may name (spotlib.train.tracking): one of these, a list of them, or none.
+TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow")
+
+
+def report_to_problem(report_to: str | list[str]) -> str | None:
+    """Why a `train.report_to` value is not a valid setting (None when it is)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to)
+    unknown = [n for n in names if n not in TRACKERS + ("none",)]
+    if unknown:
+        return f"{unknown[0]!r} is not one of {', '.join(TRACKERS + ('none',))}"
+    if "none" in names and len(names) > 1:
+        return f"'none' cannot be combined with trackers ({', '.join(names)})"
+    return None
+
 
 def check_values(profile: Profile, path: Path | str) -> None:
     """Values that no run can use: zero or negative counts and rates, no seeds, unknown dtypes."""
@@ -580,6 +597,9 @@ def check_values(profile: Profile, path: Path | str) -> None:
     if profile.train.tether_lr is not None and profile.train.tether_lr <= 0:
         raise ConfigError(f"{path}: key train.tether_lr: expected a learning rate > 0 (or null: the top of "
                           f"train.lr_grid), got {profile.train.tether_lr}")
+    problem = report_to_problem(profile.train.report_to)
+    if problem:
+        raise ConfigError(f"{path}: key train.report_to: {problem}")
     if profile.model.dtype not in DTYPE_NAMES:
         raise ConfigError(f"{path}: key model.dtype: {profile.model.dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
     if not profile.train.methods:

@@ -239,11 +239,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def dir_sha256(path: str | os.PathLike) -> str:
-    """Hash of every file's relative path and content under a folder (a saved model, say)."""
+def dir_sha256(path: str | os.PathLike, skip: tuple[str, ...] = ()) -> str:
+    """Hash of every file's relative path and content under a folder (a saved model, say), but for
+    files named in `skip`."""
     path = Path(path)
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in skip):
         digest.update(str(file.relative_to(path)).encode())
         digest.update(file_sha256(file).encode())
     return digest.hexdigest()

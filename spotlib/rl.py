@@ -57,6 +57,7 @@ from spotlib.grpo_math import (KL_CLAMP, PolicyLogps, clipped_pg_loss, group_adv
 from spotlib.io import JsonlAppender, params_hash, read_jsonl, share_saved_files, write_json_atomic
 from spotlib.rl_engine import RolloutEngine
 from spotlib.tokens import build_completion_batch
+from spotlib.train.tracking import RunTracker, TrackedLog
 
 RewardFn = Callable[[list[dict], list[str]], Sequence[bool]]  # a grader: records, responses -> correct?
 
@@ -204,7 +205,7 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
                seed: int = 0, device: str = "auto", max_len: int = 512,
                max_prompt_len: int | None = None, backend: str = "transformers",
                dtype: str | None = None, progress: bool = True, engine=None,
-               deepspeed_config: str | None = None) -> dict:
+               deepspeed_config: str | None = None, tracking=None) -> dict:
     """GRPO from the model saved at `init_path` (also the KL reference) on `items` (problem records).
 
     Runs in this process, or as one rank of several (torchrun / `accelerate launch`): each
@@ -212,7 +213,8 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     averaged by the DDP/DeepSpeed wrapper, and the loss is the token-mean over the whole
     mini-batch on all ranks. Weights: fp32 with bf16 autocast in a plain process; under
     DeepSpeed `dtype` (bf16) with DeepSpeed's fp32 master weights. `engine` replaces the
-    rollout engine (tests inject fixed rollouts); it is released when the run ends.
+    rollout engine (tests inject fixed rollouts); it is released when the run ends. `tracking`
+    (`spotlib.train.tracking.run_tracking`): the trackers its records also go to.
     Writes `run_dir/{metrics.jsonl, heldout.jsonl, checkpoint/, final/}`; a run whose
     `final/` exists returns at once, a killed run resumes from `checkpoint/`.
     Returns {"final": path, "steps": int, "metrics": [...], "heldout": [...]}.
@@ -264,6 +266,9 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     main = accelerator.is_main_process
     metrics = JsonlAppender(run_dir / "metrics.jsonl", key_fn=lambda r: r["step"]) if main else None
     held = JsonlAppender(run_dir / "heldout.jsonl", key_fn=lambda r: r["step"]) if main else None
+    if main and tracking is not None:   # live curves: both logs' records to the run's trackers too
+        tracker = RunTracker(tracking, start)
+        metrics, held = TrackedLog(metrics, tracker, "train"), TrackedLog(held, tracker, "heldout")
     try:
         if heldout and start == 0 and not _logged(run_dir / "heldout.jsonl", 0, accelerator):
             _append(held, _heldout_record(0, run, heldout, reward_fn, seed))

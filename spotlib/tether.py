@@ -124,9 +124,11 @@ def train_demonstration(profile, runs, shared: dict, steps: int, progress: bool 
     spec = next((r for r in runs if r.name == LESSON_RUN), None)
     if spec is None or LESSON_RUN not in shared or not demonstration_needed(profile.train):
         return None
-    return train_run(demonstration_train_cfg(profile.train), profile.model, spec, profile.seeds[0],
-                     shared[LESSON_RUN], demonstration_dir(profile), steps=steps, device=profile.device,
-                     progress=progress)
+    from spotlib.train.tracking import training_tracking
+
+    cfg, seed, run_dir = demonstration_train_cfg(profile.train), profile.seeds[0], demonstration_dir(profile)
+    return train_run(cfg, profile.model, spec, seed, shared[LESSON_RUN], run_dir, steps=steps, device=profile.device,
+                     progress=progress, tracking=training_tracking(profile, spec, seed, steps, run_dir, cfg))
 
 
 def demonstration_finished(profile) -> bool:

@@ -113,6 +113,12 @@ def _environment_problems(profile, stages: list[str] | None) -> list[str]:
     folder = writable_problem(profile.out)
     if folder:
         problems.append(folder)
+    if stages is None or any(s.startswith(("04", "06")) for s in stages):   # the stages that train
+        from spotlib.train.tracking import missing_trackers
+        missing = missing_trackers(profile.train.report_to)
+        if missing:
+            problems.append(f"train.report_to names {', '.join(missing)}, not installed here: pip install "
+                            f"{' '.join(missing)}, or set train.report_to: none")
     return problems
 
 

@@ -22,10 +22,10 @@ LAYERS = [
                                              "model_paths"]),
     ("oracle/proximity/losses/train/evals/rl", [
         "oracle", "proximity", "losses", "tether", "train", "evals", "rl", "rl_engine", "grpo_math",
-        "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "memory_terms", "tables"]),
+        "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "memory_terms", "tables", "model_card"]),
     ("stages", ["stages", "workers", "plots", "launch", "nodes"]),
     ("reproduce/report/notebooks", ["reproduce", "report", "report_html", "notebook", "preflight", "calibrate",
-                                    "validate", "name_checks", "job_control", "output_lock"]),
+                                    "validate", "name_checks", "job_control", "output_lock", "cli"]),
 ]
 
 

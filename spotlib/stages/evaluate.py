@@ -26,7 +26,7 @@ import json
 import os
 from pathlib import Path
 
-from spotlib import evals, tables
+from spotlib import evals, model_card, tables
 from spotlib.io import (DataError, JsonlAppender, Manifest, read_jsonl, weights_problem, weights_sha256,
                         write_json_atomic)
 from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
@@ -259,6 +259,7 @@ def run(profile, progress: bool = True) -> dict:
     if bar is not None:
         bar.close()
     summary = summarize(records, cfg.benchmarks, entries, stage, cfg.tie_sigmas)
+    model_card.add_evaluation_scores(entries, summary["models"], cfg.benchmarks)   # each checkpoint's card
     manifest.counts = {"models": len(entries), "items": {n: len(v) for n, v in items.items()},
                        "records": len(records)}
     manifest.write(complete=True, outputs=("results.json",))

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from spotlib import tables
 from spotlib.io import Manifest, dir_sha256, params_hash, write_json_atomic
+from spotlib.model_card import CARD
 
 STAGE = "06_rl_init"
 START_LABELS = {"base": "base", "spot_bco": "SPoT"}
@@ -83,9 +84,9 @@ def rl_problems(profile) -> tuple[list[dict], list[dict]]:
 
 def fingerprint(path: Path) -> str:
     """Content hash of a small model folder; names, sizes and mtimes of a large one."""
-    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != CARD)
     if sum(p.stat().st_size for p in files) < 200 * 2**20:
-        return dir_sha256(path)
+        return dir_sha256(path, skip=(CARD,))   # the model card describes the model, later stages add to it
     digest = hashlib.sha256()
     for p in files:
         stat = p.stat()
@@ -209,6 +210,7 @@ def run(profile, progress: bool = True) -> dict:
     entries = [{"path": path, "seed": 0} for path in models.values()]
     with stage_engines(profile, entries, stage_dir / "engines") as pool:
         scores = {label: score_model(profile, path, pool=pool) for label, path in models.items()}
+    _cards(profile, starts, runs, scores, len(train_items), params_hash([r["id"] for r in train_items]))
     timings["evaluate_s"] = round(time.perf_counter() - t0, 1)
     rows = tables.table4(scores)
     pd.DataFrame(rows).to_csv(stage_dir / "table4.csv", index=False)
@@ -224,11 +226,27 @@ def run(profile, progress: bool = True) -> dict:
     return summary
 
 
+def _cards(profile, starts: dict[str, Path], runs: dict[str, dict], scores: dict, n_prompts: int,
+           prompts_hash: str) -> None:
+    """Each GRPO model's card, with its row of Table 4 (%)."""
+    from spotlib import model_card
+
+    for method, start in starts.items():
+        label = START_LABELS.get(method, method)
+        final = Path(runs[method]["final"])
+        model_card.grpo_card(profile, method, start, final, steps=runs[method]["steps"], n_prompts=n_prompts,
+                             prompts_hash=prompts_hash, start_hash=fingerprint(start))
+        row = scores[f"{label} + GRPO" if method != "base" else "GRPO"]
+        model_card.add_scores(final, {name: 100 * value for name, value in row.items()},
+                              "stage 06 (06_rl_init/table4.csv)")
+
+
 def train_runs(profile, starts: dict[str, Path], train_items, heldout, progress: bool = True):
     """Both GRPO runs, in this process or as one rank of a launched group: ({method: result}, timings).
 
     A run whose final model exists (trained by launched processes) returns at once."""
     from spotlib.rl import train_grpo
+    from spotlib.train.tracking import run_tracking
 
     cfg, seed = profile.rl, profile.seeds[0]
     stage_dir = profile.stage_dir(STAGE)
@@ -236,11 +254,13 @@ def train_runs(profile, starts: dict[str, Path], train_items, heldout, progress:
     runs, timings = {}, {}
     for method, start in starts.items():
         t0 = time.perf_counter()
-        runs[method] = train_grpo(start, stage_dir / method / f"seed{seed}", train_items, grader, cfg,
+        run_dir = stage_dir / method / f"seed{seed}"
+        tracking = run_tracking(profile, run_dir, {"init": method, "seed": seed, "rl": dataclasses.asdict(cfg)})
+        runs[method] = train_grpo(start, run_dir, train_items, grader, cfg,
                                   heldout=heldout, seed=seed, device=profile.device,
                                   max_len=profile.model.max_len, backend=cfg.backend,
                                   dtype=profile.model.dtype, progress=progress,
-                                  deepspeed_config=profile.train.deepspeed_config)
+                                  deepspeed_config=profile.train.deepspeed_config, tracking=tracking)
         timings[f"grpo_{method}_s"] = round(time.perf_counter() - t0, 1)
     return runs, timings
 

@@ -34,12 +34,13 @@ from pathlib import Path
 
 import torch
 
-from spotlib import tether
+from spotlib import model_card, tether
 from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
 from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
 from spotlib.train.probes import build_edit_diag, build_probe_set, diag_settings, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, pairs_file, plan_runs
+from spotlib.train.tracking import training_tracking
 from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_keys,
                                    train_bf16, train_run)
 from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
@@ -225,7 +226,10 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
         counter.now_training(run_spec, seed)
         start = time.perf_counter()
         summary = train_run(profile.train, profile.model, run_spec, seed, shared[run_spec.name], run_dir,
-                            steps=plan.steps, device=profile.device, progress=progress)
+                            steps=plan.steps, device=profile.device, progress=progress,
+                            tracking=training_tracking(profile, run_spec, seed, plan.steps, run_dir))
+        if accelerator.is_main_process and summary.get("complete"):   # the model describes itself
+            model_card.training_card(profile, plan, run_spec, seed, run_dir, summary)
         summary = dict(summary, wall_s=round(time.perf_counter() - start, 2), dir=str(run_dir))
         summaries.append(summary)
         counter.finished(run_spec, seed)
@@ -236,8 +240,14 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     if partial:
         return {"runs": summaries}
     start = time.perf_counter()  # the tether lesson's SPoT-BCO run at train.tether_lr (spotlib.tether)
-    if tether.train_demonstration(profile, plan.runs, shared, plan.steps, progress=progress) is not None:
+    lesson = tether.train_demonstration(profile, plan.runs, shared, plan.steps, progress=progress)
+    if lesson is not None:
         manifest.timings["tether_run_s"] = round(time.perf_counter() - start, 2)
+        if accelerator.is_main_process and lesson.get("complete"):
+            model_card.training_card(profile, plan, next(r for r in plan.runs if r.name == tether.LESSON_RUN),
+                                     profile.seeds[0], tether.demonstration_dir(profile), lesson,
+                                     train_cfg=tether.demonstration_train_cfg(profile.train),
+                                     run_name=f"tether/{tether.LESSON_RUN}")
     if accelerator.is_main_process:
         write_jsonl(stage_dir / "runs.jsonl", summaries)
         manifest.counts.update({"runs": len(plan.runs), "seeds": len(profile.seeds), "examples_per_run": plan.n,

@@ -41,6 +41,7 @@ from .logps import CompletionLogpsModel, completion_logps
 from .optim import param_groups
 from .probes import EditDiagSet, ProbeSet, diag_settings, edit_diagnostic, probe_kl
 from .runspec import RunSpec
+from .tracking import tracked
 
 
 @dataclass
@@ -131,7 +132,7 @@ class _Registered:
 
 
 # Train settings that say how runs are scheduled, not what they compute.
-EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens", "logits_chunk_tokens")
+EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens", "logits_chunk_tokens", "report_to")
 # ... and, for one run, also which other runs exist and their LRs (its own LR is keyed apart).
 NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep_variants",
                   "tether_lr", "sweep_bracket", "sweep_bracket_tie") + EXECUTION_ONLY
@@ -221,13 +222,15 @@ def release_run(accelerator=None) -> None:
 
 
 def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_dir: Path, *, steps: int,
-               device: str, progress: bool = True, stop_after: int | None = None, accelerator=None) -> dict:
+               device: str, progress: bool = True, stop_after: int | None = None, accelerator=None,
+               tracking=None) -> dict:
     """Train one (run, seed) into `run_dir`; returns the summary. `stop_after` simulates a crash.
 
     `cfg` is the profile's `train`, `model_cfg` its `model` (dtype, and part of the run key),
     `device` its `device` (for the Accelerator made here when none is given).
     A run whose `summary.json` says complete under the same run key is returned as is; a
-    run left by other settings (another learning rate, data or start model) is trained anew."""
+    run left by other settings (another learning rate, data or start model) is trained anew.
+    `tracking` (`spotlib.train.tracking.run_tracking`): the trackers its records also go to."""
     from accelerate.utils import set_seed
     from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
@@ -282,6 +285,7 @@ def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_d
     data = inputs.data
     metrics = JsonlAppender(run_dir / "metrics.jsonl", key_fn=lambda r: (r["kind"], r["step"])) \
         if accelerator.is_main_process else None
+    metrics = tracked(metrics, tracking, start_step)   # live curves: every record to the trackers too
 
     def probe(step: int):
         if not accelerator.is_main_process or (inputs.probe is None and inputs.diag is None):

@@ -245,7 +245,8 @@ def _pretrain(world_cfg, progress):
 
 
 def ensure_base_model(profile, progress: bool = True) -> Path:
-    """The profile's base model directory; pre-trains only when no matching manifest is there.
+    """The profile's base model directory; pre-trains only when no matching manifest is there and the
+    repository ships no base model of this world (`spotlib.world.shipped`: same world hash, intact weights).
 
     With pinned CPU kernels (`world.cpu_kernels`) and a process not started with them (a notebook
     opened in JupyterLab), pre-training runs in a child process that is."""
@@ -262,6 +263,9 @@ def ensure_base_model(profile, progress: bool = True) -> Path:
         if manifest.get("world_hash") == digest and (out / "config.json").is_file() \
                 and weights_problem(out, manifest.get("weights_sha256")) is None:
             return out
+    from .shipped import install_shipped
+    if install_shipped(profile.world, out) is not None:   # the repository's copy of this very model
+        return out
     env = precision.kernel_env(profile.world.cpu_kernels)   # KernelsUnavailable before any work
     if precision.process_has_kernels(profile.world.cpu_kernels):
         build_base_model(profile.world, out, progress)
