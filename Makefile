@@ -50,8 +50,11 @@ test: setup  ## the fast test suite (CPU only, a few minutes)
 test-slow: setup  ## the slow tests too
 	$(BIN)/python -m pytest -q -m "not gpu"
 
-lab: setup  ## JupyterLab on the notebooks (its kernels on the profile's CPU kernels, as make reproduce)
-	env $$($(BIN)/python -m spotlib.reproduce --kernel-env --profile $(PROFILE)) $(BIN)/jupyter lab notebooks
+# jupyter_server 2.x: the login token is IdentityProvider.token (ServerApp.token is deprecated); a root
+# user (a container's default) must pass --allow-root or the server refuses to start.
+LAB_FLAGS = $(if $(filter 0,$(shell id -u)),--allow-root) $(if $(TOKEN),--IdentityProvider.token=$(TOKEN))
+lab: setup  ## JupyterLab on the notebooks (its kernels on the profile's CPU kernels, as make reproduce); TOKEN=... sets the login token
+	env $$($(BIN)/python -m spotlib.reproduce --kernel-env --profile $(PROFILE)) $(BIN)/jupyter lab $(LAB_FLAGS) notebooks
 
 clean:  ## remove outputs/ (keeps .venv)
 	rm -rf outputs
