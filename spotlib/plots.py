@@ -122,6 +122,12 @@ def coinciding(series: dict, tolerance: float = 1e-3) -> list[list[str]]:
     return [g for g in groups if len(g) > 1]
 
 
+def same_as(groups: list[list[str]]) -> dict[str, str]:
+    """Legend suffixes for runs that draw the same line or bar: each but the first of its group says
+    which run it equals (`SPoT-BCO (= SPoT-BCE)`), so the legend explains the hidden lines."""
+    return {run: f" (= {label(group[0])})" for group in groups for run in group[1:]}
+
+
 def _close(fig: Figure) -> Figure:
     """Detach from pyplot: the notebook shows the returned figure once, the report saves it."""
     plt.close(fig)
@@ -357,18 +363,16 @@ def run_panels(df, keys: list[str], titles: list[str], ylabels: list[str],
             g = g[g[key].notna()] if key in g else g.iloc[0:0]
             if len(g):
                 series[run] = (g["step"].tolist(), g[key].tolist(), g.get(STD_PREFIX + key))
-        together = {run: group for group in coinciding({r: v[:2] for r, v in series.items()}) for run in group}
+        groups = coinciding({r: v[:2] for r, v in series.items()})
+        suffix = same_as(groups)
         for run, (steps, values, spread) in series.items():
-            group = together.get(run)
-            name = label(run) if not group else label(run) + " (= " + ", ".join(label(r) for r in group if r != run) + ")"
-            ax.plot(steps, values, color=color(run), ls=linestyle(run), lw=1.8, label=name)
+            ax.plot(steps, values, color=color(run), ls=linestyle(run), lw=1.8, label=label(run) + suffix.get(run, ""))
             if spread is not None and spread.notna().any():
                 import numpy as np
 
                 mean, sd = np.asarray(values, float), np.nan_to_num(np.asarray(spread, float))
                 ax.fill_between(steps, mean - sd, mean + sd, color=color(run), alpha=0.15, lw=0)
-        notes = ["lines coincide: " + " = ".join(label(r) for r in group)
-                 for group in {tuple(g) for g in together.values()}]
+        notes = ["lines coincide: " + " = ".join(label(r) for r in group) for group in groups]
         if any(spread is not None and spread.notna().any() for _, _, spread in series.values()):
             notes.append("band: ± 1 std across seeds")
         if notes:
@@ -490,34 +494,77 @@ def rewards_against_kl(curve: dict) -> Figure:
 SCORE_COLUMNS = ("in_domain", "ood", "general", "overall")
 
 
+def same_rows(table: list[dict], columns=SCORE_COLUMNS) -> list[list[str]]:
+    """Groups of runs whose scores are equal in every column (e.g. SPoT-BCO with δ ≈ 0 and SPoT-BCE)."""
+    series = {t["run"]: (list(columns), [t.get(c, math.nan) for c in columns]) for t in table}
+    return coinciding(series, tolerance=1e-9)
+
+
 def score_bars(table: list[dict]) -> Figure:
     """Grouped by score column, one bar per run in its method's colour; whiskers: std across seeds."""
     columns = [c for c in SCORE_COLUMNS if any(c in t for t in table)]
     fig, axes = _figure(10, 4.6)
     ax = axes[0, 0]
     width = 0.85 / max(1, len(table))
+    same = same_as(same_rows(table, columns))
     for j, t in enumerate(table):
         xs = [i + (j - (len(table) - 1) / 2) * width for i in range(len(columns))]
         ax.bar(xs, [t.get(c, math.nan) for c in columns], width, color=color(t["run"]), hatch=hatch(t["run"]),
                edgecolor="white", lw=0.3, yerr=[t.get(f"{c}_std", 0) or 0 for c in columns],
-               error_kw={"capsize": 1.5, "lw": 0.8}, label=label(t["run"]))
+               error_kw={"capsize": 1.5, "lw": 0.8}, label=label(t["run"]) + same.get(t["run"], ""))
     ax.set_xticks(range(len(columns)), [c.replace("_", "-") for c in columns])
     ax.set(xlabel="score column (benchmark group)", ylabel="score (%)", ylim=(0, 100), title="Scores by method (mean ± std across seeds)")
     _legend_below(ax, ncol=4)
     return _close(fig)
 
 
-def kl_scatter(rows: list[dict], base_general: float) -> Figure:
+def retention_noise(table: list[dict], tie_sigmas: float) -> float | None:
+    """Half-width of the tie band on retention loss for a run as noisy as the base model:
+    tie_sigmas · √2 · SE of the base model's general score (`spotlib.tables`' tie rule)."""
+    base = next((t for t in table if t["run"] == "base"), None)
+    se = base.get("general_se") if base else None
+    return tie_sigmas * math.sqrt(2) * float(se) if se is not None and not math.isnan(float(se)) else None
+
+
+def _same_points(points: list[dict], base_general: float) -> list[list[str]]:
+    """Runs whose checkpoints sit on the same points (every seed's KL and retention loss)."""
+    by_run: dict[str, list[dict]] = {}
+    for r in points:
+        by_run.setdefault(r["run"], []).append(r)
+    ordered = {run: sorted(rs, key=lambda r: r.get("seed") or 0) for run, rs in by_run.items()}
+    kl = {run: (list(range(len(rs))), [r["kl"] for r in rs]) for run, rs in ordered.items()}
+    loss = {run: (list(range(len(rs))), [base_general - r["general"] for r in rs]) for run, rs in ordered.items()}
+    pairs = {frozenset((a, b)) for group in coinciding(loss) for a in group for b in group if a != b}
+    out = []
+    for group in coinciding(kl):
+        together = [r for r in group if any(frozenset((r, o)) in pairs for o in group if o != r)]
+        if len(together) > 1:
+            out.append(together)
+    return out
+
+
+def kl_scatter(rows: list[dict], base_general: float, noise: float | None = None) -> Figure:
+    """One point per checkpoint. `noise`: the half-width of the band around 0 retention loss inside which
+    a difference from the base model is within noise (`retention_noise`)."""
     fig, axes = _figure(8, 4.2)
     ax = axes[0, 0]
     points = [r for r in rows if r["run"] != "base" and r.get("kl") is not None]
+    groups = _same_points(points, base_general)
+    suffix = same_as(groups)
     for run in sorted({r["run"] for r in points}):
         mine = [r for r in points if r["run"] == run]
         ax.scatter([r["kl"] for r in mine], [base_general - r["general"] for r in mine], s=40,
                    color=color(run), marker="s" if "@" in run else "^" if ":" in run else "o",
-                   label=label(run))
+                   label=label(run) + suffix.get(run, ""))
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xlabel=r"held-out token KL($\pi_\theta \,\|\, \pi_{\rm ref}$), end of training",
+    notes = ["same points: " + " = ".join(label(r) for r in group) for group in groups]
+    if noise:
+        ax.axhspan(-noise, noise, color="grey", alpha=0.15, lw=0, label=f"within noise of the base (± {noise:.1f})")
+        notes.append("grey band: loss within noise (a tie)")
+    if notes:
+        ax.text(0.01, 0.99, "\n".join(sorted(notes)), transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
+                color="#444444")
+    ax.set(xlabel=r"held-out token KL($\pi_\theta \,\|\, \pi_{\rm ref}$), end of training, nats per token",
            ylabel="retention loss (general, points)", title="Distance moved vs knowledge lost")
     _legend_right(ax)
     return _close(fig)
@@ -649,7 +696,8 @@ def _05(fn):
         if not results:
             return None
         if fn is kl_scatter:
-            return kl_scatter(results["models"], base_general(results["runs"]))
+            noise = retention_noise(results["runs"], results.get("tie_sigmas", 2.0))
+            return kl_scatter(results["models"], base_general(results["runs"]), noise)
         return score_bars(results["runs"])
     return draw
 

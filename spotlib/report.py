@@ -334,7 +334,24 @@ def _csv_rows(path: Path) -> list[dict] | None:
         return list(csv.DictReader(f))
 
 
-def claims_section(out: Path) -> list[str]:
+def stage_command(profile_name: str, stage: str) -> str:
+    """The command that fills a stage's section of this report."""
+    return f"make reproduce PROFILE={profile_name} STAGES={stage[:2]}"
+
+
+def missing_sources(out: Path, profile_name: str) -> list[str]:
+    """What the claims read that this study has not made yet, each with the command that makes it."""
+    missing = []
+    if not (out / "05_eval_forgetting" / "table.csv").is_file():
+        missing.append(f"stage 05's table (`{stage_command(profile_name, '05_eval_forgetting')}`)")
+    if not _manifest(out / SWEEP_DIR).get("main_table"):
+        missing.append(f"the learning-rate sweep (`make sweep PROFILE={profile_name}`)")
+    if not (out / "06_rl_init" / "summary.json").is_file():
+        missing.append(f"stage 06 (`{stage_command(profile_name, '06_rl_init')}`)")
+    return missing
+
+
+def claims_section(out: Path, profile_name: str = "auto") -> list[str]:
     """The reading per claim of the paper from 05's table, the sweep and 06 (always present)."""
     from spotlib import claims
 
@@ -345,10 +362,13 @@ def claims_section(out: Path) -> list[str]:
     found = claims.read_claims(eval_rows=_csv_rows(out / "05_eval_forgetting" / "table.csv"),
                                main_table=sweep.get("main_table"), frontier_points=sweep.get("points"), rl=rl,
                                sweep_items=(sweep.get("counts") or {}).get("items"))
+    missing = missing_sources(out, profile_name)
+    gaps = ([f"_Not made yet: {'; '.join(missing)}. A claim read from them says *cannot decide* until the "
+             "command has run; the report is then written again._", ""] if missing else [])
     return ["## What the study says about each claim", "",
             "Each claim of the paper read from this study's numbers: stage 05 (test split, at the LRs stage 04 "
             "trained at), the sweep at each method's chosen LR, its matched point and its best point (val split), and "
-            "stage 06.", "", claims.claims_markdown(found).strip(), ""]
+            "stage 06.", ""] + gaps + [claims.claims_markdown(found).strip(), ""]
 
 
 READERS = {"01_sample": _read_01, "02_rectify": _read_02, "03_filter": _read_03, "04_train_spot": _read_04,
@@ -459,14 +479,15 @@ def build_report(profile) -> Path:
                       f"{_wall(base['stats'].get('train_wall_s'))} | cached |")
     for name in sorted({s.name for s in STAGES} | set(present)):
         manifest = _manifest(present[name]) if name in present else {}
-        state = "not run" if name not in present else ("complete" if manifest.get("complete") else "incomplete")
+        state = (f"not run: `{stage_command(profile.name, name)}`" if name not in present
+                 else "complete" if manifest.get("complete") else "incomplete")
         work = _wall(recorded_seconds(manifest.get("timings")))
         timing.append(f"| {name} | {_wall(manifest.get('wall_time_s'))} | {work} | {state} |")
     lines += timing + [""]
     for name in sorted(present):
         lines += stage_section(present[name], out)
     lines += sweep_section(out, profile.name)
-    lines += claims_section(out)
+    lines += claims_section(out, profile.name)
     text = "\n".join(lines).rstrip() + "\n"
     path = out / "report.md"
     path.write_text(text)
