@@ -4,7 +4,8 @@ A markdown cell tagged `lesson` (cell metadata `tags`) is a lesson: the report p
 notebook has it, next to the figures around it, so a reader of report.md sees the derivation and
 the reading that a student sees in the notebook. Code cells give the figures they draw
 (`plots.<name>(` for a figure of the stage) and the lines they print (`tether.<name>(` inside
-`print(...)`), which the report computes again from the stage's files.
+`print(...)`), which the report computes again from the stage's files. A cell tagged `exercise` is
+the student's to run and is left out.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-LESSON_TAG = "lesson"
+LESSON_TAG, EXERCISE_TAG = "lesson", "exercise"
 _FIGURE_CALL = re.compile(r"\bplots\.(\w+)\(")
 _PRINTED_CALL = re.compile(r"print\(\s*tether\.(\w+)\(")
 
@@ -35,7 +36,7 @@ def read(notebook: Path, figures: set[str]) -> list[Item]:
         source = "".join(cell["source"])
         if cell["cell_type"] == "markdown" and LESSON_TAG in tags(cell):
             items.append(Item("lesson", source.strip()))
-        elif cell["cell_type"] == "code":
+        elif cell["cell_type"] == "code" and EXERCISE_TAG not in tags(cell):
             items += [Item("printed", name) for name in _PRINTED_CALL.findall(source)]
             items += [Item("figure", name) for name in _FIGURE_CALL.findall(source) if name in figures]
     return items

@@ -169,6 +169,15 @@ def test_the_report_tables_have_integer_counts_and_no_0_0000_kl():
     assert "1.20e-05" in text and "0.0000" not in text and text.count("**End of training") == 3
 
 
+def test_a_wide_table_scrolls_in_report_html(tmp_path):
+    from spotlib.report_html import markdown_to_html
+
+    wide = "| " + " | ".join(f"column {i}" for i in range(17)) + " |\n|" + "---|" * 17 + "\n|" + " 1 |" * 17 + "\n"
+    page = markdown_to_html(wide, base_dir=tmp_path)
+    css = re.search(r"table\{([^}]*)\}", page).group(1)
+    assert "overflow-x:auto" in css and "display:block" in css
+
+
 def test_make_lab_starts_as_root_with_the_current_token_flag():
     from jupyter_server.auth.identity import IdentityProvider
 
@@ -192,3 +201,26 @@ def test_the_report_names_the_command_for_each_empty_section(tmp_path):
         assert f"make reproduce PROFILE=test STAGES={stage.name[:2]}" in text, stage.name
     claims = text[text.index("## What the study says about each claim"):]
     assert "make sweep" in claims and "make reproduce" in claims
+
+
+def test_the_report_reads_notebook_04_in_order_without_the_exercise(tmp_path):
+    from spotlib import tether
+    from spotlib.io import write_jsonl
+
+    items = report_lessons.read(NOTEBOOKS / "04_train_spot.ipynb", set(plots.figure_names()))
+    printed = [i.value for i in items if i.kind == "printed"]
+    assert printed == ["lesson_summary", "stage_run_summary", "kl_summary", "kl_comparison"]
+    figures = [i.value for i in items if i.kind == "figure"]
+    assert figures == [spec.name for spec in plots.FIGURES["04_train_spot"]]  # each once, in the report's order
+    records = [{"kind": "train", "step": s, "rewards/chosen": -0.1 * s, "rewards/rejected": -0.3 * s,
+                "delta": -0.2 * s, "tether/chosen": 0.04, "tether/rejected": 0.03} for s in (1, 2)]
+    records += [{"kind": "probe", "step": s, "kl/probe": 0.1 * s, "fixed/rewards_chosen": -0.1 * s,
+                 "fixed/rewards_rejected": -0.2 * s} for s in (0, 2)]
+    for run_dir in (tmp_path / "04_train_spot" / "tether" / "spot_bco" / "seed0", tmp_path / "04_train_spot" / "spot_bco" / "seed0"):
+        write_jsonl(run_dir / "metrics.jsonl", records)
+    lesson = {"dir": tmp_path / "04_train_spot" / "tether" / "spot_bco" / "seed0", "lr": 1e-3, "stage_lr": 1e-5,
+              "seed": 0, "own_run": True, "beta": 0.1}
+    texts = tether.lesson_texts(lesson)
+    assert set(printed) <= set(texts) and all(texts.values())
+    # r⁺ fell below 0 yet sits above δ: the reading says the tether let go relative to δ
+    assert "only because δ fell further" in texts["lesson_summary"] and "r⁺ fell below 0 at step 1" in texts["lesson_summary"]
