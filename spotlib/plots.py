@@ -184,6 +184,8 @@ def proximity(scored: list[dict], kept_by_gamma: dict, gamma: float, unit: str) 
     kept_ax.set(xlabel="γ", ylabel="pairs kept (R ≤ γ)", title="Pairs kept by the filter")
     distances = [int(s["edit_distance_tokens"]) for s in scored]
     edit_ax.hist(distances, bins=integer_bins(distances), color="#2ca02c", edgecolor="white")
+    for ax in (ratio_ax, kept_ax, edit_ax):  # counts of pairs: whole numbers
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     edit_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     edit_ax.set(xlabel="token edit distance (tokens)", ylabel="pairs", title="Tokens edited")
     return _close(fig)
