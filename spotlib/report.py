@@ -61,13 +61,15 @@ def recorded_seconds(timings) -> float | None:
     return None
 
 
-def _table(frame, index=False, **tabulate_options) -> str:
+def _table(frame, floatfmt=None, index=False, **tabulate_options) -> str:
     """A table of display strings (`spotlib.formatting.tidy`: counts as integers, three significant
-    digits, scientific notation only below 1e-3)."""
+    digits, scientific notation only below 1e-3). `floatfmt` is accepted and ignored: one rule for
+    every table of the report."""
     from spotlib.formatting import tidy
 
     frame = tidy(frame)
     try:
+        tabulate_options.pop("disable_numparse", None)
         return frame.to_markdown(index=index, disable_numparse=True, **tabulate_options)
     except ImportError:  # tabulate missing
         return "```\n" + frame.to_string(index=index) + "\n```"
