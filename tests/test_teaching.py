@@ -224,3 +224,20 @@ def test_the_report_reads_notebook_04_in_order_without_the_exercise(tmp_path):
     assert set(printed) <= set(texts) and all(texts.values())
     # r⁺ fell below 0 yet sits above δ: the reading says the tether let go relative to δ
     assert "only because δ fell further" in texts["lesson_summary"] and "r⁺ fell below 0 at step 1" in texts["lesson_summary"]
+
+
+def test_the_kl_scatter_draws_the_noise_band_and_names_equal_runs():
+    table = [{"run": "base", "general": 80.0, "general_se": 1.0, "in_domain": 50.0},
+             {"run": "spot_bce", "general": 79.0, "in_domain": 52.0}, {"run": "spot_bco", "general": 79.0, "in_domain": 52.0}]
+    noise = plots.retention_noise(table, 2.0)
+    assert noise == pytest.approx(2 * math.sqrt(2))
+    assert plots.same_rows(table) == [["spot_bce", "spot_bco"]]
+    rows = [{"run": r, "seed": s, "kl": 0.01 * (s + 1), "general": 79.0} for r in ("spot_bce", "spot_bco", "sft")
+            for s in (0, 1)]
+    rows = [dict(r, kl=0.05) if r["run"] == "sft" else r for r in rows]
+    ax = plots.kl_scatter(rows, 80.0, noise).axes[0]
+    names = _drawn_lines(ax)
+    assert "SPoT-BCO (= SPoT-BCE)" in names and any(n.startswith("within noise of the base (± 2.8)") for n in names)
+    assert any("same points: SPoT-BCE = SPoT-BCO" in t.get_text() for t in ax.texts)
+    bars = plots.score_bars(table).axes[0]
+    assert "SPoT-BCO (= SPoT-BCE)" in _drawn_lines(bars)
