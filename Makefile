@@ -71,8 +71,11 @@ test-slow: setup  ## the slow tests too
 test-engines: setup-engines  ## the tests on the real engines (DeepSpeed ZeRO-2 on 2 CPU processes, vLLM's CPU build)
 	$(BIN)/python -m pytest -q -m engines
 
-lab: setup  ## JupyterLab on the notebooks (its kernels on the profile's CPU kernels, as make reproduce)
-	env $$($(BIN)/python -m spotlib.reproduce --kernel-env --profile $(PROFILE)) $(BIN)/jupyter lab notebooks
+# jupyter_server 2.x: the login token is IdentityProvider.token (ServerApp.token is deprecated); a root
+# user (a container's default) must pass --allow-root or the server refuses to start.
+LAB_FLAGS = $(if $(filter 0,$(shell id -u)),--allow-root) $(if $(TOKEN),--IdentityProvider.token=$(TOKEN))
+lab: setup  ## JupyterLab on the notebooks (its kernels on the profile's CPU kernels, as make reproduce); TOKEN=... sets the login token
+	env $$($(BIN)/python -m spotlib.reproduce --kernel-env --profile $(PROFILE)) $(BIN)/jupyter lab $(LAB_FLAGS) notebooks
 
 clean:  ## remove outputs/ (keeps .venv)
 	rm -rf outputs

@@ -88,6 +88,46 @@ def _legend_right(ax, **kwargs) -> None:
                   frameon=False, **kwargs)
 
 
+def unlabelled_axes(fig: Figure) -> list[str]:
+    """The visible panels of `fig` missing an x or a y label, by title: what a reader cannot read."""
+    missing = []
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.axison:
+            continue
+        absent = [name for name, text in (("x", ax.get_xlabel()), ("y", ax.get_ylabel())) if not text.strip()]
+        if absent:
+            missing.append(f"{ax.get_title() or 'untitled panel'}: no {'/'.join(absent)} label")
+    return missing
+
+
+def coinciding(series: dict, tolerance: float = 1e-3) -> list[list[str]]:
+    """Groups of names whose curves lie on top of each other: the same steps and every value within
+    `tolerance` × the panel's range. `series`: name -> (xs, ys). Groups of one are left out."""
+    import numpy as np
+
+    values = [np.asarray(ys, dtype=float) for _, ys in series.values()]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
+    scale = max(float(np.ptp(finite)) if finite.size else 0.0, 1e-12)
+    groups: list[list[str]] = []
+    for name, (xs, ys) in series.items():
+        for group in groups:
+            other_xs, other_ys = series[group[0]]
+            if (len(xs) == len(other_xs) and np.array_equal(np.asarray(xs), np.asarray(other_xs))
+                    and np.allclose(np.asarray(ys, float), np.asarray(other_ys, float), rtol=0,
+                                    atol=tolerance * scale, equal_nan=True)):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return [g for g in groups if len(g) > 1]
+
+
+def same_as(groups: list[list[str]]) -> dict[str, str]:
+    """Legend suffixes for runs that draw the same line or bar: each but the first of its group says
+    which run it equals (`SPoT-BCO (= SPoT-BCE)`), so the legend explains the hidden lines."""
+    return {run: f" (= {label(group[0])})" for group in groups for run in group[1:]}
+
+
 def _close(fig: Figure) -> Figure:
     """Detach from pyplot: the notebook shows the returned figure once, the report saves it."""
     plt.close(fig)
@@ -128,7 +168,7 @@ def oracle_outcomes(summary: dict) -> Figure:
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     cost = summary.get("cost_usd") or 0.0
-    ax.set(xlabel="student errors", title=f"Oracle outcomes (cost ≈ ${cost:.2f})")
+    ax.set(xlabel="student errors", ylabel="outcome", title=f"Oracle outcomes (cost ≈ ${cost:.2f})")
     return _close(fig)
 
 
@@ -142,9 +182,23 @@ def proximity(scored: list[dict], kept_by_gamma: dict, gamma: float, unit: str) 
     _legend_below(ratio_ax, ncol=1)
     kept_ax.plot([float(g) for g in kept_by_gamma], list(kept_by_gamma.values()), marker="o", color="#1f77b4")
     kept_ax.set(xlabel="γ", ylabel="pairs kept (R ≤ γ)", title="Pairs kept by the filter")
-    edit_ax.hist([s["edit_distance_tokens"] for s in scored], bins=20, color="#2ca02c")
-    edit_ax.set(xlabel="token edit distance", ylabel="pairs", title="Tokens edited")
+    distances = [int(s["edit_distance_tokens"]) for s in scored]
+    edit_ax.hist(distances, bins=integer_bins(distances), color="#2ca02c", edgecolor="white")
+    for ax in (ratio_ax, kept_ax, edit_ax):  # counts of pairs: whole numbers
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    edit_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    edit_ax.set(xlabel="token edit distance (tokens)", ylabel="pairs", title="Tokens edited")
     return _close(fig)
+
+
+def integer_bins(values: list[int], most: int = 40) -> list[float]:
+    """Bin edges at half-integers, so each bar holds whole counts (one value per bar up to `most` values,
+    then equal runs of whole numbers)."""
+    if not values:
+        return [-0.5, 0.5]
+    lo, hi = min(values), max(values)
+    width = max(1, math.ceil((hi - lo + 1) / most))
+    return [lo - 0.5 + width * i for i in range(math.ceil((hi - lo + 1) / width) + 1)]
 
 
 NLL_TARGETS = {"y_minus": "y⁻ (own)", "y_plus": "y⁺ (rectified)", "direct": "direct",
@@ -157,8 +211,20 @@ def student_nll(nll: dict) -> Figure:
     fig, axes = _figure(7, 3.4)
     ax = axes[0, 0]
     ax.bar(range(len(keys)), values, color=["#7f7f7f", "#9467bd", "#1f77b4", "#c5b0d5", "#5b3a8c"][:len(keys)])
+    top = max((v for v in values if not math.isnan(v)), default=1.0)
+    for i, (key, value) in enumerate(zip(keys, values)):
+        n = nll[key].get("n")
+        if math.isnan(value):  # an empty bar says why it is empty
+            ax.text(i, 0.02 * top, "no pairs" + (f" (n = {n})" if n is not None else ""), ha="center",
+                    va="bottom", fontsize=8, color="#444444")
+        elif n is not None:
+            ax.text(i, value, f"n = {n}", ha="center", va="bottom", fontsize=8)
+    if any(math.isnan(v) for v in values):
+        ax.text(0.99, 0.99, "an empty bar: no pair of that kind in this run", transform=ax.transAxes,
+                ha="right", va="top", fontsize=8, color="#444444")
     ax.set_xticks(range(len(keys)), [NLL_TARGETS[k] for k in keys])
-    ax.set(ylabel="student NLL per token", title="How surprising each target is to the student")
+    ax.set(xlabel="target text", ylabel="student NLL, nats per token",
+           title="How surprising each target is to the student")
     return _close(fig)
 
 
@@ -169,7 +235,7 @@ def training_data(available: dict, per_method: int) -> Figure:
     ax.bar(range(len(names)), [available[n] for n in names], color="#7f7f7f", label="available")
     ax.axhline(per_method, color="black", ls="--", label=f"used per method ({per_method})")
     ax.set_xticks(range(len(names)), names)
-    ax.set(ylabel="examples", title="Training data: available vs used")
+    ax.set(xlabel="training data", ylabel="examples", title="Training data: available vs used")
     _legend_right(ax)
     return _close(fig)
 
@@ -194,8 +260,14 @@ def save_filter_figures(report: dict, scored: list[dict], out_dir: Path, gamma: 
 
 
 # ------------------------------------------------------------------ 04 training
-def gradient_weights(beta: float = 1.0, delta: float = 1.0) -> Figure:
-    """The weights on ∇log π(y⁺) and −∇log π(y⁻) as functions of the rewards (spotlib.losses)."""
+SFT_TOKENS = 60  # a typical |y⁺| on the tiny world: SFT's weight 1/|y⁺| ≈ 0.017 (`tether/chosen` of SFT runs)
+
+
+def gradient_weights(beta: float = 1.0, delta: float = 1.0, sft_tokens: int = SFT_TOKENS) -> Figure:
+    """The weights on ∇log π(y⁺) and −∇log π(y⁻) as functions of the rewards (spotlib.losses).
+
+    All on the sequence log-prob log π(y|x) = Σ_t log π(y_t|…): SFT's token-mean NLL puts 1/|y⁺| on
+    it (weight 1 on each token's log-prob, averaged), drawn at |y⁺| = `sft_tokens`."""
     import torch
 
     from spotlib import losses
@@ -216,16 +288,22 @@ def gradient_weights(beta: float = 1.0, delta: float = 1.0) -> Figure:
         pos_ax.plot(r, w_pos, label=text, **style)
         if name in ("bce", "bco"):
             neg_ax.plot(-r, w_neg, label=text, **style)
-    pos_ax.axhline(beta, color=METHOD_COLORS["sft"], lw=1.5, ls="-.", label="SFT (per token, × 1/β)")
-    pos_ax.set(xlabel="r⁺", ylabel="weight", title="Pull on the right answer: weight on ∇log π(y⁺)")
-    neg_ax.set(xlabel="r⁻", title="Push on the wrong answer: weight on −∇log π(y⁻)")
+    sft_weight = losses.gradient_weights("sft", r[:1], chosen_counts=torch.tensor([sft_tokens]))[0].item()
+    pos_ax.axhline(sft_weight, color=METHOD_COLORS["sft"], lw=1.5, ls="-.",
+                   label=f"SFT: 1/|y⁺| = {sft_weight:.3f} at |y⁺| = {sft_tokens}, never falls")
+    pos_ax.set(xlabel="r⁺ (reward on y⁺)", ylabel="weight on the sequence log-prob",
+               title="Pull on the right answer: weight on ∇log π(y⁺)")
+    neg_ax.set(xlabel="r⁻ (reward on y⁻)", ylabel="weight on the sequence log-prob",
+               title="Push on the wrong answer: weight on −∇log π(y⁻)")
+    neg_ax.yaxis.set_tick_params(labelleft=True)
     _legend_below(pos_ax)
     _legend_below(neg_ax)
     return _close(fig)
 
 
 def load_training_metrics(stage_dir: Path, runs: list[dict] | None = None) -> tuple:
-    """(train, probes): per-run, per-step means over seeds of stage 04's metrics.jsonl files."""
+    """(train, probes): per-run, per-step means over seeds of stage 04's metrics.jsonl files; with
+    several seeds, `std:<metric>` holds the std across seeds (the figures' noise bands)."""
     import pandas as pd
 
     from spotlib.io import read_jsonl
@@ -247,73 +325,103 @@ def load_training_metrics(stage_dir: Path, runs: list[dict] | None = None) -> tu
     out = []
     for kind in ("train", "probe"):
         if frames[kind]:
-            df = pd.concat(frames[kind]).groupby(["run", "step"]).mean(numeric_only=True).reset_index()
+            grouped = pd.concat(frames[kind]).groupby(["run", "step"])
+            df = grouped.mean(numeric_only=True).reset_index()
+            if grouped["seed"].nunique().max() > 1:
+                spread = grouped.std(numeric_only=True).drop(columns="seed", errors="ignore").add_prefix(STD_PREFIX)
+                df = df.merge(spread.reset_index(), on=["run", "step"])
         else:
             df = pd.DataFrame(columns=["run", "step"])
         out.append(df)
     return tuple(out)
 
 
-def run_panels(df, keys: list[str], titles: list[str], ylabels: list[str] | None = None,
+STD_PREFIX = "std:"  # load_training_metrics: the spread across seeds of a metric, per run and step
+
+
+def run_panels(df, keys: list[str], titles: list[str], ylabels: list[str],
                ncols: int | None = None, only=None) -> Figure:
     """One panel per metric; each panel draws the runs that have the metric and holds their legend.
 
-    `only(run)` restricts every panel to some runs (e.g. δ exists only for BCO)."""
-    keys = [k for k in keys if k in df.columns]
-    titles = [titles[i] for i, _ in enumerate(keys)] if titles else keys
+    Where the runs have several seeds, a band shows ± one std across seeds around the mean. Runs
+    whose lines coincide are named together in the legend and on the panel (one line hides the
+    others). `only(run)` restricts every panel to some runs (e.g. δ exists only for BCO)."""
+    present = [i for i, k in enumerate(keys) if k in df.columns]
+    keys, titles, ylabels = [keys[i] for i in present], [titles[i] for i in present], [ylabels[i] for i in present]
     ncols = ncols or min(len(keys), 3) or 1
     nrows = max(1, math.ceil(len(keys) / ncols))
     legend_ncol = 2 if ncols > 1 else 3
     legend_rows = math.ceil(df["run"].nunique() / legend_ncol) if len(df) else 0
-    fig, axes = _figure(10 if ncols > 1 else 6, (2.9 + 0.22 * legend_rows) * nrows, ncols=ncols, nrows=nrows)
+    fig, axes = _figure(10 if ncols > 1 else 6, (3.1 + 0.22 * legend_rows) * nrows, ncols=ncols, nrows=nrows)
     for i, ax in enumerate(axes.flat):
         if i >= len(keys):
             ax.set_visible(False)
             continue
         key = keys[i]
+        series = {}
         for run, g in df.groupby("run"):
             if only is not None and not only(run):
                 continue
             g = g[g[key].notna()] if key in g else g.iloc[0:0]
             if len(g):
-                ax.plot(g["step"], g[key], color=color(run), ls=linestyle(run), lw=1.8, label=label(run))
-        ax.set(title=titles[i], xlabel="step")
+                series[run] = (g["step"].tolist(), g[key].tolist(), g.get(STD_PREFIX + key))
+        groups = coinciding({r: v[:2] for r, v in series.items()})
+        suffix = same_as(groups)
+        for run, (steps, values, spread) in series.items():
+            ax.plot(steps, values, color=color(run), ls=linestyle(run), lw=1.8, label=label(run) + suffix.get(run, ""))
+            if spread is not None and spread.notna().any():
+                import numpy as np
+
+                mean, sd = np.asarray(values, float), np.nan_to_num(np.asarray(spread, float))
+                ax.fill_between(steps, mean - sd, mean + sd, color=color(run), alpha=0.15, lw=0)
+        notes = ["lines coincide: " + " = ".join(label(r) for r in group) for group in groups]
+        if any(spread is not None and spread.notna().any() for _, _, spread in series.values()):
+            notes.append("band: ± 1 std across seeds")
+        if notes:
+            ax.text(0.01, 0.99, "\n".join(sorted(notes)), transform=ax.transAxes, va="top", ha="left",
+                    fontsize=7.5, color="#444444")
+        ax.set(title=titles[i], xlabel="optimiser step", ylabel=ylabels[i])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if ylabels:
-            ax.set_ylabel(ylabels[i])
         _legend_below(ax, ncol=legend_ncol)
     return _close(fig)
 
 
+REWARD_UNIT = "β·(log π_θ − log π_ref), per sequence"
+
+
 def reward_curves(train) -> Figure:
     return run_panels(train, ["rewards/chosen", "rewards/rejected"],
-                      ["r⁺ on training batches", "r⁻ on training batches"], ncols=2)
+                      ["r⁺ on training batches (batch mean)", "r⁻ on training batches (batch mean)"],
+                      [f"r⁺ = {REWARD_UNIT}", f"r⁻ = {REWARD_UNIT}"], ncols=2)
 
 
 def delta_curves(train) -> Figure | None:
     """δ exists only for SPoT-BCO runs."""
     if "delta" not in train.columns or not train["delta"].notna().any():
         return None
-    return run_panels(train, ["delta"], ["δ, the moving reward baseline (SPoT-BCO)"], ncols=1,
+    return run_panels(train, ["delta"], ["δ, the moving reward baseline (SPoT-BCO)"],
+                      ["δ (reward units: β·nats per sequence)"], ncols=1,
                       only=lambda run: method_of(run) == "spot_bco")
 
 
 def tether_weights(train) -> Figure:
     return run_panels(train, ["tether/chosen", "tether/rejected"],
                       ["Mean weight on ∇log π(y⁺)", "Mean weight on −∇log π(y⁻) (pair objectives)"],
+                      ["weight on the sequence log-prob (SFT-type: 1/|y⁺|)", "weight on the sequence log-prob"],
                       ncols=2)
 
 
 def heldout_kl(probes) -> Figure:
     keys = [k for k in probes.columns if k.startswith("kl/")]
     return run_panels(probes, keys, [k.replace("kl/", "KL to π_ref: ") for k in keys],
-                      ncols=min(2, len(keys)) or 1)
+                      ["KL(π_θ ‖ π_ref), nats per token"] * len(keys), ncols=min(2, len(keys)) or 1)
 
 
 def edit_probes(probes) -> Figure:
     return run_panels(probes, ["edit/before", "edit/at", "edit/after", "fixed/margins"],
                       ["Δ log π on y⁻ before the edit", "Δ log π on y⁻ at the first edit",
-                       "Δ log π on y⁻ after the edit", "r⁺ − r⁻ on fixed pairs"], ncols=2)
+                       "Δ log π on y⁻ after the edit", "r⁺ − r⁻ on fixed pairs"],
+                      ["log π_θ − log π_ref, nats per token"] * 3 + [REWARD_UNIT], ncols=2)
 
 
 # ------------------------------------------------------------------ 04 the tether lesson
@@ -347,21 +455,39 @@ def tether_lesson(curve: dict, lr: float | None = None) -> Figure:
     return _close(fig)
 
 
+STEP_LABEL_GAP = 0.08  # axes fraction between two step labels: closer ones are left unlabelled
+
+
 def rewards_against_kl(curve: dict) -> Figure:
-    """At each probe step: the held-out KL(π_θ‖π_ref) per token (x) against r/β on the fixed pairs (y)."""
+    """At each probe step: the held-out KL(π_θ‖π_ref) per token (x) against r/β on the fixed pairs (y).
+
+    Points carry their step where a label has room (the first and the last always): labels closer
+    than `STEP_LABEL_GAP` to one already placed would overlap and are left out."""
     probe, beta = curve["probe"], curve["beta"]
     fig, axes = _figure(6.5, 4.2)
     ax = axes[0, 0]
     kl = probe["kl"]
-    for key, color_, name in (("fixed_r_chosen", POSITIVE_COLOR, "r⁺/β  (y⁺)"),
-                              ("fixed_r_rejected", NEGATIVE_COLOR, "r⁻/β  (y⁻)")):
+    series = []
+    for key, color_, name, offset in (("fixed_r_chosen", POSITIVE_COLOR, "r⁺/β  (y⁺)", (4, 4)),
+                                      ("fixed_r_rejected", NEGATIVE_COLOR, "r⁻/β  (y⁻)", (4, -11))):
         ys = [r / beta for r in probe[key]]
         ax.plot(kl, ys, "o-", color=color_, lw=1.2, ms=4, label=name)
-        for step, x, y in zip(probe["step"], kl, ys):
-            ax.annotate(f"{step}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points", color=color_)
+        series.append((ys, color_, offset))
     ax.axhline(0, color="grey", lw=0.7)
+    ax.autoscale_view()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    placed: list[tuple[float, float]] = []
+    for ys, color_, offset in series:
+        points = [(step, x, y) for step, x, y in zip(probe["step"], kl, ys) if not (math.isnan(x) or math.isnan(y))]
+        order = points[:1] + points[-1:] + points[1:-1]  # the ends first: they are always labelled
+        for step, x, y in order:
+            fx, fy = (x - x0) / ((x1 - x0) or 1), (y - y0) / ((y1 - y0) or 1) + offset[1] / 420
+            if any(math.hypot(fx - px, fy - py) < STEP_LABEL_GAP for px, py in placed):
+                continue
+            placed.append((fx, fy))
+            ax.annotate(f"{step}", (x, y), fontsize=7, xytext=offset, textcoords="offset points", color=color_)
     ax.set(xlabel="held-out KL(π_θ ‖ π_ref), nats per token", ylabel="log π_θ(y) − log π_ref(y), nats per sequence",
-           title="Rewards on the fixed pairs against the held-out KL (labels: step)")
+           title="Rewards on the fixed pairs against the held-out KL\n(numbers: optimiser step)")
     _legend_right(ax)
     return _close(fig)
 
@@ -370,34 +496,77 @@ def rewards_against_kl(curve: dict) -> Figure:
 SCORE_COLUMNS = ("in_domain", "ood", "general", "overall")
 
 
+def same_rows(table: list[dict], columns=SCORE_COLUMNS) -> list[list[str]]:
+    """Groups of runs whose scores are equal in every column (e.g. SPoT-BCO with δ ≈ 0 and SPoT-BCE)."""
+    series = {t["run"]: (list(columns), [t.get(c, math.nan) for c in columns]) for t in table}
+    return coinciding(series, tolerance=1e-9)
+
+
 def score_bars(table: list[dict]) -> Figure:
     """Grouped by score column, one bar per run in its method's colour; whiskers: std across seeds."""
     columns = [c for c in SCORE_COLUMNS if any(c in t for t in table)]
     fig, axes = _figure(10, 4.6)
     ax = axes[0, 0]
     width = 0.85 / max(1, len(table))
+    same = same_as(same_rows(table, columns))
     for j, t in enumerate(table):
         xs = [i + (j - (len(table) - 1) / 2) * width for i in range(len(columns))]
         ax.bar(xs, [t.get(c, math.nan) for c in columns], width, color=color(t["run"]), hatch=hatch(t["run"]),
                edgecolor="white", lw=0.3, yerr=[t.get(f"{c}_std", 0) or 0 for c in columns],
-               error_kw={"capsize": 1.5, "lw": 0.8}, label=label(t["run"]))
+               error_kw={"capsize": 1.5, "lw": 0.8}, label=label(t["run"]) + same.get(t["run"], ""))
     ax.set_xticks(range(len(columns)), [c.replace("_", "-") for c in columns])
-    ax.set(ylabel="score (%)", ylim=(0, 100), title="Scores by method (mean ± std across seeds)")
+    ax.set(xlabel="score column (benchmark group)", ylabel="score (%)", ylim=(0, 100), title="Scores by method (mean ± std across seeds)")
     _legend_below(ax, ncol=4)
     return _close(fig)
 
 
-def kl_scatter(rows: list[dict], base_general: float) -> Figure:
+def retention_noise(table: list[dict], tie_sigmas: float) -> float | None:
+    """Half-width of the tie band on retention loss for a run as noisy as the base model:
+    tie_sigmas · √2 · SE of the base model's general score (`spotlib.tables`' tie rule)."""
+    base = next((t for t in table if t["run"] == "base"), None)
+    se = base.get("general_se") if base else None
+    return tie_sigmas * math.sqrt(2) * float(se) if se is not None and not math.isnan(float(se)) else None
+
+
+def _same_points(points: list[dict], base_general: float) -> list[list[str]]:
+    """Runs whose checkpoints sit on the same points (every seed's KL and retention loss)."""
+    by_run: dict[str, list[dict]] = {}
+    for r in points:
+        by_run.setdefault(r["run"], []).append(r)
+    ordered = {run: sorted(rs, key=lambda r: r.get("seed") or 0) for run, rs in by_run.items()}
+    kl = {run: (list(range(len(rs))), [r["kl"] for r in rs]) for run, rs in ordered.items()}
+    loss = {run: (list(range(len(rs))), [base_general - r["general"] for r in rs]) for run, rs in ordered.items()}
+    pairs = {frozenset((a, b)) for group in coinciding(loss) for a in group for b in group if a != b}
+    out = []
+    for group in coinciding(kl):
+        together = [r for r in group if any(frozenset((r, o)) in pairs for o in group if o != r)]
+        if len(together) > 1:
+            out.append(together)
+    return out
+
+
+def kl_scatter(rows: list[dict], base_general: float, noise: float | None = None) -> Figure:
+    """One point per checkpoint. `noise`: the half-width of the band around 0 retention loss inside which
+    a difference from the base model is within noise (`retention_noise`)."""
     fig, axes = _figure(8, 4.2)
     ax = axes[0, 0]
     points = [r for r in rows if r["run"] != "base" and r.get("kl") is not None]
+    groups = _same_points(points, base_general)
+    suffix = same_as(groups)
     for run in sorted({r["run"] for r in points}):
         mine = [r for r in points if r["run"] == run]
         ax.scatter([r["kl"] for r in mine], [base_general - r["general"] for r in mine], s=40,
                    color=color(run), marker="s" if "@" in run else "^" if ":" in run else "o",
-                   label=label(run))
+                   label=label(run) + suffix.get(run, ""))
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xlabel=r"held-out token KL($\pi_\theta \,\|\, \pi_{\rm ref}$), end of training",
+    notes = ["same points: " + " = ".join(label(r) for r in group) for group in groups]
+    if noise:
+        ax.axhspan(-noise, noise, color="grey", alpha=0.15, lw=0, label=f"within noise of the base (± {noise:.1f})")
+        notes.append("grey band: loss within noise (a tie)")
+    if notes:
+        ax.text(0.01, 0.99, "\n".join(sorted(notes)), transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
+                color="#444444")
+    ax.set(xlabel=r"held-out token KL($\pi_\theta \,\|\, \pi_{\rm ref}$), end of training, nats per token",
            ylabel="retention loss (general, points)", title="Distance moved vs knowledge lost")
     _legend_right(ax)
     return _close(fig)
@@ -511,13 +680,26 @@ def _04(fn, which: int):
     return draw
 
 
+def _04_lesson(fn):
+    def draw(d: Path):
+        from spotlib import tether
+
+        lesson = tether.lesson_from_stage(d)
+        if lesson is None:
+            return None
+        curve = tether.tether_curve(lesson["dir"] / "metrics.jsonl", beta=lesson["beta"], objective="bco")
+        return fn(curve, lr=lesson["lr"]) if fn is tether_lesson else fn(curve)
+    return draw
+
+
 def _05(fn):
     def draw(d: Path):
         results = load_evaluation(d)
         if not results:
             return None
         if fn is kl_scatter:
-            return kl_scatter(results["models"], base_general(results["runs"]))
+            noise = retention_noise(results["runs"], results.get("tie_sigmas", 2.0))
+            return kl_scatter(results["models"], base_general(results["runs"]), noise)
         return score_bars(results["runs"])
     return draw
 
@@ -554,6 +736,10 @@ FIGURES: dict[str, list[StageFigure]] = {
         StageFigure("heldout_kl", "Held-out KL to the start model along training.", _04(heldout_kl, 1)),
         StageFigure("edit_probes", "Where in y⁻ each objective pushes; margins on fixed pairs.",
                     _04(edit_probes, 1)),
+        StageFigure("tether_lesson", "The tether lesson's SPoT-BCO run: rewards and δ (left), the weights λ⁺, "
+                    "λ⁻ each step received (right).", _04_lesson(tether_lesson)),
+        StageFigure("rewards_against_kl", "The lesson's run: rewards on the fixed pairs against the held-out KL, "
+                    "at each probe step.", _04_lesson(rewards_against_kl)),
     ],
     "05_eval_forgetting": [
         StageFigure("score_bars", "Scores by method; whiskers: std across seeds.", _05(score_bars), "scores_bar.png"),

@@ -15,9 +15,11 @@ import json
 import re
 from pathlib import Path
 
+from spotlib.config import REPO_ROOT
 from spotlib.stages import STAGES
 
 TITLES = {stage.name: stage.title for stage in STAGES}
+NOTEBOOKS = REPO_ROOT / "notebooks"
 FIGURES_DIR = "report_figures"
 _MAX_CSV_ROWS = 40
 
@@ -59,9 +61,16 @@ def recorded_seconds(timings) -> float | None:
     return None
 
 
-def _table(frame, floatfmt=".3g", index=False, **tabulate_options) -> str:
+def _table(frame, floatfmt=None, index=False, **tabulate_options) -> str:
+    """A table of display strings (`spotlib.formatting.tidy`: counts as integers, three significant
+    digits, scientific notation only below 1e-3). `floatfmt` is accepted and ignored: one rule for
+    every table of the report."""
+    from spotlib.formatting import tidy
+
+    frame = tidy(frame)
     try:
-        return frame.to_markdown(index=index, floatfmt=floatfmt, **tabulate_options)
+        tabulate_options.pop("disable_numparse", None)
+        return frame.to_markdown(index=index, disable_numparse=True, **tabulate_options)
     except ImportError:  # tabulate missing
         return "```\n" + frame.to_string(index=index) + "\n```"
 
@@ -208,15 +217,39 @@ def _read_04(d: Path, out: Path) -> list[str]:
             table["seconds"] = table["seconds"].map(lambda x: f"{x:.1f}")
             table["lr"] = table["lr"].map(lambda x: f"{x:.1e}")
             lines += ["**Runs** (training seconds: mean over seeds)", "",
-                      _table(table, index=True, disable_numparse=True), ""]
+                      _table(table, index=True), ""]
         from spotlib.plots import load_training_metrics
 
         _, probes = load_training_metrics(d)
         if len(probes):
             final = probes.sort_values("step").groupby("run").tail(1).set_index("run")
-            cols = [c for c in final.columns if c.startswith(("kl/", "fixed/", "edit/"))]
-            if cols:
-                lines += ["**End of training** (probes, mean over seeds)", "", _table(final[cols], ".4f", True), ""]
+            lines += end_of_training_tables(final)
+    return lines
+
+
+END_OF_TRAINING = (  # one narrow table per kind of probe, not one table too wide to read
+    ("held-out KL to π_ref, nats per token", ("kl/",)),
+    ("rewards on the fixed pairs, β·nats per sequence", ("fixed/",)),
+    ("log π_θ − log π_ref on y⁻ around the first edit, nats per token", ("edit/before", "edit/at", "edit/after")),
+    ("the same on y⁺", ("edit/chosen_",)),
+    ("probability of the first edited token (y⁺: correct, y⁻: wrong), now and under π_ref", ("edit/p_",)),
+)
+
+
+def end_of_training_frames(final) -> list[tuple[str, object]]:
+    """Stage 04's last probe per run (mean over seeds), split by kind of probe: (title, DataFrame)."""
+    out = []
+    for title, prefixes in END_OF_TRAINING:
+        cols = [c for c in final.columns if c.startswith(prefixes)]
+        if cols:
+            out.append((title, final[cols]))
+    return out
+
+
+def end_of_training_tables(final) -> list[str]:
+    lines = []
+    for title, frame in end_of_training_frames(final):
+        lines += [f"**End of training: {title}** (mean over seeds)", "", _table(frame, index=True), ""]
     return lines
 
 
@@ -242,7 +275,7 @@ def _read_06(d: Path, out: Path) -> list[str]:
              "keeps more on the OOD and general columns, by more than the noise.", ""]
     if summary.get("runs"):
         runs = pd.DataFrame(summary["runs"]).T.drop(columns="final", errors="ignore")
-        lines += ["**The two runs**", "", _table(runs, ".3g", True), ""]
+        lines += ["**The two runs**", "", _table(runs, index=True), ""]
     table4 = d / "table4.md"
     if table4.is_file():
         lines += ["**Table 4**", "", table4.read_text().strip(), ""]
@@ -327,7 +360,24 @@ def _csv_rows(path: Path) -> list[dict] | None:
         return list(csv.DictReader(f))
 
 
-def claims_section(out: Path) -> list[str]:
+def stage_command(profile_name: str, stage: str) -> str:
+    """The command that fills a stage's section of this report."""
+    return f"make reproduce PROFILE={profile_name} STAGES={stage[:2]}"
+
+
+def missing_sources(out: Path, profile_name: str) -> list[str]:
+    """What the claims read that this study has not made yet, each with the command that makes it."""
+    missing = []
+    if not (out / "05_eval_forgetting" / "table.csv").is_file():
+        missing.append(f"stage 05's table (`{stage_command(profile_name, '05_eval_forgetting')}`)")
+    if not _manifest(out / SWEEP_DIR).get("main_table"):
+        missing.append(f"the learning-rate sweep (`make sweep PROFILE={profile_name}`)")
+    if not (out / "06_rl_init" / "summary.json").is_file():
+        missing.append(f"stage 06 (`{stage_command(profile_name, '06_rl_init')}`)")
+    return missing
+
+
+def claims_section(out: Path, profile_name: str = "auto") -> list[str]:
     """The reading per claim of the paper from 05's table, the sweep and 06 (always present)."""
     from spotlib import claims
 
@@ -338,35 +388,68 @@ def claims_section(out: Path) -> list[str]:
     found = claims.read_claims(eval_rows=_csv_rows(out / "05_eval_forgetting" / "table.csv"),
                                main_table=sweep.get("main_table"), frontier_points=sweep.get("points"), rl=rl,
                                sweep_items=(sweep.get("counts") or {}).get("items"))
+    missing = missing_sources(out, profile_name)
+    gaps = ([f"_Not made yet: {'; '.join(missing)}. A claim read from them says *cannot decide* until the "
+             "command has run; the report is then written again._", ""] if missing else [])
     return ["## What the study says about each claim", "",
             "Each claim of the paper read from this study's numbers: stage 05 (test split, at the LRs stage 04 "
             "trained at), the sweep at each method's chosen LR, its matched point and its best point (val split), and "
-            "stage 06.", "", claims.claims_markdown(found).strip(), ""]
+            "stage 06.", ""] + gaps + [claims.claims_markdown(found).strip(), ""]
 
 
 READERS = {"01_sample": _read_01, "02_rectify": _read_02, "03_filter": _read_03, "04_train_spot": _read_04,
            "05_eval_forgetting": _read_05, "06_rl_init": _read_06}
 
 
-def figure_lines(stage_dir: Path, out: Path) -> list[str]:
-    """Every figure the stage's notebook shows: the stage's own PNG, or drawn into report_figures/."""
+def _figure(spec, stage_dir: Path, out: Path) -> list[str]:
+    """One figure: the stage's own PNG, or drawn into report_figures/."""
     from spotlib import plots
 
-    lines = []
-    for spec in plots.FIGURES.get(stage_dir.name, []):
-        if spec.file and (stage_dir / spec.file).is_file():
-            rel = f"{stage_dir.name}/{spec.file}"
-        else:
-            try:
-                fig = spec.draw(stage_dir)
-            except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is named, not fatal
-                lines += [f"_figure {spec.name} not drawn: {type(exc).__name__}: {exc}_", ""]
-                continue
-            if fig is None:
-                continue
-            rel = f"{FIGURES_DIR}/{stage_dir.name}__{spec.name}.png"
-            plots.save(fig, out / rel)
-        lines += [f"![{spec.name}]({rel})", "", f"*{spec.caption}* Drawn by `spotlib.plots.{spec.name}`.", ""]
+    if spec.file and (stage_dir / spec.file).is_file():
+        rel = f"{stage_dir.name}/{spec.file}"
+    else:
+        try:
+            fig = spec.draw(stage_dir)
+        except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is named, not fatal
+            return [f"_figure {spec.name} not drawn: {type(exc).__name__}: {exc}_", ""]
+        if fig is None:
+            return []
+        rel = f"{FIGURES_DIR}/{stage_dir.name}__{spec.name}.png"
+        plots.save(fig, out / rel)
+    return [f"![{spec.name}]({rel})", "", f"*{spec.caption}* Drawn by `spotlib.plots.{spec.name}`.", ""]
+
+
+def _printed(stage_dir: Path) -> dict[str, str]:
+    """What the stage's notebook prints in its lessons, computed again from the stage's files."""
+    from spotlib import tether
+
+    if stage_dir.name != tether.STAGE:
+        return {}
+    lesson = tether.lesson_from_stage(stage_dir)
+    return tether.lesson_texts(lesson) if lesson else {}
+
+
+def figure_lines(stage_dir: Path, out: Path) -> list[str]:
+    """Every figure the stage's notebook shows, in the notebook's order, with the notebook's lesson cells
+    (`spotlib.report_lessons`) where the notebook has them; figures the notebook does not call come last."""
+    from spotlib import plots, report_lessons
+
+    specs = {spec.name: spec for spec in plots.FIGURES.get(stage_dir.name, [])}
+    notebook = next((NOTEBOOKS / s.notebook for s in STAGES if s.name == stage_dir.name), None)
+    items = report_lessons.read(notebook, set(specs)) if notebook and notebook.is_file() else []
+    printed = _printed(stage_dir) if any(i.kind == "printed" for i in items) else {}
+    lines, drawn = [], set()
+    for item in items:
+        if item.kind == "lesson":
+            lines += [report_lessons.demote_headings(item.value), ""]
+        elif item.kind == "printed" and printed.get(item.value):
+            lines += ["```text", printed[item.value], "```", ""]
+        elif item.kind == "figure" and item.value not in drawn:
+            drawn.add(item.value)
+            lines += _figure(specs[item.value], stage_dir, out)
+    for name, spec in specs.items():
+        if name not in drawn:
+            lines += _figure(spec, stage_dir, out)
     return lines
 
 
@@ -422,14 +505,15 @@ def build_report(profile) -> Path:
                       f"{_wall(base['stats'].get('train_wall_s'))} | cached |")
     for name in sorted({s.name for s in STAGES} | set(present)):
         manifest = _manifest(present[name]) if name in present else {}
-        state = "not run" if name not in present else ("complete" if manifest.get("complete") else "incomplete")
+        state = (f"not run: `{stage_command(profile.name, name)}`" if name not in present
+                 else "complete" if manifest.get("complete") else "incomplete")
         work = _wall(recorded_seconds(manifest.get("timings")))
         timing.append(f"| {name} | {_wall(manifest.get('wall_time_s'))} | {work} | {state} |")
     lines += timing + [""]
     for name in sorted(present):
         lines += stage_section(present[name], out)
     lines += sweep_section(out, profile.name)
-    lines += claims_section(out)
+    lines += claims_section(out, profile.name)
     text = "\n".join(lines).rstrip() + "\n"
     path = out / "report.md"
     path.write_text(text)

@@ -21,7 +21,7 @@ _TEX_ALIASES = {r"\le ": r"\leq ", r"\ge ": r"\geq ", r"\ne ": r"\neq "}
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:60rem;
 margin:2rem auto;padding:0 1rem;line-height:1.5;color:#222}
-table{border-collapse:collapse;margin:0.8rem 0;font-size:0.9rem}th,td{border:1px solid #ccc;padding:0.2rem 0.5rem}
+table{border-collapse:collapse;margin:0.8rem 0;font-size:0.9rem;display:block;max-width:100%;overflow-x:auto}th,td{border:1px solid #ccc;padding:0.2rem 0.5rem}
 th{background:#f3f3f3}img{max-width:100%}code{background:#f4f4f4;padding:0 0.2rem}
 .math-display{text-align:center;margin:0.8rem 0}h2{border-bottom:1px solid #ddd;margin-top:2.5rem}"""
 

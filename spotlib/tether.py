@@ -142,17 +142,42 @@ def demonstration_finished(profile) -> bool:
                                              rel_tol=1e-12)
 
 
-def lesson_run(profile) -> dict:
-    """{"dir", "lr", "stage_lr", "seed", "own_run"}: the run the lesson reads (the demonstration run, or the
-    stage's own SPoT-BCO run at its first seed where no other LR is asked for)."""
-    own = demonstration_needed(profile.train)
-    seed = profile.seeds[0]
-    run_dir = demonstration_dir(profile) if own else profile.out / STAGE / LESSON_RUN / f"seed{seed}"
+def _lesson(train_cfg, stage_dir: Path, seed: int) -> dict:
+    own = demonstration_needed(train_cfg)
+    run_dir = stage_dir / "tether" / LESSON_RUN / f"seed{seed}" if own else stage_dir / LESSON_RUN / f"seed{seed}"
     if not (run_dir / "metrics.jsonl").is_file():
         raise FileNotFoundError(f"{run_dir / 'metrics.jsonl'}: the tether lesson's run has not been trained "
                                 f"(stage 04 trains it when train.methods holds {LESSON_RUN})")
-    lr = demonstration_lr(profile.train) if own else _stage_lr(profile.train)
-    return {"dir": run_dir, "lr": lr, "stage_lr": _stage_lr(profile.train), "seed": seed, "own_run": own}
+    lr = demonstration_lr(train_cfg) if own else _stage_lr(train_cfg)
+    return {"dir": run_dir, "lr": lr, "stage_lr": _stage_lr(train_cfg), "seed": seed, "own_run": own,
+            "beta": float(train_cfg.beta)}
+
+
+def lesson_run(profile) -> dict:
+    """{"dir", "lr", "stage_lr", "seed", "own_run", "beta"}: the run the lesson reads (the demonstration run,
+    or the stage's own SPoT-BCO run at its first seed where no other LR is asked for)."""
+    return _lesson(profile.train, profile.out / STAGE, profile.seeds[0])
+
+
+def lesson_from_stage(stage_dir: Path) -> dict | None:
+    """`lesson_run` from a finished stage folder alone (the settings its manifest recorded), as the
+    report reads it; None where the stage recorded no SPoT-BCO run or the lesson's run is absent."""
+    import json
+    from types import SimpleNamespace
+
+    path = Path(stage_dir) / "manifest.json"
+    try:
+        params = json.loads(path.read_text()).get("params") or {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    train, seeds = params.get("train") or {}, params.get("seeds") or []
+    if LESSON_RUN not in (train.get("methods") or []) or not seeds or "beta" not in train:
+        return None
+    cfg = SimpleNamespace(**{"tether_lr": None, "lr_grid": None, **train})
+    try:
+        return _lesson(cfg, Path(stage_dir), seeds[0])
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _finite(values: list[float]) -> list[tuple[int, float]]:
@@ -185,7 +210,24 @@ def lesson_summary(curve: dict, lesson: dict) -> str:
             f"{sum(margins) / len(margins):+.3f} over the run (largest {max(margins):+.3f}).\n"
             f"{span('lambda_chosen', 'λ⁺')};\n{span('lambda_rejected', 'λ⁻')}.\n"
             f"βσ(·) of the batch-mean rewards differs from the mean weight received by at most {gap:.4f} "
-            f"(only through the spread of rewards within a batch).")
+            f"(only through the spread of rewards within a batch).\n" + direction_reading(curve))
+
+
+def direction_reading(curve: dict) -> str:
+    """Which way y⁺ moved and why λ⁺ sits where it ends: against 0 (π_ref) and against δ (the baseline)."""
+    train, beta = curve["train"], curve["beta"]
+    r_pos, delta, steps = train["r_chosen"][-1], train["delta"][-1], train["step"]
+    fell = next((s for s, r in zip(steps, train["r_chosen"]) if r < 0), None)
+    nats = r_pos / beta
+    if r_pos < 0 and r_pos > delta:
+        return (f"r⁺ fell below 0 at step {fell} and ends at {r_pos:+.3f}: log π(y⁺) on the training batches fell "
+                f"{-nats:.2f} nats per sequence from π_ref. λ⁺ is below β/2 only because δ fell further "
+                f"({delta:+.3f}): the tether let go of y⁺ relative to δ, not because y⁺ became likelier.")
+    if r_pos >= 0 and r_pos > delta:
+        return (f"r⁺ ends at {r_pos:+.3f}, above 0 and above δ ({delta:+.3f}): y⁺ became likelier than under π_ref "
+                f"(+{nats:.2f} nats per sequence) and its pull slackened (λ⁺ < β/2).")
+    return (f"r⁺ ends at {r_pos:+.3f}, below δ ({delta:+.3f}): λ⁺ > β/2, y⁺ is pulled harder than at the start"
+            + (f" (r⁺ first fell below 0 at step {fell})." if fell is not None else "."))
 
 
 def kl_summary(curve: dict) -> str:
@@ -206,13 +248,76 @@ def kl_summary(curve: dict) -> str:
 
 def stage_run_summary(profile) -> str | None:
     """How far the study's own SPoT-BCO run (first seed) moved, beside the lesson's run; None without one."""
-    path = profile.out / STAGE / LESSON_RUN / f"seed{profile.seeds[0]}" / "metrics.jsonl"
-    if not demonstration_needed(profile.train) or not path.is_file():
+    return _stage_run_summary(lesson_run(profile)) if demonstration_needed(profile.train) else None
+
+
+def _stage_run_summary(lesson: dict) -> str | None:
+    path = lesson["dir"].parents[2] / LESSON_RUN / f"seed{lesson['seed']}" / "metrics.jsonl"
+    if not lesson["own_run"] or not path.is_file():
         return None
-    train = tether_curve(path, beta=profile.train.beta)["train"]
+    train = tether_curve(path, beta=lesson["beta"])["train"]
     rewards = [abs(v) for _, v in _finite(train["r_chosen"] + train["r_rejected"])]
     weights = [v for _, v in _finite(train["lambda_chosen"] + train["lambda_rejected"])]
-    half = profile.train.beta / 2
-    return (f"For comparison, the study's own SPoT-BCO run (learning rate {_stage_lr(profile.train):g}, seed "
-            f"{profile.seeds[0]}): |r⁺|, |r⁻| ≤ {max(rewards):.3f} along training, and its weights stayed within "
+    half = lesson["beta"] / 2
+    return (f"For comparison, the study's own SPoT-BCO run (learning rate {lesson['stage_lr']:g}, seed "
+            f"{lesson['seed']}): |r⁺|, |r⁻| ≤ {max(rewards):.3f} along training, and its weights stayed within "
             f"{100 * min(weights) / half:.0f}%–{100 * max(weights) / half:.0f}% of β/2.")
+
+
+def lesson_texts(lesson: dict) -> dict[str, str]:
+    """What the lesson's cells print, by the function that prints it: the report shows the same lines."""
+    curve = tether_curve(lesson["dir"] / "metrics.jsonl", beta=lesson["beta"], objective="bco")
+    return {"lesson_summary": lesson_summary(curve, lesson), "stage_run_summary": _stage_run_summary(lesson) or "",
+            "kl_summary": kl_summary(curve), "kl_comparison": kl_comparison(lesson)}
+
+
+def lesson_curve(lesson: dict) -> dict:
+    """The lesson run's `tether_curve`, read with the β it trained with."""
+    return tether_curve(lesson["dir"] / "metrics.jsonl", beta=lesson["beta"], objective="bco")
+
+
+def exercise_dir(profile, lr: float, beta: float) -> Path:
+    return profile.out / STAGE / "exercise" / f"lr{lr:g}_beta{beta:g}" / f"seed{profile.seeds[0]}"
+
+
+def exercise_run(profile, lr: float | None = None, beta: float | None = None, progress: bool = True) -> dict:
+    """The lesson's SPoT-BCO run again at another learning rate and/or β (first seed, the stage's data,
+    steps and reference), into its own folder `04_train_spot/exercise/lr<lr>_beta<β>/`: the lesson's
+    and the study's runs stay as they are. Returns a `lesson_run`-shaped dict for `lesson_summary`."""
+    import dataclasses
+
+    from spotlib.stages import train_methods
+    from spotlib.train.trainer import train_run
+
+    lr = float(lr if lr is not None else demonstration_lr(profile.train) or _stage_lr(profile.train))
+    beta = float(beta if beta is not None else profile.train.beta)
+    if lr <= 0 or beta <= 0:
+        raise ValueError(f"exercise_run: learning rate and β must be > 0, got lr={lr:g}, β={beta:g}")
+    plan = train_methods.plan_stage(profile)
+    spec = next((r for r in plan.runs if r.name == LESSON_RUN), None)
+    if spec is None:
+        raise ValueError(f"exercise_run: train.methods holds no {LESSON_RUN}")
+    shared = train_methods.shared_inputs(profile, plan, runs=[spec])
+    cfg = dataclasses.replace(profile.train, beta=beta, lr={**profile.train.lr, LESSON_RUN: lr})
+    run_dir = exercise_dir(profile, lr, beta)
+    train_run(cfg, profile.model, spec, profile.seeds[0], shared[LESSON_RUN], run_dir, steps=plan.steps,
+              device=profile.device, progress=progress)
+    return {"dir": run_dir, "lr": lr, "stage_lr": _stage_lr(profile.train), "seed": profile.seeds[0],
+            "own_run": True, "beta": beta}
+
+
+def kl_comparison(lesson: dict) -> str:
+    """The lesson run's last held-out KL against the study's own SPoT-BCO run's (same seed), as a ratio."""
+    if not lesson["own_run"]:
+        return ""
+    stage_path = lesson["dir"].parents[2] / LESSON_RUN / f"seed{lesson['seed']}" / "metrics.jsonl"
+    if not stage_path.is_file():
+        return ""
+    mine = [v for _, v in _finite(lesson_curve(lesson)["probe"]["kl"])]
+    theirs = [v for _, v in _finite(tether_curve(stage_path, beta=lesson["beta"])["probe"]["kl"])]
+    if not mine or not theirs:
+        return ""
+    ratio = f"{mine[-1] / theirs[-1]:.0f}×" if theirs[-1] > 0 else "far more than"
+    return (f"The lesson's run ends at a held-out KL of {mine[-1]:.3g} nats per token, {ratio} the study's own "
+            f"SPoT-BCO run at learning rate {lesson['stage_lr']:g} ({theirs[-1]:.2g}): the tether_lr moves the "
+            f"model far more than any run the study compares.")

@@ -13,13 +13,14 @@ PAIR_RUNS = {"dpo", "spot_bce", "spot_bco", "spot_bco@direct", "spot_bco:ema"}
 
 def training_frame():
     rows = []
-    for run in RUNS:
+    for k, run in enumerate(RUNS):  # each run its own curve (coinciding runs are named together)
         for step in range(3):
-            row = {"run": run, "step": step, "rewards/chosen": 0.1 * step, "tether/chosen": 1.0 - 0.1 * step}
+            row = {"run": run, "step": step, "rewards/chosen": 0.1 * step + 0.01 * k,
+                   "tether/chosen": 1.0 - 0.1 * step - 0.01 * k}
             if run in PAIR_RUNS:
-                row.update({"rewards/rejected": -0.1 * step, "tether/rejected": 0.5})
+                row.update({"rewards/rejected": -0.1 * step - 0.01 * k, "tether/rejected": 0.5 + 0.01 * k})
             if plots.method_of(run) == "spot_bco":
-                row["delta"] = 0.01 * step
+                row["delta"] = 0.01 * step + 0.001 * k
             rows.append(row)
     return pd.DataFrame(rows)
 

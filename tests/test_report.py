@@ -44,6 +44,10 @@ def fake_study(out):
                                         {"id": "b", "change_ratio": 0.4, "edit_distance_tokens": 5}])
     t = out / "04_train_spot"
     manifest(t)
+    recorded = json.loads((t / "manifest.json").read_text())  # the settings the tether lesson is read with
+    recorded["params"] = {"train": {"methods": ["sft_plus", "spot_bco"], "beta": 0.1, "lr": {"default": 3e-5}},
+                          "seeds": [0]}
+    (t / "manifest.json").write_text(json.dumps(recorded))
     runs = []
     for run in RUNS:
         run_dir = t / run / "seed0"
@@ -51,7 +55,8 @@ def fake_study(out):
         if run != "sft_plus":
             metrics = [dict(m, **{"rewards/rejected": -0.1, "tether/rejected": 0.4, "delta": 0.01}) for m in metrics]
         metrics += [{"kind": "probe", "step": s, "kl/probe": 0.01 * s, "edit/before": 0.0, "edit/at": -0.1 * s,
-                     "edit/after": 0.0, "fixed/margins": 0.1 * s} for s in (0, 2)]
+                     "edit/after": 0.0, "fixed/margins": 0.1 * s, "fixed/rewards_chosen": 0.05 * s,
+                     "fixed/rewards_rejected": -0.05 * s} for s in (0, 2)]
         write_jsonl(run_dir / "metrics.jsonl", metrics)
         runs.append({"run": run, "seed": 0, "dir": f"/elsewhere/04_train_spot/{run}/seed0", "train_seconds": 1.5,
                      "tokens_per_s": 100.0, "lr": 3e-5, "steps": 2})

@@ -201,10 +201,11 @@ def summarize(records: list[dict], benchmarks: list[str], entries: list[dict], s
     pd.DataFrame(table).to_csv(stage / "table.csv", index=False)
     base_general = next((t["general"] for t in table if t["run"] == "base"), float("nan"))
     figures = {"bars": plots.save(plots.score_bars(table), stage / "scores_bar.png").name,
-               "kl_scatter": plots.save(plots.kl_scatter(rows, base_general), stage / "kl_vs_retention.png").name}
+               "kl_scatter": plots.save(plots.kl_scatter(rows, base_general, plots.retention_noise(table, tie_sigmas)),
+                                        stage / "kl_vs_retention.png").name}
     (stage / "table.md").write_text(tables.table_md(sections))
     (stage / "reading.md").write_text(tables.reading_md(sections))
-    summary = {"models": rows, "runs": table, "figures": figures, "markdown": sections}
+    summary = {"models": rows, "runs": table, "figures": figures, "markdown": sections, "tie_sigmas": tie_sigmas}
     write_json_atomic(stage / "results.json", json.loads(json.dumps(summary, default=str)))
     return summary
 
