@@ -144,6 +144,8 @@ def run_one(name: str, shape: dict, packing: bool, args, work: Path, card_gib: f
                  "train.kl_probe_every": 0, "train.edit_diag_pairs": 0, "train.save_every": 0,
                  "train.packing": packing, "train.bf16": cuda, "train.bf16_autocast": False,
                  "hardware.gpus": 1, "hardware.gpu_memory_gib": card_gib or 80.0}
+    if not cuda:  # training only: no engine samples here, and vLLM's CPU build needs settings of its own
+        overrides.update({f"{section}.backend": "transformers" for section in ("sample", "eval", "rl")})
     profile = load_profile("paper", overrides=overrides)
     choice = settings.choose(profile, gpus=1, gpu_memory_gib=card_gib or 80.0, cuda=cuda)
     profile = load_profile("paper", overrides={**overrides, **choice.overrides()})
@@ -207,7 +209,7 @@ def projection(mfu: float, mean_tokens: float) -> dict:
     tokens = PAPER["pairs"] * 2 * mean_tokens
     flops = PAPER["epochs"] * tokens * per_token + tokens * per_token / 3   # + the reference pass (forward only)
     seconds = flops / (PAPER["gpus"] * PAPER["peak_bf16_flops"] * mfu)
-    return {"minutes": round(seconds / 60, 1),
+    return {"minutes": float(f"{seconds / 60:.3g}"),   # 3 significant digits: a smoke run on CPU can be far below 0.1
             "assumptions": {**PAPER, "model": "Qwen3-8B shape", "mean_tokens_per_sequence": round(mean_tokens),
                             "completion_fraction": 0.75, "mfu": mfu,
                             "mfu_from": "the largest shape measured here, assumed to hold at 8B",

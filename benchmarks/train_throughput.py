@@ -80,7 +80,7 @@ def prepared_data(workdir: Path, max_len: int):
 
     tok = AutoTokenizer.from_pretrained(workdir / "model")
     examples = [dict(p) for p in read_jsonl(workdir / "pairs.jsonl")]
-    return tok, D.prepare(tok, examples, max_len, max_len, with_rejected=True)
+    return tok, D.prepare(tok, examples, max_len, max_len - 1, with_rejected=True)  # the trainer's limits
 
 
 def pair_batches(data, pad_id: int, batch: int, steps: int) -> list[dict]:
@@ -237,7 +237,7 @@ def run_spotlib(workdir: Path, batch: int, max_len: int, steps: int, bf16: bool,
     profile = load_profile("test", overrides={
         "output_dir": str(workdir / "out"), "model.name_or_path": str(workdir / "model"),
         "train.max_steps": steps, "train.per_device_batch": batch, "train.grad_accum": 1,
-        "train.kl_probe_every": 0, "train.max_len": max_len, "train.max_prompt_len": max_len,
+        "train.kl_probe_every": 0, "train.max_len": max_len, "train.max_prompt_len": max_len - 1,
         "train.bf16_autocast": bf16, "train.gradient_checkpointing": checkpointing,
         "train.packing": packing, "train.lr": {"default": 1e-5},
         # the LM head by the tiny study's chunks (the limit takes it whole)

@@ -45,7 +45,8 @@ def small_profile(tmp_path, **overrides):
     (tmp_path / "config.json").write_text(json.dumps(SMALL_CONFIG))
     values = {"model.name_or_path": str(tmp_path), "hardware.gpus": 4, "hardware.gpu_memory_gib": 1.0,
               "hardware.reserve_gib": 0.0, "train.methods": ["sft"], "train.per_device_batch": 2,
-              "train.max_len": 1000, "train.gradient_checkpointing": False, "train.ref_batch_tokens": 100}
+              "train.max_len": 1000, "train.max_prompt_len": 500, "train.gradient_checkpointing": False,
+              "train.ref_batch_tokens": 100}
     values.update(overrides)
     return load_profile("paper", overrides=values)
 

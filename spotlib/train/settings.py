@@ -34,8 +34,11 @@ class TrainChoice:
 
     def overrides(self) -> dict:
         """The profile overrides that apply the choice (`load_profile(..., overrides=...)`)."""
-        return {"train.gradient_checkpointing": self.gradient_checkpointing,
-                "train.per_device_batch": self.per_device_batch, "train.grad_accum": self.grad_accum}
+        values = {"train.gradient_checkpointing": self.gradient_checkpointing,
+                  "train.per_device_batch": self.per_device_batch, "train.grad_accum": self.grad_accum}
+        if self.zero == "none":  # one process: no ZeRO engine, no DeepSpeed launch
+            values.update({"train.deepspeed_config": None, "train.accelerate_config": None})
+        return values
 
 
 def _divisors_descending(n: int) -> list[int]:
