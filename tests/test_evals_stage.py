@@ -81,7 +81,7 @@ def test_report_collects_stages_and_tolerates_missing_ones(evaluated):
     text = path.read_text()
     assert path == profile.out / "report.md"
     assert "| 01_sample | 12 s | – | complete |" in text
-    assert "| 02_rectify | – | – | not run |" in text
+    assert "| 02_rectify | – | – | not run: `make reproduce PROFILE=test STAGES=02` |" in text
     assert "| 04_train_spot | 6 s | 6.0 min | complete |" in text
     assert "## 05_eval_forgetting" in text and "05_eval_forgetting/scores_bar.png" in text
     assert "Against the paper's main table" in text

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "spotlib"
 
 # (layer, module prefixes); a module belongs to the layer of its longest matching prefix.
 LAYERS = [
-    ("config/io", ["config", "config_checks", "io", "progress", "precision", "shared_lock", "live_bytes",
+    ("config/io", ["config", "config_checks", "io", "progress", "precision", "shared_lock", "live_bytes", "formatting",
                    "engine_settings"]),
     ("world/models/tokens/sampling/grading", ["world", "models", "tokens", "sampling", "engine_pool",
                                              "engine_standin", "vllm_weights", "grading", "problems",
@@ -25,7 +25,7 @@ LAYERS = [
         "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "memory_terms", "tables", "model_card"]),
     ("stages", ["stages", "workers", "plots", "launch", "nodes"]),
     ("reproduce/report/notebooks", ["reproduce", "report", "report_html", "notebook", "preflight", "calibrate",
-                                    "validate", "name_checks", "job_control", "output_lock", "cli"]),
+                                    "validate", "name_checks", "job_control", "output_lock", "cli", "report_lessons"]),
 ]
 
 
