@@ -65,6 +65,7 @@ def test_pinned_kernels_pretrain_in_a_child_that_has_them_and_reproduce_bit_for_
     assert (again / "model.safetensors").stat().st_mtime_ns == written
 
 
+@pytest.mark.slow
 def test_the_base_model_command_restarts_itself_on_the_pinned_kernels(tmp_path):
     """`python -m spotlib.world` on a pinned profile: one process on AVX2 kernels pre-trains and scores
     (no child pre-training), and the manifest says AVX2."""

@@ -146,6 +146,7 @@ def test_empty_grid_and_foreign_benchmarks_fail_clearly(profile):
         evals.load_items("aime24", profile.eval, profile.world, split="val")
 
 
+@pytest.mark.slow
 def test_workers_give_the_same_points_as_one_process(profile, swept, tmp_path):
     import shutil
     shutil.copytree(profile.out / "03_filter", tmp_path / "03_filter")

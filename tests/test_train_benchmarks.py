@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke(tmp_path):
     out = tmp_path / "check.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_train_check.py"), "--smoke",
@@ -73,6 +74,7 @@ def test_flops_per_token_matches_six_n_for_qwen3_0_6b():
 
 # ---- benchmarks/train_throughput.py: spotlib's trainer against its limit and TRL
 
+@pytest.mark.slow
 def test_throughput_smoke_limit_and_spotlib_see_one_token_stream(tmp_path, capsys):
     import train_throughput as tt
     result = tt.main(["--smoke", "--sides", "limit,spotlib", "--workdir", str(tmp_path / "job")])
