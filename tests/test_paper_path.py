@@ -325,3 +325,26 @@ def test_stage_04_stopped_mid_run_resumes_to_the_uninterrupted_weights(tmp_path,
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_the_state_dict_rule_reads_the_stage_of_a_deepspeed_engine_built_without_accelerate():
+    """`deepspeed_run.DeepSpeedAccelerator` (the engine the paper and the rehearsal train with) has no
+    accelerate state: its own `zero_stage()` decides."""
+    from spotlib.train.trainer import saved_state_dict
+
+    class Engine:
+        def __init__(self, main, stage):
+            self.is_main_process, self.stage, self.calls = main, stage, 0
+
+        def zero_stage(self):
+            return self.stage
+
+        def get_state_dict(self, model):
+            self.calls += 1
+            return {"w": torch.zeros(1)}
+
+    other = Engine(False, 2)
+    assert saved_state_dict(other, None) is None and other.calls == 0
+    assert saved_state_dict(Engine(True, 2), None) is not None
+    gathered = Engine(False, 3)
+    assert saved_state_dict(gathered, None) is None and gathered.calls == 1

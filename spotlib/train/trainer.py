@@ -453,11 +453,19 @@ def saved_state_dict(accelerator, model) -> dict | None:
     Under ZeRO-2 (and DDP) every rank holds the whole model, so the main rank alone copies it
     to the host (the others would each build 16 GB of CPU tensors at 8B for nothing); ZeRO-3
     gathers the shards, a collective every rank joins (accelerate's consolidated 16-bit state)."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is not None and plugin.zero_stage == 3:
+    if zero_stage(accelerator) == 3:
         state = accelerator.get_state_dict(model)
         return state if accelerator.is_main_process else None
     return accelerator.get_state_dict(model) if accelerator.is_main_process else None
+
+
+def zero_stage(accelerator) -> int:
+    """The ZeRO stage a run trains under: the engine's (`deepspeed_run.DeepSpeedAccelerator`), accelerate's
+    DeepSpeed plugin's, or 0 (DDP, one process)."""
+    if hasattr(accelerator, "zero_stage"):
+        return accelerator.zero_stage()
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return plugin.zero_stage if plugin is not None else 0
 
 
 def _finish(accelerator, model, tokenizer, run, seed, run_dir, metrics, steps, train_seconds, last_probe,
