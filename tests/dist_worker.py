@@ -103,11 +103,8 @@ def main() -> None:
             inputs = RunInputs(data, ref_c, ref_r if run.info.pairs else None, args.base)
             train_run(profile.train, profile.model, run, 0, inputs, out / name / method, steps=args.steps,
                       device=profile.device, progress=False, accelerator=accelerator)
-            if hasattr(accelerator, "zero_stage") and accelerator.is_main_process:  # what the engine really ran
-                (out / name / method / "engine.json").write_text(json.dumps({
-                    "zero_stage": accelerator.zero_stage(), "processes": accelerator.num_processes,
-                    "engine": type(accelerator.engine).__name__,
-                    "optimizer": type(accelerator.engine.optimizer).__name__}))
+            if hasattr(accelerator, "last_engine") and accelerator.is_main_process:  # what the engine really ran
+                (out / name / method / "engine.json").write_text(json.dumps(accelerator.last_engine))
 
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ class DeepSpeedAccelerator:
         self.engine = engine
         self._micro = 0
         self._custom = []  # one run per prepare: the next run registers its own scheduler and δ
+        # what really trained, kept after the run frees its engine (`free_memory`)
+        self.last_engine = {"zero_stage": self.zero_stage(), "processes": self.num_processes,
+                            "engine": type(engine).__name__, "optimizer": type(engine.optimizer).__name__}
         if self.is_main_process:  # the launch log shows what really trains
             print(f"DeepSpeed engine: ZeRO stage {self.zero_stage()} on {self.num_processes} processes "
                   f"({type(engine.optimizer).__name__}, device {self.device.type}, "
