@@ -155,3 +155,19 @@ def plan_runs(train_cfg) -> list[RunSpec]:
             seen.add(run.name)
             runs.append(run)
     return runs
+
+
+# Train settings that say how runs are scheduled, not what they compute.
+EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens", "logits_chunk_tokens", "report_to")
+# ... and, for one run, also which other runs exist and their LRs (its own LR is keyed apart).
+NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep_variants",
+                  "tether_lr", "sweep_bracket", "sweep_bracket_tie") + EXECUTION_ONLY
+
+
+def lr_for(train_cfg, method: str) -> float:
+    lrs = train_cfg.lr
+    if method in lrs:
+        return float(lrs[method])
+    if "default" not in lrs:
+        raise ValueError(f"train.lr: no entry for {method!r} and no 'default'")
+    return float(lrs["default"])

@@ -66,7 +66,7 @@ def run_tracking(profile, run_dir: str | Path, config: dict) -> TrackerSpec | No
 def training_tracking(profile, run_spec, seed: int, steps: int, run_dir: str | Path,
                       train_cfg=None) -> TrackerSpec | None:
     """`run_tracking` of a stage-04 run (`train_run`), with its method and train settings as its config."""
-    from .trainer import NOT_IN_RUN_KEY, lr_for
+    from .runspec import NOT_IN_RUN_KEY, lr_for
 
     cfg = train_cfg or profile.train
     config = {"run": run_spec.name, "method": run_spec.method, "objective": run_spec.objective,

@@ -40,7 +40,7 @@ from .data import TrainData, step_rows
 from .logps import CompletionLogpsModel, completion_logps
 from .optim import param_groups
 from .probes import EditDiagSet, ProbeSet, diag_settings, edit_diagnostic, probe_kl
-from .runspec import RunSpec
+from .runspec import EXECUTION_ONLY, NOT_IN_RUN_KEY, RunSpec, lr_for  # noqa: F401 - re-exported
 from .tracking import tracked
 
 
@@ -63,15 +63,6 @@ def train_bf16(device: torch.device, train_cfg) -> bool:
     if device.type == "cpu":
         return use_bf16(device, train_cfg.bf16_autocast, "train.bf16_autocast")
     return use_bf16(device, train_cfg.bf16, "train.bf16")
-
-
-def lr_for(train_cfg, method: str) -> float:
-    lrs = train_cfg.lr
-    if method in lrs:
-        return float(lrs[method])
-    if "default" not in lrs:
-        raise ValueError(f"train.lr: no entry for {method!r} and no 'default'")
-    return float(lrs["default"])
 
 
 def num_steps(train_cfg, n_examples: int, effective_batch: int) -> int:
@@ -130,12 +121,6 @@ class _Registered:
     def load_state_dict(self, state):
         self.tracker.load_state_dict(state)
 
-
-# Train settings that say how runs are scheduled, not what they compute.
-EXECUTION_ONLY = ("cpu_workers", "launcher", "ref_batch_tokens", "logits_chunk_tokens", "report_to")
-# ... and, for one run, also which other runs exist and their LRs (its own LR is keyed apart).
-NOT_IN_RUN_KEY = ("methods", "ablations", "lr", "lr_grid", "sweep_seeds", "sweep_variants",
-                  "tether_lr", "sweep_bracket", "sweep_bracket_tie") + EXECUTION_ONLY
 
 
 def run_key(train_cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, steps: int,
