@@ -20,6 +20,20 @@ import torch
 N_PAIRS = 7  # odd: two processes cannot split the reference rows evenly
 
 
+def run_logged(args: list[str], log: Path, timeout: int = 300, **env) -> None:
+    """Run this worker (or torchrun over it) from a test, its output in `log`, one thread per process;
+    a failure shows the log's tail."""
+    import os
+    import subprocess
+
+    from spotlib.config import REPO_ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", **env)
+    with log.open("w") as handle:
+        done = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)} failed; its log: {log}\n{log.read_text()[-3000:]}"
+
+
 def build_base(folder: Path) -> None:
     """A random micro Qwen3 (from config) and the micro world's tokenizer, saved like a base model."""
     from spotlib.config import load_profile

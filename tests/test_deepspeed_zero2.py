@@ -3,8 +3,6 @@ processes (DS_ACCELERATOR=cpu, gloo): 2 processes × batch b train the weights o
 for SFT, DPO and SPoT-BCO, through the same trainer the GPU path runs. Needs DeepSpeed
 (`make setup-engines`; `make test-engines` runs it)."""
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,10 +19,9 @@ METHODS = ("sft", "dpo", "spot_bco")
 
 
 def _run(args: list[str], log: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
-    with log.open("w") as handle:
-        done = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=900)
-    assert done.returncode == 0, f"{' '.join(args)} failed; its log: {log}\n{log.read_text()[-3000:]}"
+    from dist_worker import run_logged
+
+    run_logged(args, log, timeout=900, DS_ACCELERATOR="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ batch b train the same weights as 1 process × batch 2b, so does gradient accumu
 2 × b, reference log-probs scored shard by shard equal one process's; and stage 04's
 relaunch command (accelerate + DeepSpeed config, or torchrun)."""
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,10 +17,9 @@ METHODS = ("sft", "dpo", "spot_bco")
 
 
 def _run(args: list[str], log: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
-    with log.open("w") as handle:
-        done = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=300)
-    assert done.returncode == 0, f"{' '.join(args)} failed; its log: {log}\n{log.read_text()[-3000:]}"
+    from dist_worker import run_logged
+
+    run_logged(args, log)
 
 
 @pytest.fixture(scope="module")
