@@ -54,7 +54,7 @@ base-model: setup  ## pre-train the tiny base model again: bit for bit the shipp
 	$(BIN)/python -m spotlib.world --rebuild --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
 
 calibrate: setup  ## is the tiny world one where the paper's premise can occur? (headroom, off-policy Oracle, forgetting)
-	$(BIN)/python -m spotlib.calibrate --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
+	$(BIN)/python -m spotlib.analysis.calibrate --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
 
 sweep: setup  ## learning-rate sweep on the val split: chosen LR per method + trade-off frontier
 	$(BIN)/python -m spotlib.stages.sweep --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))

@@ -124,7 +124,7 @@ def run_one(name: str, shape: dict, packing: bool, args, work: Path, card_gib: f
     import torch
 
     from spotlib.config import load_profile
-    from spotlib.memory_plan import build_plan
+    from spotlib.plan.memory import build_plan
     from spotlib.train import settings
     from spotlib.train.data import step_rows
     from spotlib.train.logps import reference_sums

@@ -24,7 +24,7 @@ CHILD = r'''
 import hashlib, json, sys, time, torch
 from spotlib.config import load_profile
 from spotlib.world import pretrain as P
-from spotlib.sampling import generate
+from spotlib.engines.sampling import generate
 from spotlib.world.families import make_items
 world = load_profile(sys.argv[1]).world
 steps, prompts = int(sys.argv[2]), int(sys.argv[3])

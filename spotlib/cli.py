@@ -22,7 +22,7 @@ COMMANDS = {
     "dry-run": ("spotlib.reproduce", ["--dry-run"], "validate a profile, print its memory/time plan and preflight"),
     "base-model": ("spotlib.world.__main__", ["--rebuild"],
                    "pre-train the tiny base model again, compare it with the shipped one bit for bit, score it"),
-    "calibrate": ("spotlib.calibrate", [], "is the tiny world one where the paper's premise can occur?"),
+    "calibrate": ("spotlib.analysis.calibrate", [], "is the tiny world one where the paper's premise can occur?"),
     "sweep": ("spotlib.stages.sweep", [], "learning-rate sweep: chosen LR per method + trade-off frontier"),
     "tensorboard": ("spotlib.cli", [], "TensorBoard on the training curves of every profile (or --profile's)"),
 }

@@ -8,7 +8,7 @@ The notebooks take three papermill parameters:
   JupyterLab never touches the study) is `outputs/<profile>-scratch/`: on first use it starts as a
   copy of the study's outputs, so finished stages are reused and whatever you change is recomputed
   there. Any other value is a folder of your own, used as is. Whichever it is, the kernel holds
-  its output lock (`spotlib.output_lock`) while it lives: a `make reproduce` into the same folder is
+  its output lock (`spotlib.launch.output_lock`) while it lives: a `make reproduce` into the same folder is
   refused, and so is another notebook kernel;
 - `progress`: live progress bars. `make reproduce` passes False: an executed notebook stores
   results, not bars frozen at their first frame.
@@ -101,7 +101,7 @@ def open_profile(profile_name: str, output_dir: str | None = SCRATCH, progress: 
         profile = load_profile(profile_name, overrides={"output_dir": str(folder)})
     else:
         profile = load_profile(profile_name)
-    from spotlib.output_lock import hold_for_kernel
+    from spotlib.launch.output_lock import hold_for_kernel
     hold_for_kernel(profile.out)   # one writer per folder: a `reproduce` run into it refuses, and so does this
     from spotlib.progress import reporting_to
 

@@ -1,4 +1,8 @@
-"""Training problems for stage 01: the tiny world's arithmetic or DAPO-Math (English)."""
+"""The paper's math prompt and the DAPO-Math (English) training problems.
+
+Which set a profile trains on (the tiny world's arithmetic or DAPO-Math) is chosen by
+`spotlib.stages.sample.load_train_problems`; this module knows nothing of the world.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,20 +23,7 @@ def math_prompt(problem: str) -> str:
     return MATH_PROMPT.replace("{problem}", problem.strip())
 
 
-def load_train_problems(profile, count: int | None = None) -> list[dict]:
-    """Problem records `{id, family, prompt, answer, meta}` for the profile's training set:
-    the first `count` of them (default `sample.num_problems`)."""
-    cfg = profile.sample
-    count = cfg.num_problems if count is None else count
-    if cfg.dataset == "world":
-        from spotlib import world
-
-        return world.make_items("arith", count, split="train", seed=profile.seed, world_cfg=profile.world)
-    rows = _load_rows(cfg.dataset, cfg.dataset_config, cfg.dataset_split, cfg.data_files)
-    return dapo_records(rows, count, source=cfg.data_files or cfg.dataset)
-
-
-def _load_rows(dataset: str, config: str | None, split: str, data_files: str | None):
+def load_dapo_rows(dataset: str, config: str | None, split: str, data_files: str | None):
     import datasets
 
     if data_files:

@@ -6,9 +6,9 @@ run resumes. A failing stage stops the run and names its executed notebook.
 
 One run at a time per output folder: a lock file (`.reproduce.lock`, held with
 `fcntl.flock`, released by the OS when its process dies) names the holder's PID, host
-and start time; notebooks opened by hand take the same lock (`spotlib.output_lock`).
+and start time; notebooks opened by hand take the same lock (`spotlib.launch.output_lock`).
 Ctrl-C, SIGINT or SIGTERM to the runner (passed on to the kernel and what it started), a
-full disk or a dead kernel end with one line saying what was kept (`spotlib.job_control`).
+full disk or a dead kernel end with one line saying what was kept (`spotlib.launch.job_control`).
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from spotlib.config import REPO_ROOT, ConfigError, load_profile
-from spotlib.output_lock import LOCK_NAME, OutputLocked, output_lock  # noqa: F401 - re-exported
+from spotlib.launch.output_lock import LOCK_NAME, OutputLocked, output_lock  # noqa: F401 - re-exported
 from spotlib.stages import STAGES, Stage
-from spotlib.validate import cuda_devices, validate
+from spotlib.plan.validate import cuda_devices, validate
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -86,15 +86,15 @@ def plan(profile, stages: list[Stage]) -> str:
 def memory_plan_and_preflight(profile, args) -> tuple[str, list[str], bool]:
     """The memory/time plan's text, the preflight's failures, and whether the plan fits.
     CPU profiles (hardware.gpus 0) have neither."""
-    from spotlib.memory_plan import build_plan, format_plan
-    from spotlib.preflight import preflight
+    from spotlib.plan.memory import build_plan, format_plan
+    from spotlib.plan.preflight import preflight
 
     if args.gpus is not None or args.gpu_memory_gib is not None:
         changes = {k: v for k, v in (("gpus", args.gpus), ("gpu_memory_gib", args.gpu_memory_gib)) if v is not None}
         profile = profile.replace(hardware=dataclasses.replace(profile.hardware, **changes))
     if profile.hardware.gpus <= 0:
         return "", [], True
-    from spotlib.nodes import for_nodes, multi_node_text
+    from spotlib.launch.nodes import for_nodes, multi_node_text
 
     memory = build_plan(for_nodes(profile))  # on several nodes: the batch kept, or a clear refusal
     text = format_plan(memory) + multi_node_text(profile)
@@ -106,7 +106,7 @@ def run_stage(profile_arg: str, profile, stage: Stage, kernel: str, stops=None) 
     (`job_control.StopRequests`) is passed on to the kernel and what it started."""
     import papermill
 
-    from spotlib import job_control
+    from spotlib.launch import job_control
 
     out_nb = profile.out / "notebooks" / stage.notebook
     out_nb.parent.mkdir(parents=True, exist_ok=True)
@@ -239,13 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     except precision.KernelsUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from spotlib import job_control
+    from spotlib.launch import job_control
     try:
         node = _node_ready(profile)
         lock_name = LOCK_NAME if node is None else f".reproduce-node{node.rank}.lock"
         with output_lock(profile.out, name=lock_name), job_control.StopRequests() as stops:
             if node is not None and node.rank > 0:  # this node joins the training of stages 04 and 06
-                from spotlib.nodes import follow_node0
+                from spotlib.launch.nodes import follow_node0
                 follow_node0(profile, node, [s.name for s in stages], join_stage)
                 return 0
             return _run_stages(profile_arg, profile, stages, args.kernel, stops)
@@ -264,13 +264,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _node_ready(profile):
     """On several nodes: this node's place, once every node sees the same outputs folder."""
-    from spotlib.launch import profile_nodes
-    from spotlib.nodes import check_shared_outputs, node_count
+    from spotlib.launch.relaunch import profile_nodes
+    from spotlib.launch.nodes import check_shared_outputs, node_count
 
     if node_count(profile) <= 1:
         return None
 
-    from spotlib.nodes import clear_stage_markers
+    from spotlib.launch.nodes import clear_stage_markers
 
     node = profile_nodes(profile)
     if node.rank == 0:
@@ -306,10 +306,10 @@ def join_stage(profile, stage: str) -> None:
 
 
 def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str, stops=None) -> int:
-    from spotlib.job_control import Stopped
+    from spotlib.launch.job_control import Stopped
 
     timings: dict[str, float] = {}
-    from spotlib.nodes import mark_stage_started, node_count
+    from spotlib.launch.nodes import mark_stage_started, node_count
 
     for stage in stages:
         print(f"\n== {stage.name} ==", flush=True)
@@ -336,7 +336,7 @@ def _run_stages(profile_arg: str, profile, stages: list[Stage], kernel: str, sto
         timings[stage.name] = round(seconds, 1)
         print(f"   done in {seconds:.1f} s -> {profile.out / 'notebooks' / stage.notebook}", flush=True)
     try:
-        from spotlib.report import build_report
+        from spotlib.report.build import build_report
     except ImportError:
         build_report = None
     if build_report is not None and stages:

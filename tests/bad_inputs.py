@@ -71,7 +71,7 @@ BAD_SETTINGS: list[tuple[dict, str]] = [
 def dry_run_message(overrides: dict, output_dir: str) -> str | None:
     """The line `reproduce --dry-run` prints for the test profile with `overrides` (None: accepted)."""
     from spotlib.config import ConfigError, load_profile
-    from spotlib.validate import validate
+    from spotlib.plan.validate import validate
 
     try:
         validate(load_profile("test", overrides={"output_dir": output_dir, **overrides}))
@@ -83,7 +83,7 @@ def dry_run_message(overrides: dict, output_dir: str) -> str | None:
 def torn_dapo_line(folder: Path) -> str:
     from spotlib.config import load_profile
     from spotlib.io import DataError
-    from spotlib.problems import load_train_problems
+    from spotlib.stages.sample import load_train_problems
 
     data = folder / "dapo.jsonl"
     data.write_text('{"prompt": "What is 1 + 1?", "solution": "2"}\n{"prompt": "What is 2 + 2?", "solu\n'

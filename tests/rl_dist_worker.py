@@ -42,7 +42,7 @@ def bypass_wrapper() -> None:
 
 
 def run(init: Path, out: Path) -> None:
-    from spotlib.rl import train_grpo
+    from spotlib.rl.grpo import train_grpo
 
     torch.set_num_threads(1)
     engine = FixedRollouts()

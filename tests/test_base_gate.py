@@ -50,7 +50,7 @@ def test_warn_goes_on_and_the_report_states_the_override(tmp_path, capsys):
     line = gate.report_line(json.loads((tmp_path / gate.VERDICT_FILE).read_text()))
     assert "outside its targets" in line and "base_gate.mode: warn" in line and "arith 0.02" in line
     assert line in (tmp_path / gate.NOTE_FILE).read_text()  # the report takes in the stage's .md notes
-    from spotlib.report import stage_section
+    from spotlib.report.build import stage_section
     assert line in "\n".join(stage_section(tmp_path))
 
 

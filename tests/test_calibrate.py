@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from spotlib import calibrate
+from spotlib.analysis import calibrate
 
 
 def _nll(direct, y_plus):

@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from spotlib import claims
-from spotlib.claims import CONTRADICTS, SUPPORTS, UNDECIDED, claims_markdown, read_claims, spearman, verdict_of
+from spotlib.analysis import claims
+from spotlib.analysis.claims import CONTRADICTS, SUPPORTS, UNDECIDED, claims_markdown, read_claims, spearman, verdict_of
 
 
 def by_key(claims):

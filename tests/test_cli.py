@@ -16,7 +16,7 @@ from spotlib.config import REPO_ROOT
     (["dry-run", "--profile", "paper", "--gpus", "8"], "spotlib.reproduce", ["--dry-run", "--profile", "paper",
                                                                             "--gpus", "8"]),
     (["base-model", "--profile", "tiny"], "spotlib.world.__main__", ["--rebuild", "--profile", "tiny"]),
-    (["calibrate"], "spotlib.calibrate", []),
+    (["calibrate"], "spotlib.analysis.calibrate", []),
     (["sweep", "--profile", "test", "--seeds", "0"], "spotlib.stages.sweep", ["--profile", "test", "--seeds", "0"]),
 ])
 def test_each_command_calls_the_make_targets_main(argv, module, expected, monkeypatch):

@@ -174,7 +174,7 @@ def test_accelerate_config_resolved_for_any_working_directory(tmp_path, monkeypa
 
 
 def test_paper_profile_relaunches_under_deepspeed(tmp_path):
-    from spotlib.launch import resolved_accelerate_config
+    from spotlib.launch.relaunch import resolved_accelerate_config
     paper = load_profile("paper")
     assert paper.train.launcher == "accelerate"
     config = yaml.safe_load(resolved_accelerate_config(paper.train.accelerate_config, tmp_path / "a.yaml").read_text())

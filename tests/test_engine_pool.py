@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from spotlib.engine_pool import EnginePool, EngineWorkerError
-from spotlib.engine_standin import StandinLLM
-from spotlib.sampling import generate
+from spotlib.engines.pool import EnginePool, EngineWorkerError
+from spotlib.engines.standin import StandinLLM
+from spotlib.engines.sampling import generate
 
 PROMPTS = [f"What is {a} + {b}?" for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (9, 1), (2, 2), (4, 5)]]
 KEYS = [f"item{i}" for i in range(len(PROMPTS))]

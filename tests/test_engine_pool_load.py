@@ -4,7 +4,7 @@ restarts them for a different architecture; the completions equal a pool started
 
 import pytest
 
-from spotlib.engine_pool import EnginePool, same_architecture
+from spotlib.engines.pool import EnginePool, same_architecture
 from spotlib.models import chat_prompt, load_tokenizer
 
 PROMPTS = [f"What is {a} + {b}?" for a, b in [(1, 2), (3, 4), (5, 6)]]

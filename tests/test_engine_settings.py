@@ -2,7 +2,7 @@
 import pytest
 
 from spotlib.config import ConfigError, load_profile
-from spotlib.engine_settings import engine_args, pool_options
+from spotlib.engines.settings import engine_args, pool_options
 
 
 def test_rehearsal_records_the_cpu_builds_settings():
@@ -40,7 +40,7 @@ def test_gpu_profiles_keep_vllms_defaults():
 def test_a_cpu_profile_on_vllm_needs_no_gpu_but_the_cpu_engines(monkeypatch):
     import importlib.util
 
-    from spotlib import validate
+    from spotlib.plan import validate
 
     rehearsal = load_profile("rehearsal")
     assert validate.needs_gpu(rehearsal) is None  # vLLM's CPU build

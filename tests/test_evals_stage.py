@@ -67,7 +67,7 @@ def test_stage_is_resumable_and_skips_when_fresh(evaluated):
 
 
 def test_report_collects_stages_and_tolerates_missing_ones(evaluated):
-    from spotlib.report import build_report
+    from spotlib.report.build import build_report
 
     profile, _ = evaluated
     (profile.out / "01_sample").mkdir(exist_ok=True)

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from spotlib import frontier
+from spotlib.analysis import frontier
 
 BASES = {0: {"in_domain": 50.0, "ood": 20.0, "general": 90.0},
          1: {"in_domain": 52.0, "ood": 22.0, "general": 88.0},
@@ -157,7 +157,7 @@ def test_the_report_names_every_point_still_on_an_edge():
 
 
 def test_main_table_rows_say_when_their_point_is_on_an_edge_and_claims_repeat_it():
-    from spotlib.claims import _lr
+    from spotlib.analysis.claims import _lr
 
     rows = _rows("pair", [(1e-5, -1.3, 0.1), (3e-5, -8.0, 1.0)]) + _rows("mid", [(1e-5, 0.0, 0.0), (3e-5, 2.0, 0.5),
                                                                                 (1e-4, 1.0, 1.0)])

@@ -1,5 +1,5 @@
 """One launcher for every distributed relaunch: stages 04 and 06 build their commands with
-`spotlib.launch.launch_command`, and the accelerate config they pass names a DeepSpeed file
+`spotlib.launch.relaunch.launch_command`, and the accelerate config they pass names a DeepSpeed file
 that exists from the folder the launcher runs in."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from spotlib import launch
+from spotlib.launch import relaunch as launch
 from spotlib.config import REPO_ROOT, load_profile
 from spotlib.stages import rl_init
 from spotlib.stages import train_methods as T

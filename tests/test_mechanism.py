@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from spotlib.mechanism import family_of, mechanism_markdown, mechanism_reading, mechanism_table
+from spotlib.analysis.mechanism import family_of, mechanism_markdown, mechanism_reading, mechanism_table
 
 SEEDS = (0, 1, 2)
 
@@ -94,7 +94,7 @@ def test_a_restriction_that_only_shrinks_the_loss_is_said_so():
 
 
 def test_collateral_table_sets_the_pushed_tokens_change_beside_the_in_domain_loss():
-    from spotlib.mechanism import collateral_markdown
+    from spotlib.analysis.mechanism import collateral_markdown
 
     rows, diags = study(with_variants=False)
     for d, pushed in zip(diags, (-0.30, -0.40, -0.50)):        # lr 1e-3: pushed −0.4 ± 0.058, others −0.01

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from spotlib.config import REPO_ROOT, load_profile
-from spotlib.memory_plan import GIB, KNOWN_SHAPES, ModelShape, build_plan, model_shape, zero2_terms
+from spotlib.plan.memory import GIB, KNOWN_SHAPES, ModelShape, build_plan, model_shape, zero2_terms
 
 SMALL = ModelShape(hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=100,
                    tie_word_embeddings=False, max_position=256)
@@ -73,7 +73,7 @@ def test_training_phases_by_hand(tmp_path):
     # completion hidden states and their gradient 4h B; logits of one chunk (train.logits_chunk_tokens 500)
     stage = build_plan(small_profile(tmp_path, **{"train.logits_chunk_tokens": 500})).stages[3]
     acts, final, hidden = 3008 * 2 * 2000, 8 * 64 * 2000, 4 * 64 * 2000
-    # a padded batch (spotlib.memory_terms): SDPA's bf16 copy of the [2, 1, 1000, 1000] mask in each of the
+    # a padded batch (spotlib.plan.memory_terms): SDPA's bf16 copy of the [2, 1, 1000, 1000] mask in each of the
     # 2 layers, repeat_kv's 2 (hq - hkv) x 2 B = 128 B per token and layer (the bool mask: freed after the forward)
     masked = 2 * 2 * 1000 ** 2 * 2 + 128 * 2000 * 2
     one_row = 1000 ** 2 + 2 * 1000 ** 2 + 128 * 1000     # one 1,000-token row, one layer
@@ -262,7 +262,7 @@ def test_activation_and_logit_bytes_on_cuda():
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from spotlib.memory_plan import KL_EXTRA_LOGIT_BYTES, LOGIT_BYTES_NO_GRAD, LOGIT_BYTES_TRAIN
+    from spotlib.plan.memory import KL_EXTRA_LOGIT_BYTES, LOGIT_BYTES_NO_GRAD, LOGIT_BYTES_TRAIN
     from spotlib.train.logps import completion_logps
 
     shape = KNOWN_SHAPES["Qwen/Qwen3-0.6B"]

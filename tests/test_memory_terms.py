@@ -1,13 +1,13 @@
-"""The memory plan's stage-04 terms (spotlib.memory_terms) against live tensor bytes measured on
-a CPU (spotlib.live_bytes) for a small bf16 Qwen3 with grouped-query attention, term by term."""
+"""The memory plan's stage-04 terms (spotlib.plan.memory_terms) against live tensor bytes measured on
+a CPU (spotlib.plan.live_bytes) for a small bf16 Qwen3 with grouped-query attention, term by term."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from spotlib import memory_terms as M
-from spotlib.live_bytes import LiveBytes
-from spotlib.memory_plan import LOGIT_BYTES_NO_GRAD, ModelShape
+from spotlib.plan import memory_terms as M
+from spotlib.plan.live_bytes import LiveBytes
+from spotlib.plan.memory import LOGIT_BYTES_NO_GRAD, ModelShape
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

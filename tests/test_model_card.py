@@ -7,7 +7,7 @@ import json
 import pytest
 from huggingface_hub import ModelCard
 
-from spotlib import model_card
+from spotlib.report import model_card
 from spotlib.io import file_sha256, read_jsonl
 from test_tracking import stage_inputs, stage_profile  # noqa: F401 - the fixture and its profile
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from spotlib import launch, nodes, reproduce
+from spotlib import reproduce
+from spotlib.launch import relaunch as launch, nodes
 from spotlib.config import REPO_ROOT, ConfigError, load_profile
-from spotlib.shared_lock import SharedLockHeld, shared_lock
+from spotlib.launch.shared_lock import SharedLockHeld, shared_lock
 
 
 def _paper(n: int, **overrides):
@@ -165,7 +166,7 @@ def test_other_nodes_join_only_the_distributed_stages_when_node_0_starts_them(tm
 
 @pytest.mark.slow
 def test_grpo_on_two_nodes_matches_one_process(tmp_path):
-    """GRPO's training processes launched as 2 nodes × 1 process (spotlib.launch, c10d on 127.0.0.1)
+    """GRPO's training processes launched as 2 nodes × 1 process (spotlib.launch.relaunch, c10d on 127.0.0.1)
     give the weights of the same run in one process, on the same fixed rollouts."""
     from transformers import AutoModelForCausalLM
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import profile_yaml
-from spotlib import plots, reproduce
+from spotlib import reproduce
+from spotlib.report import plots
 from spotlib.config import REPO_ROOT, ConfigError
 from spotlib.notebook import SCRATCH, open_profile, output_folder, seed_scratch
 
@@ -90,7 +91,7 @@ def check_executed(stage: str, runs: list) -> None:
 def check_in_report(stage: str, report: str) -> None:
     section = report[report.index(f"## {stage}"):]
     for name in figure_calls(NOTEBOOKS / f"{stage}.ipynb"):
-        assert f"![{name}]" in section and f"`spotlib.plots.{name}`" in section, f"{stage}: {name} not in report"
+        assert f"![{name}]" in section and f"`spotlib.report.plots.{name}`" in section, f"{stage}: {name} not in report"
 
 
 def test_notebooks_name_the_parameter_apart_from_the_profile():
@@ -132,7 +133,7 @@ def test_open_profile_points_every_path_at_the_chosen_folder(tmp_path, tmp_profi
 
 def test_rectify_notebook_reruns_cleanly_with_reproduce_parameters(sampled_profile, tmp_path, monkeypatch):
     """The fast variant: 02 only (the session's stage-01 outputs make it cheap)."""
-    from spotlib.report import build_report
+    from spotlib.report.build import build_report
 
     parameters = reproduce_parameters(monkeypatch, sampled_profile, tmp_path)
     assert parameters["output_dir"] == "" and "progress" not in parameters

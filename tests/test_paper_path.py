@@ -169,7 +169,7 @@ def _dapo_profile(tmp_path, rows: int, **overrides):
 def test_grpo_heldout_problems_are_outside_every_row_the_start_models_saw(tmp_path):
     """Stage 01 samples `sample.num_problems` rows (stages 03 and 04 train on what it keeps);
     GRPO's held-out problems are none of them."""
-    from spotlib.problems import load_train_problems
+    from spotlib.stages.sample import load_train_problems
     from spotlib.stages.rl_init import rl_problems
 
     profile = _dapo_profile(tmp_path, 30, **{"sample.num_problems": 20, "rl.num_prompts": 12,
@@ -187,7 +187,7 @@ def test_grpo_heldout_problems_are_outside_every_row_the_start_models_saw(tmp_pa
 
 
 def test_the_rehearsal_writes_the_heldout_rows_after_stage_01s(tmp_path):
-    from spotlib.rehearsal import train_rows
+    from spotlib.plan.rehearsal import train_rows
 
     profile = load_profile("rehearsal", overrides={"output_dir": str(tmp_path / "out")})
     assert train_rows(profile) == profile.sample.num_problems + profile.rl.heldout_items
@@ -212,7 +212,7 @@ class _CutRollouts:
 def test_grpo_takes_truncation_from_the_engines_finish_reason(tmp_path):
     from rl_helpers import micro_model, says_a, toy_items
     from spotlib.config import RLConfig
-    from spotlib.rl import train_grpo
+    from spotlib.rl.grpo import train_grpo
 
     cfg = RLConfig(num_prompts=2, rollouts_per_prompt=2, prompts_per_step=2, mini_batch=2, max_new_tokens=8,
                    max_steps=1, eval_every=5, micro_batch=4, bf16_autocast=False, save_every=0, heldout_items=0)
@@ -223,7 +223,7 @@ def test_grpo_takes_truncation_from_the_engines_finish_reason(tmp_path):
 
 def test_generation_reports_length_where_no_eos_was_written():
     """The transformers path's finish reasons come from the sampled tokens, not from the text."""
-    from spotlib.sampling import generate_rows
+    from spotlib.engines.rows import generate_rows
 
     class Tok:
         eos_token_id, pad_token_id, padding_side = 9, 0, "right"

@@ -3,7 +3,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 
-from spotlib import plots
+from spotlib.report import plots
 from spotlib.train.runspec import METHODS
 
 RUNS = ["sft", "rft", "sft_plus", "kl_sft", "reward_sft", "dpo", "spot_bce", "spot_bco", "spot_bco@direct",

@@ -5,9 +5,9 @@ import types
 
 import pytest
 
-from spotlib import preflight as pf
+from spotlib.plan import preflight as pf
 from spotlib.config import load_profile
-from spotlib.memory_plan import GIB
+from spotlib.plan.memory import GIB
 
 # An 8 x H200 machine (140 GiB), where every stage of the paper plan fits; these tests are
 # about the checks (test_memory_plan covers what fits on which card).
@@ -39,7 +39,7 @@ def test_no_gpu_is_one_clear_line(ready, monkeypatch, capsys):
     from spotlib import reproduce
 
     monkeypatch.setattr(pf, "cuda_memory_gib", lambda: [])
-    monkeypatch.setattr("spotlib.validate.cuda_devices", lambda: 0)
+    monkeypatch.setattr("spotlib.plan.validate.cuda_devices", lambda: 0)
     assert pf.preflight(ready) == []
     monkeypatch.setattr(reproduce, "load_profile", lambda name: ready)
     assert reproduce.main(["--profile", "paper", "--dry-run"]) == 0
@@ -90,7 +90,7 @@ def test_unset_key_is_one_line(ready, monkeypatch, capsys):
     from spotlib import reproduce
 
     monkeypatch.delenv("GEMINI_API_KEY")
-    monkeypatch.setattr("spotlib.validate.cuda_devices", lambda: 8)
+    monkeypatch.setattr("spotlib.plan.validate.cuda_devices", lambda: 8)
     assert pf.preflight(ready) == []
     monkeypatch.setattr(reproduce, "load_profile", lambda name: ready)
     assert reproduce.main(["--profile", "paper", "--dry-run"]) == 0
@@ -141,7 +141,7 @@ def test_reproduce_refuses_paper_without_gpus(ready, monkeypatch, capsys):
     from spotlib import reproduce
 
     monkeypatch.setattr(pf, "cuda_memory_gib", lambda: [79.6] * 4)
-    monkeypatch.setattr("spotlib.validate.cuda_devices", lambda: 4)  # past validation: the plan's check refuses
+    monkeypatch.setattr("spotlib.plan.validate.cuda_devices", lambda: 4)  # past validation: the plan's check refuses
     monkeypatch.setattr(reproduce, "load_profile", lambda name: ready)
     monkeypatch.setattr(reproduce, "run_stage", lambda *a: pytest.fail("a stage ran"))
     assert reproduce.main(["--profile", "paper"]) == 1

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from spotlib.problems import dapo_records, load_train_problems, math_prompt
+from spotlib.problems import dapo_records, math_prompt
+from spotlib.stages.sample import load_train_problems
 from spotlib.io import DataError
 
 

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from spotlib import evals, rehearsal
+from spotlib import evals
+from spotlib.plan import rehearsal
 from spotlib.config import load_profile
-from spotlib.problems import load_train_problems
+from spotlib.stages.sample import load_train_problems
 from spotlib.evals import connect4
 from spotlib.oracle.programmatic import ProgrammaticOracle
 from spotlib.world.families import parse_arith_problem

@@ -142,7 +142,7 @@ def test_torn_reference_cache_is_recomputed(tmp_path):
 
 
 def test_stale_nll_figure_is_removed(tmp_path):
-    from spotlib.plots import save_filter_figures
+    from spotlib.report.plots import save_filter_figures
 
     (tmp_path / "nll.png").write_bytes(b"old figure")
     report = {"unit": "tokens", "kept_by_gamma": {"0.5": 0}}

@@ -6,9 +6,9 @@ import yaml
 from bad_inputs import BAD_SETTINGS, dry_run_message, missing_base_model_at_stage_03, torn_dapo_line
 from spotlib.config import PARAMS_DIR, ConfigError, load_profile
 from spotlib.config import check_ranges
-from spotlib.config_checks import SMALLEST_VOCAB
-from spotlib.name_checks import NAME_RULES
-from spotlib.validate import validate
+from spotlib.config.checks import SMALLEST_VOCAB
+from spotlib.plan.names import NAME_RULES
+from spotlib.plan.validate import validate
 
 
 @pytest.mark.parametrize("overrides, key", BAD_SETTINGS, ids=[k for _, k in BAD_SETTINGS])
@@ -50,7 +50,7 @@ def test_a_hub_id_is_not_checked_on_disk(tmp_path):
 
 
 def test_rehearsal_inputs_built_by_stage_01_pass_before_they_exist(tmp_path):
-    from spotlib.validate import validate
+    from spotlib.plan.validate import validate
 
     validate(load_profile("rehearsal", overrides={"output_dir": str(tmp_path / "r")}))
 

@@ -164,7 +164,7 @@ def test_runs_marked_with_the_located_key_are_kept_in_place(tmp_path):
 
 
 def test_rl_run_key_names_the_start_model_by_content(tmp_path):
-    from spotlib.rl import _init_identity
+    from spotlib.rl.grpo import _init_identity
     from spotlib.world.pretrain import save_untrained
 
     world = load_profile("test").world
@@ -231,7 +231,7 @@ def _profile_yaml(tmp_path) -> Path:
 def test_a_notebook_kernel_holds_the_output_lock(tmp_path, capsys):
     from spotlib import reproduce
     from spotlib.notebook import open_profile
-    from spotlib.output_lock import OutputLocked
+    from spotlib.launch.output_lock import OutputLocked
 
     path = _profile_yaml(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -253,7 +253,7 @@ def test_a_notebook_kernel_holds_the_output_lock(tmp_path, capsys):
 
 def test_a_notebook_under_reproduce_uses_the_runs_lock(tmp_path, monkeypatch):
     from spotlib.notebook import open_profile
-    from spotlib.output_lock import output_lock
+    from spotlib.launch.output_lock import output_lock
 
     path = _profile_yaml(tmp_path)
     with output_lock(tmp_path / "study"):

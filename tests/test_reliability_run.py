@@ -12,7 +12,7 @@ import yaml
 from spotlib import reproduce
 from spotlib.config import PARAMS_DIR, load_profile
 from spotlib.io import JsonlAppender, Manifest, atomic_path, write_json_atomic, write_jsonl
-from spotlib.validate import validate, writable_problem
+from spotlib.plan.validate import validate, writable_problem
 
 
 def _profile_file(tmp_path, **changes):
@@ -104,7 +104,7 @@ def test_interrupted_kernel_and_dead_kernel_end_in_one_line(tmp_path, capsys, mo
 
 
 def test_paper_profile_without_gpus_stops_before_any_stage(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("spotlib.validate.cuda_devices", lambda: 0)
+    monkeypatch.setattr("spotlib.plan.validate.cuda_devices", lambda: 0)
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     raw = yaml.safe_load((PARAMS_DIR / "paper.yaml").read_text())
     raw["output_dir"] = str(tmp_path / "out")
@@ -124,7 +124,7 @@ def test_unwritable_output_folder_is_named(tmp_path, monkeypatch):
     assert "is not a folder" in writable_problem(blocker / "out")
     monkeypatch.setattr(os, "access", lambda *a, **k: False)
     assert "is not writable" in writable_problem(tmp_path / "out")
-    assert writable_problem.__module__ == "spotlib.validate"
+    assert writable_problem.__module__ == "spotlib.plan.validate"
 
 
 BAD_INPUTS = [

@@ -89,7 +89,7 @@ def test_full_disk_ends_in_one_line_and_keeps_the_last_executed_notebook(tmp_pat
 
 
 def test_disk_full_is_recognised_through_chained_exceptions():
-    from spotlib.job_control import disk_full
+    from spotlib.launch.job_control import disk_full
 
     try:
         try:
@@ -107,7 +107,7 @@ CHILD = "import time; time.sleep(60)"
 def test_a_stop_request_is_passed_on_to_every_process_under_the_runner(monkeypatch):
     """SIGINT to this process while a stage's work waits on a child (the kernel, a pre-training child):
     the child gets SIGINT, the work ends, and the run is reported stopped."""
-    from spotlib import job_control
+    from spotlib.launch import job_control
 
     monkeypatch.setattr(job_control, "GRACE_S", 0.2)
     started = []
@@ -135,7 +135,7 @@ def test_a_stop_request_is_passed_on_to_every_process_under_the_runner(monkeypat
 def test_notebook_kernels_start_without_the_tcp_warning(tmp_path, capfd):
     import nbformat
 
-    from spotlib.job_control import execute_notebook
+    from spotlib.launch.job_control import execute_notebook
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

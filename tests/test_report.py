@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from spotlib import plots
+from spotlib.report import plots
 from spotlib.io import write_jsonl
-from spotlib.report import build_report
-from spotlib.report_html import markdown_to_html
+from spotlib.report.build import build_report
+from spotlib.report.html import markdown_to_html
 from spotlib.stages import STAGES
 from spotlib.world import make_items, student_solution
 
@@ -98,7 +98,7 @@ def test_report_holds_every_stage_in_order_with_every_figure(report):
             match = re.search(rf"!\[{spec.name}\]\(([^)]+)\)", section)
             assert match, f"{stage}: figure {spec.name} missing from the report"
             assert (report.parent / match.group(1)).stat().st_size > 1000
-            assert f"`spotlib.plots.{spec.name}`" in section
+            assert f"`spotlib.report.plots.{spec.name}`" in section
     # the readings and tables that go with them
     for expected in ("accuracy 25.0%", "| failures by reason | no_markers 1 |", "**2 examples per method**",
                      "3.0e-05", "SPoT ties.", "| base | 10.0 |"):

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from spotlib import frontier
+from spotlib.analysis import frontier
 from spotlib.config import load_profile
 from spotlib.io import write_jsonl
-from spotlib.report import build_report
+from spotlib.report.build import build_report
 
 GAINS = {  # run -> lr -> in-domain gain per seed (0, 1)
     "sft": {1e-4: (1.0, 2.0), 1e-3: (4.0, 5.0)},

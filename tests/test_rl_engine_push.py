@@ -5,9 +5,9 @@ import types
 
 import torch
 
-from spotlib import rl_engine
-from spotlib.rl_engine import RolloutEngine
-from spotlib.vllm_weights import reload_weights_on_worker, repack_cpu_heads
+from spotlib.engines import rollout as rl_engine
+from spotlib.engines.rollout import RolloutEngine
+from spotlib.engines.vllm_weights import reload_weights_on_worker, repack_cpu_heads
 
 
 class _Worker:

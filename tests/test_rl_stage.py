@@ -66,8 +66,8 @@ def _test_profile(tmp_path, **overrides):
 def test_rollout_engines_are_released_before_evaluation(tmp_path, monkeypatch):
     """Stage 06 on one process: every run's engine is released before the next run starts
     and before any model is evaluated (on a GPU, vLLM's start-up memory check needs it)."""
-    from spotlib import rl
-    from spotlib.rl_engine import RolloutEngine
+    from spotlib.rl import grpo as rl
+    from spotlib.engines.rollout import RolloutEngine
 
     events, live = [], set()
 
@@ -100,7 +100,7 @@ def test_a_failing_run_still_releases_its_engine(tmp_path):
     from rl_helpers import FixedRollouts, micro_model, toy_items
 
     from spotlib.config import RLConfig
-    from spotlib.rl import train_grpo
+    from spotlib.rl.grpo import train_grpo
 
     def broken_grader(records, responses):
         raise RuntimeError("grader down")
@@ -150,7 +150,7 @@ def test_stage_on_two_processes_matches_the_in_process_layout(tmp_path):
 
 
 def test_paper_profile_runs_grpo_on_every_gpu_with_its_memory_settings():
-    from spotlib.rl import layout
+    from spotlib.rl.grpo import layout
 
     rl = load_profile("paper").rl
     assert rl.num_processes == 0 and rl.gradient_checkpointing and rl.offload_reference

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from spotlib.io import read_jsonl
-from spotlib.sampling import generate, request_seeds, sample_seed
+from spotlib.engines.sampling import generate, request_seeds, sample_seed
 
 
 @pytest.fixture(scope="module")

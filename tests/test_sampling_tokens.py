@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from spotlib.models import chat_prompt
-from spotlib.sampling import generate
+from spotlib.engines.sampling import generate
 from spotlib.tokens import build_completion_batch, sequence_logps, token_logps
 
 

@@ -164,6 +164,6 @@ def test_an_oracle_beyond_the_minimal_edit_is_filtered_and_reported(tmp_path, st
     assert all(p["change_ratio"] <= 0.5 for p in pairs)
     assert report["kept_by_gamma"]["0.50"] < report["oracle"]["verified"]          # the filter removes pairs
     assert any(p["change_ratio"] > 0.5 for p in unfiltered)                         # γ = 1 keeps them
-    from spotlib.report import oracle_rates_lines
+    from spotlib.report.build import oracle_rates_lines
     line = oracle_rates_lines(report)[0]
     assert f"success rate {100 * result['oracle_success_rate']:.1f}%" in line and "paper 32.4%" in line

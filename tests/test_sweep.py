@@ -166,7 +166,7 @@ def test_several_seeds_replicate_the_run_and_give_mean_and_se(profile, swept, tm
     import math
     import shutil
 
-    from spotlib import frontier
+    from spotlib.analysis import frontier
 
     shutil.copytree(profile.out / "03_filter", tmp_path / "03_filter")
     cfg = profile.train.__class__(**{**profile.train.__dict__, "methods": ["sft_plus"], "sweep_seeds": [0, 1]})
@@ -275,7 +275,7 @@ def test_bracketing_extends_each_runs_grid_beyond_an_edge_until_interior_or_tied
 
 def test_a_workers_command_line_trains_its_extra_lrs(profile, swept):
     """What a bracketing round hands a worker: `--extra-lrs run=lr` trains that point beside the grid's."""
-    from spotlib.workers import worker_profile
+    from spotlib.launch.workers import worker_profile
 
     spec = worker_profile(profile, profile.out / "sweep")
     sweep.main(["--profile", str(spec), "--points-only", "--methods", "sft_plus", "--extra-lrs", "sft_plus=5e-4"])

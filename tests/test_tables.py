@@ -1,4 +1,4 @@
-"""Stage 05's table maths (`spotlib.tables`) on hand-made records, with hand-derived numbers.
+"""Stage 05's table maths (`spotlib.analysis.tables`) on hand-made records, with hand-derived numbers.
 
 The tiny world's benchmarks: arith (in-domain), arith_ood (OOD), facts and format (general).
 """
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from spotlib import tables
+from spotlib.analysis import tables
 
 BENCHMARKS = ["arith", "arith_ood", "facts", "format"]
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from spotlib import plots, report_lessons
+from spotlib.report import plots, lessons as report_lessons
 from spotlib.config import REPO_ROOT
 from spotlib.formatting import number, tidy, value_table
 from spotlib.stages import STAGES
@@ -20,7 +20,7 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
 def drawing_functions() -> set[str]:
-    """The public functions of spotlib.plots that return a Figure."""
+    """The public functions of spotlib.report.plots that return a Figure."""
     return {name for name, fn in inspect.getmembers(plots, inspect.isfunction)
             if fn.__module__ == plots.__name__ and not name.startswith("_")
             and "Figure" in str(inspect.signature(fn).return_annotation)}
@@ -38,7 +38,7 @@ def test_every_figure_a_notebook_draws_is_in_the_report_list():
 
 
 def test_the_lessons_are_tagged_and_their_maths_renders_offline():
-    from spotlib.report_html import math_svg
+    from spotlib.report.html import math_svg
 
     cells = report_lessons.lesson_cells(NOTEBOOKS / "04_train_spot.ipynb")
     text = "\n".join(cells)
@@ -129,7 +129,7 @@ def test_the_edit_distance_histogram_bins_whole_tokens_and_an_empty_bar_says_why
 
 
 def test_step_labels_of_the_rewards_against_kl_figure_do_not_collide():
-    from spotlib import tether
+    from spotlib.analysis import tether
 
     rows = [{"kind": "train", "step": 1, "rewards/chosen": 0.0, "rewards/rejected": 0.0, "delta": 0.0,
              "tether/chosen": 0.05, "tether/rejected": 0.05}]
@@ -160,7 +160,7 @@ def test_numbers_read_as_a_reader_expects():
 
 
 def test_the_report_tables_have_integer_counts_and_no_0_0000_kl():
-    from spotlib.report import _table, end_of_training_tables
+    from spotlib.report.build import _table, end_of_training_tables
 
     counts = _table(pd.DataFrame({"n": [1337.0, 12.0], "accuracy": [0.8123, 0.5]}))
     assert "1337" in counts and "e+03" not in counts and "1337.0" not in counts
@@ -170,7 +170,7 @@ def test_the_report_tables_have_integer_counts_and_no_0_0000_kl():
 
 
 def test_a_wide_table_scrolls_in_report_html(tmp_path):
-    from spotlib.report_html import markdown_to_html
+    from spotlib.report.html import markdown_to_html
 
     wide = "| " + " | ".join(f"column {i}" for i in range(17)) + " |\n|" + "---|" * 17 + "\n|" + " 1 |" * 17 + "\n"
     page = markdown_to_html(wide, base_dir=tmp_path)
@@ -193,7 +193,7 @@ def test_make_lab_starts_as_root_with_the_current_token_flag():
 
 def test_the_report_names_the_command_for_each_empty_section(tmp_path):
     from spotlib.config import load_profile
-    from spotlib.report import build_report
+    from spotlib.report.build import build_report
 
     text = build_report(load_profile("test", overrides={"output_dir": str(tmp_path / "out")})).read_text()
     assert "make sweep PROFILE=test" in text
@@ -204,7 +204,7 @@ def test_the_report_names_the_command_for_each_empty_section(tmp_path):
 
 
 def test_the_report_reads_notebook_04_in_order_without_the_exercise(tmp_path):
-    from spotlib import tether
+    from spotlib.analysis import tether
     from spotlib.io import write_jsonl
 
     items = report_lessons.read(NOTEBOOKS / "04_train_spot.ipynb", set(plots.figure_names()))

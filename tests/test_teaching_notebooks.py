@@ -13,9 +13,9 @@ from spotlib.config import PARAMS_DIR, REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
-# Runs first in the kernel: every Figure a spotlib.plots function returns is kept for the check.
+# Runs first in the kernel: every Figure a spotlib.report.plots function returns is kept for the check.
 RECORD_FIGURES = """
-import spotlib.plots as _plots
+import spotlib.report.plots as _plots
 _figures, _close_figure = [], _plots._close
 def _record(fig):
     _figures.append(fig)
@@ -56,9 +56,10 @@ def run_in_order(notebook, parameters: dict, order: str, edits: dict | None = No
 
 @pytest.mark.slow
 def test_notebooks_04_and_05_run_in_any_order_after_setup(sampled_profile, tmp_path):
-    from spotlib import report_lessons, tether
+    from spotlib.report import lessons as report_lessons
+    from spotlib.analysis import tether
     from spotlib.config import load_profile
-    from spotlib.report import build_report
+    from spotlib.report.build import build_report
     from spotlib.stages import filter as filter_stage
     from spotlib.stages import rectify
 
@@ -103,6 +104,6 @@ def test_notebooks_04_and_05_run_in_any_order_after_setup(sampled_profile, tmp_p
 
 
 def tests_figure_names():
-    from spotlib import plots
+    from spotlib.report import plots
 
     return plots.figure_names()

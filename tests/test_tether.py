@@ -5,7 +5,7 @@ import pytest
 
 from spotlib.io import read_jsonl, write_jsonl
 from spotlib.losses import sigmoid
-from spotlib.tether import tether_curve
+from spotlib.analysis.tether import tether_curve
 
 BETA = 0.1
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from spotlib import tether
+from spotlib.analysis import tether
 from spotlib.config import PARAMS_DIR, ConfigError, load_profile
 from spotlib.io import read_jsonl
 from spotlib.losses import gradient_weights
@@ -74,7 +74,7 @@ def test_the_demonstration_run_is_keyed_by_its_lr_and_its_weights_are_beta_sigma
 def test_the_lesson_figures_draw_the_run_with_legends_outside_the_data():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from spotlib import plots
+    from spotlib.report import plots
 
     beta, rows = 0.1, [{"kind": "probe", "step": 0, "kl/probe": 0.0, "fixed/rewards_chosen": 0.0,
                         "fixed/rewards_rejected": 0.0}]

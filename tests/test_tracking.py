@@ -126,7 +126,7 @@ def test_resumed_run_shows_each_step_once_with_the_resumed_values(tmp_path, stag
 def test_grpo_run_logs_its_steps_and_heldout_accuracy(tmp_path):
     from rl_helpers import FixedRollouts, micro_model, says_a, toy_items
     from spotlib.config import RLConfig
-    from spotlib.rl import train_grpo
+    from spotlib.rl.grpo import train_grpo
 
     profile = load_profile("test", overrides={"output_dir": str(tmp_path / "out")})
     cfg = RLConfig(num_prompts=4, rollouts_per_prompt=2, prompts_per_step=2, mini_batch=2, lr=1e-2,
@@ -167,7 +167,7 @@ def test_a_tracker_that_is_not_installed_is_named_before_training(tmp_path, monk
     spec = tracking.run_tracking(profile, tmp_path / "04_train_spot" / "sft" / "seed0", {})
     with pytest.raises(RuntimeError, match=r"train.report_to: wandb is not installed \(pip install wandb\)"):
         tracking.RunTracker(spec)
-    from spotlib.validate import validate   # and a run stops before its first stage (a dry run lists it)
+    from spotlib.plan.validate import validate   # and a run stops before its first stage (a dry run lists it)
     assert any("train.report_to names wandb, not installed here" in p for p in validate(profile))
     assert not any("report_to" in p for p in validate(profile, ["01_sample"]))
 

@@ -1,6 +1,6 @@
 """Stage 04's settings chosen by the memory plan (spotlib.train.settings)."""
 from spotlib.config import load_profile
-from spotlib.memory_plan import build_plan
+from spotlib.plan.memory import build_plan
 from spotlib.train.settings import choose
 
 

@@ -39,7 +39,7 @@ def model_dir(tmp_path_factory):
 
 
 def _engine_options(workers: int) -> dict:
-    from spotlib.engine_settings import pool_options
+    from spotlib.engines.settings import pool_options
 
     profile = load_profile("rehearsal", overrides={"engine.workers": workers, "engine.max_model_len": 384})
     return pool_options(profile)
@@ -53,7 +53,7 @@ def _greedy(pool, model: Path) -> list[str]:
 
 
 def test_the_pool_on_vllms_cpu_build_gives_each_request_its_own_seed(model_dir, tmp_path):
-    from spotlib.sampling import generate, open_generator
+    from spotlib.engines.sampling import generate, open_generator
 
     settings = dict(n=2, temperature=1.0, top_p=0.95, top_k=-1, max_new_tokens=12, seed=5,
                     keys=[f"item{i}" for i in range(len(PROMPTS))], backend="vllm", progress=False)
@@ -85,7 +85,7 @@ def _push(model_dir: Path, out: Path, *flags: str) -> dict:
 def pushes(model_dir, tmp_path_factory):
     """The same pushed weights, with and without the tied head packed again; a fresh engine built from
     the pushed weights, then switched back to the original model (`EnginePool.load`)."""
-    from spotlib.engine_pool import EnginePool
+    from spotlib.engines.pool import EnginePool
 
     root = tmp_path_factory.mktemp("pushes")
     pushed, stale = _push(model_dir, root / "push"), _push(model_dir, root / "stale", "--no-repack")

@@ -1,7 +1,7 @@
 """Work is shared out among worker processes so that no core waits."""
 import pytest
 
-from spotlib.workers import balanced_shares
+from spotlib.launch.workers import balanced_shares
 
 
 def test_runs_not_seeds_are_shared_out():

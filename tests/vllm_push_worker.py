@@ -28,9 +28,9 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from spotlib import rl_engine, vllm_weights
+    from spotlib.engines import rollout as rl_engine, vllm_weights
     from spotlib.config import load_profile
-    from spotlib.engine_settings import engine_args
+    from spotlib.engines.settings import engine_args
 
     repacked = []
     original = vllm_weights.repack_cpu_heads  # the engine core runs in this process: patched here, seen there

@@ -1,7 +1,7 @@
 """Stage 05: evaluate the start model and every checkpoint of stage 04 — gains and forgetting.
 
 The tables (avg@k, group means, seeds, ties, retention loss) are computed by
-`spotlib.tables`; this module runs the models and writes what it computes.
+`spotlib.analysis.tables`; this module runs the models and writes what it computes.
 
 The models are the base and exactly the checkpoints the profile names (`train.methods`,
 `train.ablations` × `seeds`); each result is keyed by the checksum of the weights that
@@ -26,10 +26,12 @@ import json
 import os
 from pathlib import Path
 
-from spotlib import evals, model_card, tables
+from spotlib import evals
+from spotlib.report import model_card
+from spotlib.analysis import tables
 from spotlib.io import (DataError, JsonlAppender, Manifest, read_jsonl, weights_problem, weights_sha256,
                         write_json_atomic)
-from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
+from spotlib.launch.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
 
 STAGE = "05_eval_forgetting"
 RESULTS = "results.jsonl"
@@ -114,9 +116,9 @@ def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: 
                    progress: bool = True, pool=None) -> None:
     """Sample k responses per item, score them, append one record per (model, benchmark, item).
     `pool`: an engine pool kept for the stage (`stage_engines`); it is switched to this model."""
-    from spotlib.engine_settings import pool_options
+    from spotlib.engines.settings import pool_options
     from spotlib.models import load_tokenizer
-    from spotlib.sampling import open_generator
+    from spotlib.engines.sampling import open_generator
 
     cfg = profile.eval
     todo = items_to_do(entry, items, results)
@@ -137,13 +139,13 @@ def evaluate_model(entry: dict, items: dict[str, list[dict]], profile, results: 
 def stage_engines(profile, entries: list[dict], log_dir: Path):
     """One engine pool for the whole stage (engine backends; None otherwise): started once with the
     first model, then each model's weights are loaded into the running engines (`EnginePool.load`)."""
-    from spotlib.engine_settings import pool_options
-    from spotlib.sampling import ENGINE_BACKENDS, choose_backend
+    from spotlib.engines.settings import pool_options
+    from spotlib.engines.sampling import ENGINE_BACKENDS, choose_backend
 
     if not entries or choose_backend(profile.eval.backend) not in ENGINE_BACKENDS:
         yield None
         return
-    from spotlib.engine_pool import EnginePool
+    from spotlib.engines.pool import EnginePool
 
     with EnginePool(choose_backend(profile.eval.backend), str(entries[0]["path"]), seed=entries[0]["seed"],
                     log_dir=log_dir, **pool_options(profile)) as pool:
@@ -160,8 +162,8 @@ def items_to_do(entry: dict, items: dict[str, list[dict]], results: JsonlAppende
 
 
 def _evaluate_chunks(entry, todo, target, tokenizer, cfg, results, progress) -> None:
-    from spotlib.engine_pool import EnginePool
-    from spotlib.sampling import generate
+    from spotlib.engines.pool import EnginePool
+    from spotlib.engines.sampling import generate
 
     # Benchmarks that share k are sampled together: fuller batches, one pass per chunk.
     by_k: dict[int, list[tuple[str, dict]]] = {}
@@ -194,7 +196,7 @@ def summarize(records: list[dict], benchmarks: list[str], entries: list[dict], s
     """Write the tables (CSV and markdown), figures and reading of these records; return them."""
     import pandas as pd
 
-    from spotlib import plots
+    from spotlib.report import plots
 
     rows, table, sections = tables.run_tables(records, benchmarks, entries, tie_sigmas)
     pd.DataFrame(rows).drop(columns=["path"], errors="ignore").to_csv(stage / "table_models.csv", index=False)

@@ -88,7 +88,7 @@ def run(profile, progress: bool = True) -> dict:
                                        [k for k, n in available.items() if n == count]),
                         "empty_sources": [k for k, n in available.items() if not n]}
     write_json_atomic(out_dir / "proximity_report.json", report)
-    from spotlib import plots
+    from spotlib.report import plots
     figures = plots.save_filter_figures(report, scored, out_dir, cfg.gamma)
 
     summary = {"pairs": count, "available": available, "gamma": cfg.gamma, "unit": cfg.unit,

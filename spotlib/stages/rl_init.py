@@ -31,9 +31,9 @@ import os
 import time
 from pathlib import Path
 
-from spotlib import tables
+from spotlib.analysis import tables
 from spotlib.io import Manifest, dir_sha256, params_hash, write_json_atomic
-from spotlib.model_card import CARD
+from spotlib.report.model_card import CARD
 
 STAGE = "06_rl_init"
 START_LABELS = {"base": "base", "spot_bco": "SPoT"}
@@ -60,7 +60,7 @@ def rl_problems(profile) -> tuple[list[dict], list[dict]]:
     """(training prompts, held-out problems). Held-out: the world's `val` split, else the
     `rl.heldout_items` rows after the `sample.num_problems` that stage 01 samples (and stages 03
     and 04 train on), so neither start model has trained on a held-out problem."""
-    from spotlib.problems import load_train_problems
+    from spotlib.stages.sample import load_train_problems
 
     cfg = profile.rl
     if profile.sample.dataset == "world":
@@ -107,9 +107,9 @@ def score_model(profile, model_path: Path, progress: bool = False, pool=None) ->
     import torch
 
     from spotlib import evals
-    from spotlib.engine_settings import pool_options
+    from spotlib.engines.settings import pool_options
     from spotlib.precision import autocast_for
-    from spotlib.sampling import ENGINE_BACKENDS, choose_backend, generate, open_generator
+    from spotlib.engines.sampling import ENGINE_BACKENDS, choose_backend, generate, open_generator
 
     ecfg = profile.eval
     backend = choose_backend(ecfg.backend)
@@ -179,15 +179,15 @@ def run(profile, progress: bool = True) -> dict:
         return manifest.load()["summary"]
     manifest.write(complete=False)
 
-    from spotlib.launch import node_count
+    from spotlib.launch.relaunch import node_count
 
     processes = num_processes(profile)
     if processes * node_count(profile) > 1:  # trained by launched processes, read back from disk
-        from spotlib.rl import finished_result
+        from spotlib.rl.grpo import finished_result
 
         t0 = time.perf_counter()
         relaunch(profile, processes)
-        from spotlib.launch import profile_nodes
+        from spotlib.launch.relaunch import profile_nodes
         if profile_nodes(profile).rank > 0:  # node 0 evaluates and writes the stage's results
             return {"stage_dir": str(stage_dir), "node_rank": profile_nodes(profile).rank}
         timings = {"grpo_launched_s": round(time.perf_counter() - t0, 1), "grpo_processes": processes}
@@ -229,7 +229,7 @@ def run(profile, progress: bool = True) -> dict:
 def _cards(profile, starts: dict[str, Path], runs: dict[str, dict], scores: dict, n_prompts: int,
            prompts_hash: str) -> None:
     """Each GRPO model's card, with its row of Table 4 (%)."""
-    from spotlib import model_card
+    from spotlib.report import model_card
 
     for method, start in starts.items():
         label = START_LABELS.get(method, method)
@@ -245,7 +245,7 @@ def train_runs(profile, starts: dict[str, Path], train_items, heldout, progress:
     """Both GRPO runs, in this process or as one rank of a launched group: ({method: result}, timings).
 
     A run whose final model exists (trained by launched processes) returns at once."""
-    from spotlib.rl import train_grpo
+    from spotlib.rl.grpo import train_grpo
     from spotlib.train.tracking import run_tracking
 
     cfg, seed = profile.rl, profile.seeds[0]
@@ -267,7 +267,7 @@ def train_runs(profile, starts: dict[str, Path], train_items, heldout, progress:
 
 def release_engines() -> None:
     """Free rollout engines cached in this process (each run already released its own)."""
-    from spotlib.rl_engine import release_cached_engines
+    from spotlib.engines.rollout import release_cached_engines
 
     release_cached_engines()
 
@@ -276,7 +276,7 @@ def num_processes(profile) -> int:
     """GRPO training processes per node: `rl.num_processes`, 0 meaning one per visible GPU; 1 inside a launched rank."""
     import torch
 
-    from spotlib.launch import launched
+    from spotlib.launch.relaunch import launched
 
     if launched():
         return 1
@@ -288,10 +288,10 @@ def num_processes(profile) -> int:
 
 def launch_command(profile, processes: int, profile_file: Path, nodes=None) -> list[str]:
     """`accelerate launch` with the train accelerate config on GPUs, else torchrun (gloo on CPU):
-    the command stage 04 uses too (`spotlib.launch`)."""
+    the command stage 04 uses too (`spotlib.launch.relaunch`)."""
     import torch
 
-    from spotlib import launch
+    from spotlib.launch import relaunch as launch
 
     config = profile.train.accelerate_config
     on_gpus = bool(config) and torch.cuda.is_available() and profile.device != "cpu"
@@ -304,10 +304,10 @@ def launch_command(profile, processes: int, profile_file: Path, nodes=None) -> l
 
 def relaunch(profile, processes: int) -> None:
     """Train both runs in `processes` launched processes (per node); they have exited when this returns."""
-    from spotlib.launch import profile_nodes, run_launched
-    from spotlib.workers import worker_profile
+    from spotlib.launch.relaunch import profile_nodes, run_launched
+    from spotlib.launch.workers import worker_profile
 
-    from spotlib.nodes import for_nodes
+    from spotlib.launch.nodes import for_nodes
 
     stage_dir = profile.stage_dir(STAGE)
     nodes = profile_nodes(profile)

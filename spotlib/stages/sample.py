@@ -12,19 +12,32 @@ import time
 from pathlib import Path
 from collections import Counter
 
-from spotlib.problems import load_train_problems
+from spotlib.problems import dapo_records, load_dapo_rows
 from spotlib.io import JsonlAppender, Manifest, dir_sha256, params_hash, read_jsonl, write_jsonl
 
 STAGE = "01_sample"
 CHUNK = 256  # problems generated between two appends: the most a crash can lose (transformers backend)
-SEEDING = "per-sample: sha256(profile seed | problem id | sample index)"  # spotlib.sampling.sample_seed
+SEEDING = "per-sample: sha256(profile seed | problem id | sample index)"  # spotlib.engines.sampling.sample_seed
+
+
+def load_train_problems(profile, count: int | None = None) -> list[dict]:
+    """Problem records `{id, family, prompt, answer, meta}` for the profile's training set:
+    the first `count` of them (default `sample.num_problems`)."""
+    cfg = profile.sample
+    count = cfg.num_problems if count is None else count
+    if cfg.dataset == "world":
+        from spotlib import world
+
+        return world.make_items("arith", count, split="train", seed=profile.seed, world_cfg=profile.world)
+    rows = load_dapo_rows(cfg.dataset, cfg.dataset_config, cfg.dataset_split, cfg.data_files)
+    return dapo_records(rows, count, source=cfg.data_files or cfg.dataset)
 
 
 def ensure_student(profile) -> str:
     """The student's path; for the tiny world, pre-train the base model first (cached); for the
     rehearsal, also write its public-format data files."""
     if profile.assets == "rehearsal":
-        from spotlib import rehearsal
+        from spotlib.plan import rehearsal
 
         rehearsal.prepare(profile)
     if profile.model.name_or_path == "world":
@@ -64,8 +77,8 @@ def run(profile, progress: bool = True) -> dict:
     with JsonlAppender(all_path, key_fn=lambda r: (r["id"], r["sample_id"])) as sink:
         todo = [p for p in problems if any((p["id"], j) not in sink for j in range(cfg.n))]
         if todo:
-            from spotlib.engine_settings import pool_options
-            from spotlib.sampling import ENGINE_BACKENDS, choose_backend, generate, open_generator
+            from spotlib.engines.settings import pool_options
+            from spotlib.engines.sampling import ENGINE_BACKENDS, choose_backend, generate, open_generator
 
             # Engines get every prompt at once (each worker its whole share: vLLM schedules them
             # together instead of waiting on each chunk's slowest sample); workers report progress.

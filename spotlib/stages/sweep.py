@@ -8,7 +8,7 @@ stage 05) with the profile's eval sampling settings, and delete its weights. A s
 replicate of everything (training order, evaluation draws), shared by every LR of the grid;
 the base model is evaluated once per seed on the same items. With base scores b and a
 model's scores m (accuracy in %), per seed and then as mean ± SE over seeds
-(`spotlib.frontier`):
+(`spotlib.analysis.frontier`):
 
     in-domain gain  = m.in_domain − b.in_domain                (arith)
     OOD gain        = m.ood − b.ood                            (arith_ood)
@@ -18,9 +18,9 @@ model's scores m (accuracy in %), per seed and then as mean ± SE over seeds
 Selection rule, the same for every method: the chosen LR maximises the mean val
 **overall** score, which rewards in-domain gains and penalises forgetting alike; ties go to
 the smaller retention loss, then to the smaller learning rate. Beside it, each method's
-**matched point** (`spotlib.frontier.matched_point`): its best in-domain gain within 2
+**matched point** (`spotlib.analysis.frontier.matched_point`): its best in-domain gain within 2
 points of retention loss, so that no method is judged only where it trains least; and its
-**best point** (`spotlib.frontier.best_point`): its best in-domain gain at any LR, whatever
+**best point** (`spotlib.analysis.frontier.best_point`): its best in-domain gain at any LR, whatever
 it forgets — where a method that buys accuracy with forgetting (SFT) shows both.
 
 `train.sweep_variants` adds runs swept on the same grid and seeds and drawn on the same
@@ -51,12 +51,13 @@ import sys
 import time
 from pathlib import Path
 
-from spotlib import evals, frontier, tables
+from spotlib import evals
+from spotlib.analysis import frontier, tables
 from spotlib.io import JsonlAppender, Manifest, params_hash, write_json_atomic, write_jsonl
 from spotlib.stages import evaluate, train_methods
 from spotlib.train.runspec import parse_run
 from spotlib.train.trainer import NOT_IN_RUN_KEY, train_run
-from spotlib.workers import cpu_worker_count, run_in_workers, worker_profile
+from spotlib.launch.workers import cpu_worker_count, run_in_workers, worker_profile
 
 STAGE = "sweep"
 SPLIT = "val"
@@ -239,7 +240,7 @@ VARIANT_COLORS = {"+chosen_only": "#bcbd22", "+rejected_only": "#393b79", "+edit
 
 def _draw_frontier(ax, lines: dict, chosen: dict[str, float], matched: dict[str, float], best: dict[str, float],
                    budget: float, annotate: bool) -> None:
-    from spotlib import plots
+    from spotlib.report import plots
 
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8)
@@ -302,7 +303,7 @@ def run(profile, progress: bool = True, methods: list[str] | None = None, points
     """Sweep `train.lr_grid` for each method; write the points, the chosen LRs and the frontier.
 
     With `train.sweep_bracket` > 0 a run whose chosen, matched or best point sits on an edge of its
-    LRs is swept half a decade further on that side, round after round (`spotlib.frontier.
+    LRs is swept half a decade further on that side, round after round (`spotlib.analysis.frontier.
     bracket_extensions`). `extra_lrs` ({run: [lr]}) adds LRs to some runs' grids (a worker's share
     of such a round). `points_only` trains and evaluates the points and returns them without writing
     the sweep's summary (a worker's share, or `make calibrate`'s SFT points beside a finished sweep)."""

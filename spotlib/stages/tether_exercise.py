@@ -1,5 +1,5 @@
 """Notebook 04's exercise: the tether lesson's SPoT-BCO run again at another learning rate or β,
-trained by stage 04's own plan and inputs into a folder of its own (`spotlib.tether` reads it)."""
+trained by stage 04's own plan and inputs into a folder of its own (`spotlib.analysis.tether` reads it)."""
 from __future__ import annotations
 
 
@@ -10,7 +10,7 @@ def exercise_run(profile, lr: float | None = None, beta: float | None = None, pr
     import dataclasses
 
     from spotlib.stages import train_methods
-    from spotlib.tether import LESSON_RUN, _stage_lr, demonstration_lr, exercise_dir
+    from spotlib.analysis.tether import LESSON_RUN, _stage_lr, demonstration_lr, exercise_dir
     from spotlib.train.trainer import train_run
 
     lr = float(lr if lr is not None else demonstration_lr(profile.train) or _stage_lr(profile.train))

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from spotlib import model_card, tether
+from spotlib.report import model_card
+from spotlib.analysis import tether
 from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
 from spotlib.train import data as D
 from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
@@ -43,7 +44,7 @@ from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, pairs_file, plan_runs
 from spotlib.train.tracking import training_tracking
 from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_keys,
                                    train_bf16, train_run)
-from spotlib.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
+from spotlib.launch.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
 
 STAGE = "04_train_spot"
 
@@ -239,7 +240,7 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     counter.close()
     if partial:
         return {"runs": summaries}
-    start = time.perf_counter()  # the tether lesson's SPoT-BCO run at train.tether_lr (spotlib.tether)
+    start = time.perf_counter()  # the tether lesson's SPoT-BCO run at train.tether_lr (spotlib.analysis.tether)
     lesson = tether.train_demonstration(profile, plan.runs, shared, plan.steps, progress=progress)
     if lesson is not None:
         manifest.timings["tether_run_s"] = round(time.perf_counter() - start, 2)
@@ -434,14 +435,14 @@ def launch_processes(profile) -> int:
 
 
 def launch_command(profile) -> list[str] | None:
-    """The command that relaunches this stage across processes (`spotlib.launch`), or None to train here.
+    """The command that relaunches this stage across processes (`spotlib.launch.relaunch`), or None to train here.
 
     `torchrun` (CPU rehearsal, gloo): when more than one process is asked for in all.
     `accelerate` with `train.accelerate_config` (GPUs, DeepSpeed ZeRO-2): whenever there is a
     process to launch (one GPU too: ZeRO-2 keeps the fp32 master weights). Inside a launched
     process: None. On `hardware.nodes` > 1, this node's share of the launch.
     """
-    from spotlib import launch
+    from spotlib.launch import relaunch as launch
 
     cfg = profile.train
     if launch.launched():
@@ -457,7 +458,7 @@ def launch_command(profile) -> list[str] | None:
         if not torch.cuda.is_available():
             raise RuntimeError(f"train.accelerate_config: accelerate launch needs GPUs here; on CPU set "
                                f"train.launcher: torchrun (it starts {processes} processes on gloo)")
-    from spotlib.nodes import for_nodes
+    from spotlib.launch.nodes import for_nodes
 
     profile = for_nodes(profile)  # on several nodes: train.grad_accum derived, the global batch kept
     stage_dir = profile.stage_dir(STAGE)
@@ -470,9 +471,9 @@ def launch_command(profile) -> list[str] | None:
 
 def _relaunch(profile, command: list[str]) -> dict:
     """Run this stage in the launched processes; their manifest is the result."""
-    from spotlib.launch import run_launched
+    from spotlib.launch.relaunch import run_launched
 
-    from spotlib.launch import profile_nodes
+    from spotlib.launch.relaunch import profile_nodes
 
     run_launched(command, what=f"stage {STAGE} in launched processes")
     rank = profile_nodes(profile).rank

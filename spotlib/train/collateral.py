@@ -92,7 +92,7 @@ def correct_heldout(ref_model, tokenizer, items: list[dict], *, max_new_tokens: 
                     ) -> tuple[list[str], list[str]]:
     """(prompts, completions): the start model's greedy solutions of `items` that its grader scores right."""
     from spotlib import world
-    from spotlib.sampling import generate
+    from spotlib.engines.sampling import generate
 
     prompts = [it["prompt"] for it in items]
     responses = [r[0] for r in generate(ref_model, tokenizer, prompts, n=1, temperature=0.0,

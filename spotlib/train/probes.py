@@ -79,7 +79,7 @@ def probe_items(world_cfg, n_prompts: int, families=PROBE_FAMILIES) -> list[dict
 @torch.no_grad()
 def build_probe_set(ref_model, tokenizer, items: list[dict], *, max_new_tokens: int, max_len: int,
                     max_prompt_len: int | None, device, autocast: bool, batch_size: int = 32) -> ProbeSet:
-    from spotlib.sampling import generate
+    from spotlib.engines.sampling import generate
 
     prompts = [it["prompt"] for it in items]
     responses = [r[0] for r in generate(ref_model, tokenizer, prompts, n=1, temperature=0.0,

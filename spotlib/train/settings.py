@@ -48,7 +48,7 @@ def _divisors_descending(n: int) -> list[int]:
 def choose(profile, gpus: int | None = None, gpu_memory_gib: float | None = None,
            cuda: bool | None = None) -> TrainChoice:
     """The plan's choice for stage 04 of `profile` (on `gpus` × `gpu_memory_gib` if given)."""
-    from spotlib.memory_plan import GIB, build_plan
+    from spotlib.plan.memory import GIB, build_plan
     from spotlib.train.runspec import plan_runs
 
     if cuda is None:

@@ -335,7 +335,7 @@ def _train_run(cfg, model_cfg, run: RunSpec, seed: int, inputs: RunInputs, run_d
                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
                       "tokens": int(agg["tokens"]), "tokens_per_s": agg["tokens"] / elapsed,
                       "tokens_computed": int(agg["tokens_computed"])}
-            if device.type == "cuda":  # what the memory plan predicts (spotlib.memory_plan)
+            if device.type == "cuda":  # what the memory plan predicts (spotlib.plan.memory)
                 record["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             if run.info.pairs:
                 record.update({"rewards/rejected": agg["rr"] / n, "rewards/margins": (agg["rc"] - agg["rr"]) / n,

@@ -13,7 +13,7 @@ def score_model(model, tokenizer, n_per_family: int = 100, temperature: float = 
 
     With return_samples=True, returns (accuracies, {family: [(record, response), ...]}).
     """
-    from spotlib.sampling import generate
+    from spotlib.engines.sampling import generate
     accuracies, samples = {}, {}
     for family in families:
         records = make_items(family, n_per_family, split, seed=seed, world_cfg=world_cfg)

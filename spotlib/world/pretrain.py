@@ -14,7 +14,6 @@ and `world.num_threads`, whatever the CPU (`spotlib.precision`); both are in the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import random
@@ -28,27 +27,11 @@ from spotlib.io import share_saved_files
 from spotlib.progress import bar as progress_bar
 
 from .families import make_items
+from .recipe import RECIPE_VERSION, world_hash
 from .styles import oracle_solution, slipped_solution, student_solution
 from .tokenizer import build_tokenizer
 
 MIX_KEYS = ("arith", "arith_ood", "facts", "format", "oracle_style")
-# Bumped whenever the training loop changes what it computes, so cached base models retrain.
-RECIPE_VERSION = 2
-
-
-def world_hash(world_cfg) -> str:
-    """The base model's cache key: every world setting (precision, threads, CPU kernels), the recipe,
-    the instruction set the kernels compute with here (`native` differs between CPUs) and the
-    environment that pins them."""
-    fields = dataclasses.asdict(world_cfg)
-    if not fields["oracle_style_prefix"]:
-        del fields["oracle_style_prefix"]   # absent = the worlds made before the setting existed
-    if fields["tie_word_embeddings"]:
-        del fields["tie_word_embeddings"]   # likewise: tied is what every earlier world built
-    blob = json.dumps({**fields, "recipe": RECIPE_VERSION,
-                       "kernels": precision.effective_kernels(world_cfg.cpu_kernels),
-                       "kernel_env": precision.kernel_env_spec(world_cfg.cpu_kernels)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build_model(world_cfg, tokenizer):

@@ -21,6 +21,8 @@ from pathlib import Path
 from spotlib.config import REPO_ROOT
 from spotlib.io import file_sha256, weights_problem, weights_sha256
 
+from .recipe import world_hash
+
 ASSETS_DIR = REPO_ROOT / "assets"
 MANIFEST = "manifest.json"
 
@@ -34,8 +36,6 @@ def _manifest(folder: Path) -> dict:
 
 def candidates(world_cfg, assets: Path | None = None) -> list[Path]:
     """The shipped folders made with this world's settings (world hash), whether or not intact."""
-    from .pretrain import world_hash
-
     root = ASSETS_DIR if assets is None else assets
     digest = world_hash(world_cfg)
     return [m.parent for m in sorted(root.glob(f"*/{MANIFEST}")) if _manifest(m.parent).get("world_hash") == digest]

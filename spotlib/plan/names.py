@@ -1,11 +1,11 @@
 """Profile checks that read the registries of the study's parts (the methods, the local server's
-faults): run by `spotlib.validate` at `--dry-run` and before a run, beside `spotlib.config_checks`'
+faults): run by `spotlib.plan.validate` at `--dry-run` and before a run, beside `spotlib.config.checks`'
 ranges, which run on every load and import nothing above the configuration."""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from spotlib.config_checks import Problem
+from spotlib.config.checks import Problem
 
 
 def learning_rates(profile) -> Iterator[Problem]:
@@ -21,7 +21,7 @@ def learning_rates(profile) -> Iterator[Problem]:
 
         methods = {r.method for r in plan_runs(profile.train)}
     except ValueError:
-        return  # an unknown run name: validation's own line (spotlib.validate)
+        return  # an unknown run name: validation's own line (spotlib.plan.validate)
     missing = sorted(m for m in methods if m not in lrs)
     if missing and "default" not in lrs:
         yield "train.lr", f"no 'default' and no entry for {', '.join(missing)}: add default: <lr>"

@@ -5,7 +5,7 @@ Inputs are plain rows, so any of them may be missing:
 - `eval_rows`: stage 05's table (table.csv as dicts): per run the mean score per column,
   its `_se`, `d_<column>` against the base and `retention_loss`; the base row is `run: base`.
   Its SEs are per score, so a change's SE is the run's and the base's in quadrature.
-- `main_table`: the sweep's main table (`spotlib.frontier.main_table`): per run a row at its
+- `main_table`: the sweep's main table (`spotlib.analysis.frontier.main_table`): per run a row at its
   validation-chosen LR (`at: chosen`), one at its matched point (`at: matched`) and one at its
   best in-domain point (`at: best`), changes against the base of the same seed with their SE
   over seeds.
@@ -263,7 +263,7 @@ def _retention_floor(group: list[dict], items: dict[str, int] | None) -> float:
 def kl_rows_from_points(points: list[dict], items: dict[str, int] | None = None) -> list[dict]:
     """Per (run, lr) of the sweep: mean held-out KL and retention loss ± SE over seeds (never below
     the evaluation's binomial noise when the item counts `items` are given)."""
-    from spotlib.frontier import mean_se
+    from spotlib.analysis.frontier import mean_se
 
     groups: dict[tuple[str, float], list[dict]] = {}
     for p in points:

@@ -3,7 +3,7 @@
 One step of the loop, for a batch of P prompts:
 
 1. **Rollouts.** n responses per prompt from the current policy π_old (T = 1.0),
-   through `spotlib.rl_engine.RolloutEngine` (transformers on CPU; on GPUs one vLLM
+   through `spotlib.engines.rollout.RolloutEngine` (transformers on CPU; on GPUs one vLLM
    engine per training process, colocated, the policy's weights pushed in before each rollout).
 2. **Rewards.** r = +1 if the grader accepts the response, else −1.
 3. **Advantages**, normalised inside each prompt's group of n (verl's GRPO):
@@ -52,10 +52,10 @@ from spotlib.precision import autocast_for, use_bf16
 from spotlib.progress import bar as tqdm
 
 from spotlib.config import RLConfig
-from spotlib.grpo_math import (KL_CLAMP, PolicyLogps, clipped_pg_loss, group_advantages, k3_kl,  # noqa: F401
+from spotlib.rl.math import (KL_CLAMP, PolicyLogps, clipped_pg_loss, group_advantages, k3_kl,  # noqa: F401
                                masked_mean, token_entropy)
 from spotlib.io import JsonlAppender, params_hash, read_jsonl, share_saved_files, write_json_atomic
-from spotlib.rl_engine import RolloutEngine
+from spotlib.engines.rollout import RolloutEngine
 from spotlib.tokens import build_completion_batch
 from spotlib.train.tracking import RunTracker, TrackedLog
 

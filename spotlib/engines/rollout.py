@@ -19,7 +19,7 @@ cache released: the next push overwrites every weight anyway) and woken (`wake_u
 push, `wake_up(["kv_cache"])`) before the next, so training has the card to itself.
 
 On vLLM's CPU build the reload alone leaves a tied LM head computing with the old
-embeddings; `spotlib.vllm_weights` packs it again (see there).
+embeddings; `spotlib.engines.vllm_weights` packs it again (see there).
 
 `release()` frees the engine (engine core shut down, collected, CUDA cache emptied):
 the trainer calls it when the run ends, before anything else (stage 06's evaluation)
@@ -34,7 +34,7 @@ from typing import Sequence
 
 import torch
 
-from spotlib.vllm_weights import reload_weights_on_worker
+from spotlib.engines.vllm_weights import reload_weights_on_worker
 
 
 def prompt_seed(seed: int, item_id: str) -> int:
@@ -53,7 +53,7 @@ class RolloutEngine:
     def __init__(self, backend: str, init_path: str | os.PathLike, seed: int, *, rank: int = 0,
                  world: int = 1, gpu_memory: float = 0.3, max_len: int | None = None,
                  engine_args: dict | None = None):
-        from spotlib.sampling import choose_backend
+        from spotlib.engines.sampling import choose_backend
 
         self.backend = choose_backend(backend)
         self.init_path = str(init_path)
@@ -62,7 +62,7 @@ class RolloutEngine:
         self.world = world
         self.gpu_memory = gpu_memory
         self.max_len = max_len
-        self.engine_args = engine_args  # `vllm.LLM` arguments from the profile (`spotlib.engine_settings`)
+        self.engine_args = engine_args  # `vllm.LLM` arguments from the profile (`spotlib.engines.settings`)
         self.sleeps = False             # whether the engine sleeps between rollouts (set when it is built)
         self._asleep = False
         self._llm = None
@@ -74,7 +74,7 @@ class RolloutEngine:
                top_p: float, top_k: int, max_new_tokens: int, seed: int, batch_size: int,
                autocast, ids: Sequence[str] | None = None) -> list[list[str]]:
         """`policy` is the plain HF model (unwrapped). `seed` is the same on every rank."""
-        from spotlib.sampling import generate
+        from spotlib.engines.sampling import generate
 
         if self.backend == "vllm":
             return self._sample_vllm(policy, tokenizer, prompts, n=n, temperature=temperature, top_p=top_p,
@@ -198,8 +198,8 @@ def _engine_in_process(llm) -> bool:
 
 
 def release_cached_engines() -> None:
-    """Free any vLLM engine `spotlib.sampling` keeps cached in this process."""
-    from spotlib import sampling
+    """Free any vLLM engine `spotlib.engines.sampling` keeps cached in this process."""
+    from spotlib.engines import sampling
 
     engines = getattr(sampling, "_ENGINES", None)
     if engines:

@@ -29,7 +29,7 @@ def acquire(out: Path, who: str = "run", name: str = LOCK_NAME):
     """Take the lock `out/<name>` (an open file that holds it); `OutputLocked` when another process has it.
 
     On shared storage flock may hold nothing across machines, so an O_EXCL lock file beside it
-    (`<name>.owner`, spotlib.shared_lock: host, PID, heartbeat) holds there too. Several nodes of
+    (`<name>.owner`, spotlib.launch.shared_lock: host, PID, heartbeat) holds there too. Several nodes of
     one run each take their own (`.reproduce-node<k>.lock`)."""
     import fcntl
 
@@ -56,7 +56,7 @@ def acquire(out: Path, who: str = "run", name: str = LOCK_NAME):
     handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "who": who,
                              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
     handle.flush()
-    from spotlib.shared_lock import SharedLockHeld, shared_lock
+    from spotlib.launch.shared_lock import SharedLockHeld, shared_lock
 
     owner = shared_lock(Path(out) / f"{name}.owner")
     try:

@@ -429,7 +429,7 @@ POSITIVE_COLOR, NEGATIVE_COLOR, DELTA_COLOR = "#1a9850", "#b2182b", "#404040"  #
 
 
 def tether_lesson(curve: dict, lr: float | None = None) -> Figure:
-    """One SPoT-BCO run (`spotlib.tether.tether_curve`): r⁺, r⁻ and δ per step (left); the weights
+    """One SPoT-BCO run (`spotlib.analysis.tether.tether_curve`): r⁺, r⁻ and δ per step (left); the weights
     λ⁺, λ⁻ the batch received (mean over its examples) and βσ(·) of the batch-mean rewards (right)."""
     train, beta = curve["train"], curve["beta"]
     fig, axes = _figure(10, 3.9, ncols=2)
@@ -522,7 +522,7 @@ def score_bars(table: list[dict]) -> Figure:
 
 def retention_noise(table: list[dict], tie_sigmas: float) -> float | None:
     """Half-width of the tie band on retention loss for a run as noisy as the base model:
-    tie_sigmas · √2 · SE of the base model's general score (`spotlib.tables`' tie rule)."""
+    tie_sigmas · √2 · SE of the base model's general score (`spotlib.analysis.tables`' tie rule)."""
     base = next((t for t in table if t["run"] == "base"), None)
     se = base.get("general_se") if base else None
     return tie_sigmas * math.sqrt(2) * float(se) if se is not None and not math.isnan(float(se)) else None
@@ -682,7 +682,7 @@ def _04(fn, which: int):
 
 def _04_lesson(fn):
     def draw(d: Path):
-        from spotlib import tether
+        from spotlib.analysis import tether
 
         lesson = tether.lesson_from_stage(d)
         if lesson is None:

@@ -6,7 +6,7 @@ node`; on N nodes the world is N times larger, so `for_nodes` divides `train.gra
 (and refuses when it does not divide), and checks that GRPO's `rl.mini_batch` still splits
 into whole prompt groups per rank. Every node runs the same command with its own
 `SPOT_NODE_RANK`; they meet at node 0 (`SPOT_MAIN_ADDRESS`, `SPOT_MAIN_PORT`) by c10d
-rendezvous (spotlib.launch). docs/multi-node.md has the commands.
+rendezvous (spotlib.launch.relaunch). docs/multi-node.md has the commands.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from spotlib.config import ConfigError
 SHARED_CHECK_DIR = ".nodes"
 
 
-from spotlib.launch import node_count  # noqa: E402,F401 - the launcher owns it; re-exported
+from spotlib.launch.relaunch import node_count  # noqa: E402,F401 - the launcher owns it; re-exported
 
 
 def processes_per_node(profile) -> int:
@@ -75,7 +75,7 @@ def stage04_command(profile, rank: int, main_address: str = "NODE0", port: int =
     empty when the profile trains in its own process."""
     import tempfile
 
-    from spotlib import launch
+    from spotlib.launch import relaunch as launch
 
     t = for_nodes(profile).train
     if t.launcher == "accelerate" and not t.accelerate_config:

@@ -1,6 +1,6 @@
 """Memory terms of stage 04 beyond the trainer's weights, activations and logits
-(spotlib.memory_plan adds them to its phases); each checked on a CPU against measured live
-tensor bytes of a small bf16 Qwen3 (tests/test_memory_terms.py, spotlib.live_bytes).
+(spotlib.plan.memory adds them to its phases); each checked on a CPU against measured live
+tensor bytes of a small bf16 Qwen3 (tests/test_memory_terms.py, spotlib.plan.live_bytes).
 
 * A padding mask (pairs padded to the longer, rows of different lengths): transformers then
   builds a boolean [B, 1, s, s] mask (1 B per entry) kept as an input of every checkpointed

@@ -222,7 +222,7 @@ def seeds(profile) -> Iterator[Problem]:
 
 @rule
 def engine(profile) -> Iterator[Problem]:
-    from spotlib.engine_settings import problems as engine_problems
+    from spotlib.engines.settings import problems as engine_problems
 
     yield from engine_problems(profile)
 

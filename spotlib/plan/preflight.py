@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from spotlib.config import REPO_ROOT, Profile
-from spotlib.memory_plan import BF16, FP32, GIB, MemoryPlan, build_plan, model_shape
+from spotlib.plan.memory import BF16, FP32, GIB, MemoryPlan, build_plan, model_shape
 
 
 def cuda_memory_gib() -> list[float]:
@@ -38,7 +38,7 @@ def check_gpus(profile: Profile, plan: MemoryPlan | None) -> list[str]:
     need = profile.hardware.gpus
     cards = cuda_memory_gib()
     failures = plan.failures() if plan is not None else []
-    if not cards:  # validation (spotlib.validate) reports a machine without GPUs, once
+    if not cards:  # validation (spotlib.plan.validate) reports a machine without GPUs, once
         return failures
     if len(cards) < need:
         failures.append(f"{len(cards)} CUDA GPU(s) visible: profile {profile.name} needs {need} (hardware.gpus)")
@@ -76,7 +76,7 @@ def check_packages(profile: Profile) -> list[str]:
 
 def check_oracle(profile: Profile) -> list[str]:
     """What the paid Oracle's settings lack. A key variable that is named but unset is
-    validation's line (spotlib.validate: only when stage 02 is to run), said once."""
+    validation's line (spotlib.plan.validate: only when stage 02 is to run), said once."""
     o = profile.oracle
     if o.kind != "openai":
         return []

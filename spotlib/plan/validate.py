@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from spotlib.config import REPO_ROOT, ConfigError, check_ranges, check_values
-from spotlib.name_checks import NAME_RULES
-from spotlib.model_paths import looks_local, saved_model_problem
+from spotlib.plan.names import NAME_RULES
+from spotlib.models import looks_local, saved_model_problem
 
 ORACLE_STAGE = "02_rectify"
 

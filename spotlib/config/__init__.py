@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = REPO_ROOT / "params"
 
 
@@ -201,12 +201,12 @@ class TrainConfig:
     logits_chunk_tokens: int = 2048  # completion tokens per LM-head chunk in training (one chunk's logits alive)
     cpu_workers: int = 1            # CPU only: single-thread processes side by side for 04's runs, 05's models, the sweep
     lr_grid: list[float] = field(default_factory=list)  # learning rates the sweep tries per method
-    # The tether lesson's SPoT-BCO run in stage 04 (spotlib.tether); None = the top of lr_grid (no grid: the
+    # The tether lesson's SPoT-BCO run in stage 04 (spotlib.analysis.tether); None = the top of lr_grid (no grid: the
     # lesson reads the stage's own SPoT-BCO run, nothing extra is trained).
     tether_lr: float | None = None
     sweep_seeds: list[int] = field(default_factory=list)  # the sweep's training seeds ([] = the first of `seeds`)
     sweep_variants: list[str] = field(default_factory=list)  # extra runs on the sweep's frontier, e.g. spot_bco+edit_only
-    # Bracketing (spotlib.frontier): at most this many half-decades added beyond each edge of lr_grid, per run,
+    # Bracketing (spotlib.analysis.frontier): at most this many half-decades added beyond each edge of lr_grid, per run,
     # while its chosen, matched or best point sits there (0: the grid as given); a run whose gains and
     # forgetting are within max(sweep_bracket_tie, eval.tie_sigmas SE) points of zero ties with the base.
     sweep_bracket: int = 0
@@ -278,7 +278,7 @@ class RLConfig:
 @dataclass
 class EngineConfig:
     """vLLM's engine settings for stages 01, 05 and 06 (`sample/eval/rl.backend: vllm`), as recorded
-    profile settings: the same keys on a GPU and on vLLM's CPU build (`spotlib.engine_settings`)."""
+    profile settings: the same keys on a GPU and on vLLM's CPU build (`spotlib.engines.settings`)."""
     workers: int = 0                # engine workers (0: one per visible GPU; a CPU profile sets it)
     dtype: str = "bfloat16"
     gpu_memory_utilization: float = 0.85  # share of each GPU's memory (of the machine's RAM on vLLM's CPU build)
@@ -290,9 +290,9 @@ class EngineConfig:
 
 @dataclass
 class HardwareConfig:
-    """What the memory and time plan (spotlib.memory_plan) and the preflight assume and check."""
+    """What the memory and time plan (spotlib.plan.memory) and the preflight assume and check."""
     gpus: int = 0                   # CUDA GPUs the profile runs on (0: a CPU profile, not planned)
-    nodes: int = 1                  # machines; `gpus` is per node (spotlib.launch, docs/multi-node.md)
+    nodes: int = 1                  # machines; `gpus` is per node (spotlib.launch.relaunch, docs/multi-node.md)
     gpu_memory_gib: float = 80.0    # memory per GPU
     gpu_tflops: float = 989.0       # dense bf16 peak per GPU (H100/H800 SXM)
     mfu: float = 0.35               # model FLOPs utilisation expected of training
@@ -606,13 +606,13 @@ def check_values(profile: Profile, path: Path | str) -> None:
         raise ConfigError(f"{path}: key train.methods: expected at least one method, got []")
     if not profile.eval.benchmarks:
         raise ConfigError(f"{path}: key eval.benchmarks: expected at least one benchmark, got []")
-    check_ranges(profile, path)   # every other range and relation, one rule each (spotlib.config_checks)
+    check_ranges(profile, path)   # every other range and relation, one rule each (spotlib.config.checks)
 
 
 def check_ranges(profile, path, extra_rules=()) -> None:
     """Raise ConfigError naming the first problem's key. `extra_rules`: rules that read the registries of
-    the layers above (spotlib.name_checks), run by `spotlib.validate`."""
-    from spotlib.config_checks import problems
+    the layers above (spotlib.plan.names), run by `spotlib.plan.validate`."""
+    from spotlib.config.checks import problems
 
     found = problems(profile, extra_rules)
     if found:

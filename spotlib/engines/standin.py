@@ -9,11 +9,11 @@ It speaks the part of vLLM's API the package uses: `LLM(model=path, seed=...)`,
 `generate(prompts, [SamplingParams(n=1, seed=..., temperature=..., top_p=..., top_k=...,
 max_tokens=...)], use_tqdm=False)` returning outputs with `.outputs[0].text`, one per
 prompt, in order. Each request is sampled with its own seed (transformers on CPU, one
-generator per row: `spotlib.sampling.generate_rows`), so its completions equal the
+generator per row: `spotlib.engines.rows.generate_rows`), so its completions equal the
 transformers backend's for the same seeds.
 
 Select it with `sample.backend: vllm_standin` / `eval.backend: vllm_standin` in a profile:
-the paper's data-parallel path (`spotlib.engine_pool`, two workers on CPU) then runs end to
+the paper's data-parallel path (`spotlib.engines.pool`, two workers on CPU) then runs end to
 end without a GPU.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _engine_core(conn, model_path: str, max_num_seqs: int) -> None:
 
         torch.set_num_threads(1)  # one core per "device"
         from spotlib.models import load_model
-        from spotlib.sampling import generate_rows
+        from spotlib.engines.rows import generate_rows
 
         model, tokenizer = load_model(model_path, dtype="float32", device="cpu")
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises

@@ -1,12 +1,12 @@
 """The study's one document: outputs/<profile>/report.md and a self-contained report.html.
 
 Stages in the notebooks' order, each with its reading, its tables and every figure its notebook
-shows, drawn by the same `spotlib.plots` functions from the files the stage left (its
+shows, drawn by the same `spotlib.report.plots` functions from the files the stage left (its
 `manifest.json`, tables, metrics). Figures the stage saved itself are used as they are; the
 others are drawn into `report_figures/`. Missing stages are listed as not run; nothing here
 recomputes results. After the stages: the learning-rate sweep (its frontier, the chosen and
-matched points, the mechanism table of `spotlib.mechanism`; or the command that makes it) and
-the reading per claim of the paper (`spotlib.claims`), always present. report.html embeds the figures (base64) and renders the math as SVG with
+matched points, the mechanism table of `spotlib.analysis.mechanism`; or the command that makes it) and
+the reading per claim of the paper (`spotlib.analysis.claims`), always present. report.html embeds the figures (base64) and renders the math as SVG with
 matplotlib's mathtext, so it opens offline in any browser.
 """
 from __future__ import annotations
@@ -218,7 +218,7 @@ def _read_04(d: Path, out: Path) -> list[str]:
             table["lr"] = table["lr"].map(lambda x: f"{x:.1e}")
             lines += ["**Runs** (training seconds: mean over seeds)", "",
                       _table(table, index=True), ""]
-        from spotlib.plots import load_training_metrics
+        from spotlib.report.plots import load_training_metrics
 
         _, probes = load_training_metrics(d)
         if len(probes):
@@ -301,7 +301,7 @@ def _final_diagnostic(point: Path) -> dict | None:
 
 def sweep_diagnostics(sweep: Path, points: list[dict]) -> list[dict]:
     """Each point's final edit diagnostic, keyed by run, lr and seed (points without one are left out)."""
-    from spotlib.mechanism import family_of
+    from spotlib.analysis.mechanism import family_of
     from spotlib.stages.sweep import point_dir
     from spotlib.train.runspec import parse_run
 
@@ -315,7 +315,7 @@ def sweep_diagnostics(sweep: Path, points: list[dict]) -> list[dict]:
 
 def sweep_section(out: Path, profile_name: str) -> list[str]:
     """The frontier figure, every run × LR with its chosen and matched points, and the mechanism table."""
-    from spotlib import frontier, mechanism
+    from spotlib.analysis import frontier, mechanism
 
     sweep = out / SWEEP_DIR
     manifest = _manifest(sweep)
@@ -379,7 +379,7 @@ def missing_sources(out: Path, profile_name: str) -> list[str]:
 
 def claims_section(out: Path, profile_name: str = "auto") -> list[str]:
     """The reading per claim of the paper from 05's table, the sweep and 06 (always present)."""
-    from spotlib import claims
+    from spotlib.analysis import claims
 
     sweep = _manifest(out / SWEEP_DIR)
     rl = _json(out / "06_rl_init" / "summary.json")
@@ -403,7 +403,7 @@ READERS = {"01_sample": _read_01, "02_rectify": _read_02, "03_filter": _read_03,
 
 def _figure(spec, stage_dir: Path, out: Path) -> list[str]:
     """One figure: the stage's own PNG, or drawn into report_figures/."""
-    from spotlib import plots
+    from spotlib.report import plots
 
     if spec.file and (stage_dir / spec.file).is_file():
         rel = f"{stage_dir.name}/{spec.file}"
@@ -416,12 +416,12 @@ def _figure(spec, stage_dir: Path, out: Path) -> list[str]:
             return []
         rel = f"{FIGURES_DIR}/{stage_dir.name}__{spec.name}.png"
         plots.save(fig, out / rel)
-    return [f"![{spec.name}]({rel})", "", f"*{spec.caption}* Drawn by `spotlib.plots.{spec.name}`.", ""]
+    return [f"![{spec.name}]({rel})", "", f"*{spec.caption}* Drawn by `spotlib.report.plots.{spec.name}`.", ""]
 
 
 def _printed(stage_dir: Path) -> dict[str, str]:
     """What the stage's notebook prints in its lessons, computed again from the stage's files."""
-    from spotlib import tether
+    from spotlib.analysis import tether
 
     if stage_dir.name != tether.STAGE:
         return {}
@@ -431,8 +431,8 @@ def _printed(stage_dir: Path) -> dict[str, str]:
 
 def figure_lines(stage_dir: Path, out: Path) -> list[str]:
     """Every figure the stage's notebook shows, in the notebook's order, with the notebook's lesson cells
-    (`spotlib.report_lessons`) where the notebook has them; figures the notebook does not call come last."""
-    from spotlib import plots, report_lessons
+    (`spotlib.report.lessons`) where the notebook has them; figures the notebook does not call come last."""
+    from spotlib.report import plots, lessons as report_lessons
 
     specs = {spec.name: spec for spec in plots.FIGURES.get(stage_dir.name, [])}
     notebook = next((NOTEBOOKS / s.notebook for s in STAGES if s.name == stage_dir.name), None)
@@ -496,7 +496,7 @@ def build_report(profile) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# spotlib report — profile `{profile.name}`", "",
              "Regenerate with `make reproduce` (or run the notebooks in order). Every figure below is drawn by "
-             "the `spotlib.plots` function named under it, the one its notebook calls.", ""]
+             "the `spotlib.report.plots` function named under it, the one its notebook calls.", ""]
     present = {p.name: p for p in out.iterdir() if p.is_dir() and re.match(r"^\d\d_", p.name)}
     timing = ["| stage | wall time | work recorded | state |", "|---|---|---|---|"]
     base = _manifest(out / "base_model")
@@ -517,7 +517,7 @@ def build_report(profile) -> Path:
     text = "\n".join(lines).rstrip() + "\n"
     path = out / "report.md"
     path.write_text(text)
-    from spotlib.report_html import markdown_to_html
+    from spotlib.report.html import markdown_to_html
 
     (out / "report.html").write_text(markdown_to_html(text, base_dir=out, title=f"spotlib report — {profile.name}"))
     return path

@@ -15,7 +15,7 @@ never on a SPoT result:
                  retention family, beyond 2 standard errors, over >= 3 seeds (the sweep's
                  `points.jsonl`, on the val split).
 
-    python -m spotlib.calibrate --profile tiny        (make calibrate)
+    python -m spotlib.analysis.calibrate --profile tiny        (make calibrate)
 
 runs what is missing (pre-training, stages 01-03, the sweep for `sft`; each reuses its
 cache) and writes outputs/<profile>/calibration/{calibration.json, calibration.md}.
@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spotlib.frontier import mean_se
+from spotlib.analysis.frontier import mean_se
 from spotlib.io import write_json_atomic
 
 HEADROOM = (40.0, 70.0)
@@ -121,7 +121,7 @@ def _run(args: list[str]) -> None:
 def calibrate(profile_arg: str, seeds: list[int] | None = None) -> dict:
     from spotlib.config import load_profile
     from spotlib.stages.sweep import point_dir
-    from spotlib.workers import run_in_workers
+    from spotlib.launch.workers import run_in_workers
     from spotlib.world.pretrain import ensure_base_model
 
     profile = load_profile(profile_arg)
@@ -177,7 +177,7 @@ def _gate_stop(profile, scratch: Path) -> str | None:
 def _base_scores(results_path: Path, seed: int, benchmarks: list[str]) -> dict:
     """The base model's row (per-family accuracy in %) under one seed's evaluation draws, scored
     by the same table code as the sweep's points (`tables.model_rows`)."""
-    from spotlib import tables
+    from spotlib.analysis import tables
     from spotlib.io import read_jsonl
 
     entry = {"model": f"base/seed{seed}", "run": "base", "seed": seed, "method": "base", "data": None,
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     if argv is None:   # the command line: its stages and sweep points compute on the profile's CPU kernels
         from spotlib import precision
         from spotlib.config import load_profile
-        precision.run_on_kernels(load_profile(args.profile).world.cpu_kernels, "spotlib.calibrate", sys.argv[1:])
+        precision.run_on_kernels(load_profile(args.profile).world.cpu_kernels, "spotlib.analysis.calibrate", sys.argv[1:])
     result = calibrate(args.profile, args.seeds)
     print(markdown(result))
     return 0 if result["met"] else 1

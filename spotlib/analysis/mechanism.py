@@ -1,7 +1,7 @@
 """Why the pair objectives lose in-domain accuracy: their terms taken apart, and where probability moves.
 
 Input: the sweep's points (one per run, lr, seed, with `in_domain_gain` against the base of
-the same seed; `spotlib.frontier.with_changes`) and each point's final edit-diagnostic record
+the same seed; `spotlib.analysis.frontier.with_changes`) and each point's final edit-diagnostic record
 (the last `probe` record of its metrics.jsonl, with `run`, `lr`, `seed` added;
 `spotlib.train.probes.edit_diagnostic` names the keys). A pair-objective run and its
 variants form a family: `spot_bco`, `spot_bco+chosen_only` (the gradient through y⁺ only),
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from spotlib.frontier import mean_se, pm
+from spotlib.analysis.frontier import mean_se, pm
 from spotlib.train.runspec import OPTIONS, parse_run
 
 NOISE_SES = 2.0

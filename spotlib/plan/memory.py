@@ -38,7 +38,7 @@ to change. The terms and where they come from:
   reference model alone on the GPU. kl_sft computes the token KL in the same chunks:
   policy, reference and KL temporaries, 36 B per chunk token and vocabulary entry, plus its
   reference model 2P for the whole run.
-* Stage 04 also counts (spotlib.memory_terms, measured on a CPU term by term): a padded
+* Stage 04 also counts (spotlib.plan.memory_terms, measured on a CPU term by term): a padded
   batch's mask and SDPA's bf16 copy of it per saving layer, repeat_kv's expanded K and V
   under that mask, whole gradients of parameters larger than the reduce bucket (embeddings,
   an untied head), the edit diagnostic's and the probes' passes beside the training states.
@@ -235,7 +235,7 @@ def gib(n: float) -> str:
 
 
 def vllm_fraction(variable: str, default: float) -> float:
-    """The engine's memory share, read the way spotlib.sampling reads it."""
+    """The engine's memory share, read the way spotlib.engines.sampling reads it."""
     return float(os.environ.get(variable, str(default)))
 
 
@@ -447,10 +447,10 @@ def training_stage(profile: Profile, shape: ModelShape, hw, usable: float) -> St
 
 
 def add_stage04_extras(profile: Profile, shape: ModelShape, zero: Zero2, phases: dict[str, Terms], seqs: int) -> None:
-    """Stage 04's terms from spotlib.memory_terms: the padding mask and repeat_kv where
+    """Stage 04's terms from spotlib.plan.memory_terms: the padding mask and repeat_kv where
     activations are kept, whole gradients over the reduce bucket, the edit diagnostic and the
     probes beside the training states."""
-    from spotlib import memory_terms as M
+    from spotlib.plan import memory_terms as M
 
     t = profile.train
     oversized = M.oversized_gradients(shape, deepspeed_buckets(profile)[0])
@@ -493,7 +493,7 @@ def eval_tokens(profile: Profile) -> float:
 
 
 def rl_stage(profile: Profile, shape: ModelShape, hw, card: float, usable: float) -> StagePlan:
-    """GRPO as spotlib.rl runs it: the policy under ZeRO-2, a colocated vLLM engine holding
+    """GRPO as spotlib.rl.grpo runs it: the policy under ZeRO-2, a colocated vLLM engine holding
     rl.vllm_gpu_memory of the card throughout, the KL reference on the GPU only while scoring
     when rl.offload_reference, log-probs by rl.logp_chunk_tokens LM-head chunks."""
     r = profile.rl
@@ -508,7 +508,7 @@ def rl_stage(profile: Profile, shape: ModelShape, hw, card: float, usable: float
     reference = ("bf16 reference model 2P", BF16 * shape.params)
     held = [vllm] + ([] if r.offload_reference else [reference])
     check_kv_cache(plan, shape, fraction * card, "rl.vllm_gpu_memory")
-    # spotlib.rl.layout: each rank's share of a mini-batch's groups, in micro-batches
+    # spotlib.rl.grpo.layout: each rank's share of a mini-batch's groups, in micro-batches
     groups = min(r.mini_batch, r.prompts_per_step) // max(hw.gpus, 1)
     micro_batches = math.ceil(groups * r.rollouts_per_prompt / r.micro_batch)
     phases = backward_phases(shape, zero, held, tokens, chunk, LOGIT_BYTES_TRAIN, r.gradient_checkpointing,
@@ -543,7 +543,7 @@ def format_plan(plan: MemoryPlan) -> str:
              f"{s.heads} heads / {s.kv_heads} KV heads x {s.head_dim}, intermediate {s.intermediate}, vocab {s.vocab:,}) "
              f"on {plan.gpus} x {plan.gpu_memory_gib:g} GiB",
              f"  activations {s.activation_bytes_per_token_layer():,} B per token per layer "
-             f"({s.checkpointed_bytes_per_token_layer():,} B checkpointed); formulas in spotlib/memory_plan.py"]
+             f"({s.checkpointed_bytes_per_token_layer():,} B checkpointed); formulas in spotlib/plan/memory.py"]
     for st in plan.stages:
         if not st.budget_bytes:
             lines.append(f"  {st.stage:<20} {st.what}: no GPU memory; {st.time_note}")

@@ -15,7 +15,7 @@ error naming the worker and that log. Workers ignore Ctrl-C: the pool (a context
 shuts them down, on an error or an interrupt too.
 
 Backends: `vllm` (vLLM's `LLM`, the paper path) and `vllm_standin` (`StandinLLM`, the
-same process shape on CPU with transformers: see `spotlib.engine_standin`).
+same process shape on CPU with transformers: see `spotlib.engines.standin`).
 
 This module imports neither torch nor vLLM at the top: a worker imports only its engine.
 """
@@ -61,7 +61,7 @@ def default_devices(backend: str) -> list[str]:
 def build_engine(backend: str, model_path: str, seed: int, engine_args: dict | None = None):
     """The engine for one device (called inside its worker, after CUDA_VISIBLE_DEVICES is set).
 
-    `engine_args`: `vllm.LLM` keyword arguments from the profile (`spotlib.engine_settings`);
+    `engine_args`: `vllm.LLM` keyword arguments from the profile (`spotlib.engines.settings`);
     without them, bf16 and SPOT_VLLM_MEM (default 0.85) of the GPU."""
     if backend == "vllm":
         from vllm import LLM  # GPU extra (or vLLM's CPU build), imported lazily
@@ -70,7 +70,7 @@ def build_engine(backend: str, model_path: str, seed: int, engine_args: dict | N
             "dtype": "bfloat16", "gpu_memory_utilization": float(os.environ.get("SPOT_VLLM_MEM", "0.85"))}
         return LLM(model=model_path, seed=seed, **args)
     if backend == "vllm_standin":
-        from spotlib.engine_standin import StandinLLM
+        from spotlib.engines.standin import StandinLLM
 
         return StandinLLM(model=model_path, seed=seed)
     raise ValueError(f"unknown engine backend {backend!r} (expected vllm or vllm_standin)")
@@ -79,9 +79,9 @@ def build_engine(backend: str, model_path: str, seed: int, engine_args: dict | N
 def load_into_engine(engine, backend: str, model_path: str, seed: int, engine_args: dict | None):
     """The engine serving `model_path` instead: vLLM reloads the new checkpoint's weights in place
     (`reload_weights(weights_path=...)`, the load path of a fresh engine, then the CPU build's kept-weight
-    GEMMs packed again; `spotlib.vllm_weights`), so no engine start; the stand-in starts anew."""
+    GEMMs packed again; `spotlib.engines.vllm_weights`), so no engine start; the stand-in starts anew."""
     if backend == "vllm":
-        from spotlib.vllm_weights import reload_from_path_on_worker
+        from spotlib.engines.vllm_weights import reload_from_path_on_worker
 
         engine.collective_rpc(reload_from_path_on_worker, args=(str(model_path),))
         engine.reset_prefix_cache()
@@ -108,7 +108,7 @@ def _params_class(backend: str):
         from vllm import SamplingParams
 
         return SamplingParams
-    from spotlib.engine_standin import StandinSamplingParams
+    from spotlib.engines.standin import StandinSamplingParams
 
     return StandinSamplingParams
 
@@ -139,7 +139,7 @@ def _worker_main(conn, backend: str, model_path: str, seed: int, device: str, lo
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # exit through finally: engine children stop
     os.environ["CUDA_VISIBLE_DEVICES"] = device  # before anything touches CUDA
     os.environ.update(env or {})  # e.g. the CPU build's core binding, before vLLM is imported
-    if backend == "vllm":  # `load` ships a worker-side function (spotlib.vllm_weights) to the engine core
+    if backend == "vllm":  # `load` ships a worker-side function (spotlib.engines.vllm_weights) to the engine core
         os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     print(f"engine worker pid {os.getpid()}, backend {backend}, device {device}, model {model_path}, "
           f"engine args {engine_args}, env {env or {}}", flush=True)
