@@ -94,7 +94,8 @@ def memory_plan_and_preflight(profile, args) -> tuple[str, list[str], bool]:
         profile = profile.replace(hardware=dataclasses.replace(profile.hardware, **changes))
     if profile.hardware.gpus <= 0:
         return "", [], True
-    from spotlib.launch.nodes import for_nodes, multi_node_text
+    from spotlib.launch.nodes import for_nodes
+    from spotlib.launch.relaunch import multi_node_text
 
     memory = build_plan(for_nodes(profile))  # on several nodes: the batch kept, or a clear refusal
     text = format_plan(memory) + multi_node_text(profile)

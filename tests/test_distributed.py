@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from spotlib.config import REPO_ROOT, load_profile
+from spotlib.launch import relaunch
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 METHODS = ("sft", "dpo", "spot_bco")
@@ -156,11 +157,10 @@ def _paper_like(tmp_path, **train):
 
 
 def test_accelerate_config_resolved_for_any_working_directory(tmp_path, monkeypatch):
-    from spotlib.stages import train_methods as T
     monkeypatch.chdir(tmp_path)  # as papermill runs in notebooks/
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     profile = _paper_like(tmp_path, accelerate_config="params/accelerate_zero2.yaml", num_processes=8)
-    command = T.launch_command(profile)
+    command = relaunch.training_command(profile)
     assert command[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
     assert command[command.index("--num_processes") + 1] == "8"
     assert command[-2:] == ["--processes", "8"]
@@ -183,20 +183,19 @@ def test_paper_profile_relaunches_under_deepspeed(tmp_path):
 
 
 def test_launch_command_errors_and_cpu_choices(tmp_path, monkeypatch):
-    from spotlib.stages import train_methods as T
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    assert T.launch_command(_paper_like(tmp_path)) is None  # no config: train in this process
-    assert T.launch_command(_paper_like(tmp_path, launcher="torchrun", num_processes=1)) is None
+    assert relaunch.training_command(_paper_like(tmp_path)) is None  # no config: train in this process
+    assert relaunch.training_command(_paper_like(tmp_path, launcher="torchrun", num_processes=1)) is None
     with pytest.raises(ValueError, match="train.num_processes"):
-        T.launch_command(_paper_like(tmp_path, launcher="torchrun", num_processes=0))
-    command = T.launch_command(_paper_like(tmp_path, launcher="torchrun", num_processes=2))
+        relaunch.training_command(_paper_like(tmp_path, launcher="torchrun", num_processes=0))
+    command = relaunch.training_command(_paper_like(tmp_path, launcher="torchrun", num_processes=2))
     assert command[1:3] == ["-m", "torch.distributed.run"]
     assert command[command.index("--nproc_per_node") + 1] == "2" and command[command.index("--nnodes") + 1] == "1"
     with pytest.raises(RuntimeError, match="launcher: torchrun"):
-        T.launch_command(_paper_like(tmp_path, accelerate_config="params/accelerate_zero2.yaml", num_processes=2))
+        relaunch.training_command(_paper_like(tmp_path, accelerate_config="params/accelerate_zero2.yaml", num_processes=2))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(FileNotFoundError, match="no file"):
-        T.launch_command(_paper_like(tmp_path, accelerate_config="params/nothing.yaml", num_processes=2))
+        relaunch.training_command(_paper_like(tmp_path, accelerate_config="params/nothing.yaml", num_processes=2))
     monkeypatch.setenv("LOCAL_RANK", "0")  # inside a launched process: never relaunch again
-    assert T.launch_command(_paper_like(tmp_path, launcher="torchrun", num_processes=2)) is None
+    assert relaunch.training_command(_paper_like(tmp_path, launcher="torchrun", num_processes=2)) is None

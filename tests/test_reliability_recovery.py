@@ -33,7 +33,7 @@ def umask_022():
 def test_corrupt_reference_cache_is_recomputed_across_processes(tmp_path):
     from accelerate import Accelerator
 
-    from spotlib.stages.train_methods import cached_across_processes
+    from spotlib.launch.shared_cache import cached_across_processes
 
     accelerator = Accelerator(cpu=True)
     path = tmp_path / "reference" / "logps-x.pt"

@@ -11,6 +11,7 @@ import yaml
 import torch
 
 from spotlib.config import load_profile
+from spotlib.launch import relaunch
 from spotlib.stages import rl_init
 from spotlib.world.pretrain import build_model
 from spotlib.world.tokenizer import build_tokenizer
@@ -123,11 +124,11 @@ def test_launch_commands(tmp_path, monkeypatch):
                                               "train.accelerate_config": "params/accelerate_zero2.yaml"})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert rl_init.num_processes(profile) == 2
-    cmd = rl_init.launch_command(profile, 2, tmp_path / "p.yaml")
+    cmd = relaunch.grpo_command(profile, 2, tmp_path / "p.yaml")
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[cmd.index("--nproc_per_node") + 1] == "2"
     assert cmd[-4:] == ["spotlib.stages.rl_init", "--profile", str(tmp_path / "p.yaml"), "--train-only"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    gpu = rl_init.launch_command(profile.replace(device="cuda"), 8, tmp_path / "p.yaml")
+    gpu = relaunch.grpo_command(profile.replace(device="cuda"), 8, tmp_path / "p.yaml")
     config = yaml.safe_load(Path(gpu[gpu.index("--config_file") + 1]).read_text())
     json_path = Path(config["deepspeed_config"]["deepspeed_config_file"])  # opened from any working folder
     assert json_path.is_absolute() and json_path == REPO_ROOT / "params" / "deepspeed_zero2.json"

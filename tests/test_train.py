@@ -11,6 +11,7 @@ from pairs_helpers import change_one_result, save_untrained_student
 from spotlib import world
 from spotlib.config import load_profile
 from spotlib.io import read_jsonl, write_jsonl
+from spotlib.launch import run_units
 from spotlib.tokens import build_completion_batch, sequence_logps
 from spotlib.train import data as D
 from spotlib.train.logps import completion_logps, reference_sums
@@ -226,8 +227,8 @@ def test_stage_shares_runs_among_workers_with_the_weights_of_one_process(tmp_pat
     parent_steps = [i for i, r in enumerate(records) if r["desc"].startswith("spot_bco seed") and r["pid"] == runs_bar[0]["pid"]]
     assert all(i > records.index(worker_steps[-1]) for i in parent_steps)
     with pytest.raises(ValueError, match="--units 'dpo:0'"):
-        train_methods.parse_units(["dpo:0"], plan_runs(shared.train), [0, 1])
-    assert train_methods.parse_units(["sft:1"], plan_runs(shared.train), [0, 1]) == [("sft", 1)]
+        run_units.parse_units(["dpo:0"], plan_runs(shared.train), [0, 1])
+    assert run_units.parse_units(["sft:1"], plan_runs(shared.train), [0, 1]) == [("sft", 1)]
 
 
 def test_kl_sft_micro_step_takes_the_token_kl_by_lm_head_chunks(base):

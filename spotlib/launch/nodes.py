@@ -6,7 +6,7 @@ node`; on N nodes the world is N times larger, so `for_nodes` divides `train.gra
 (and refuses when it does not divide), and checks that GRPO's `rl.mini_batch` still splits
 into whole prompt groups per rank. Every node runs the same command with its own
 `SPOT_NODE_RANK`; they meet at node 0 (`SPOT_MAIN_ADDRESS`, `SPOT_MAIN_PORT`) by c10d
-rendezvous (spotlib.launch.relaunch). docs/multi-node.md has the commands.
+rendezvous; `spotlib.launch.relaunch` builds the launch. docs/multi-node.md has the commands.
 """
 from __future__ import annotations
 
@@ -15,14 +15,71 @@ import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from spotlib.config import ConfigError
 
 SHARED_CHECK_DIR = ".nodes"
+DEFAULT_PORT = 29500
 
 
-from spotlib.launch.relaunch import node_count  # noqa: E402,F401 - the launcher owns it; re-exported
+@dataclass(frozen=True)
+class Nodes:
+    """Where this node stands among `count` nodes, and where they meet."""
+    count: int = 1
+    rank: int = 0
+    main_address: str = "127.0.0.1"
+    main_port: int | None = None    # None: a free local port (one node only)
+    rdzv_id: str = "spotlib"        # the same on every node of one launch
+
+    def __post_init__(self):
+        if self.count < 1:
+            raise ValueError(f"nodes: expected at least 1, got {self.count}")
+        if not 0 <= self.rank < self.count:
+            raise ValueError(f"node rank {self.rank}: expected 0..{self.count - 1} for {self.count} node(s)")
+        if self.count > 1 and self.main_port is None:
+            raise ValueError("several nodes need a main port every node knows (SPOT_MAIN_PORT)")
+
+    @classmethod
+    def from_env(cls, count: int = 1, env=None) -> "Nodes":
+        env = os.environ if env is None else env
+
+        def first(*names):
+            return next((env[n] for n in names if env.get(n)), None)
+
+        rank = first("SPOT_NODE_RANK", "NODE_RANK")
+        address = first("SPOT_MAIN_ADDRESS", "MASTER_ADDR")
+        port = first("SPOT_MAIN_PORT", "MASTER_PORT")
+        if count > 1 and address is None:
+            raise ValueError(f"{count} nodes: set SPOT_MAIN_ADDRESS to node 0's address on every node")
+        return cls(count=count, rank=int(rank or 0), main_address=address or "127.0.0.1",
+                   main_port=int(port) if port else (DEFAULT_PORT if count > 1 else None),
+                   rdzv_id=env.get("SPOT_RDZV_ID", "spotlib"))
+
+    def port(self) -> int:
+        return self.main_port if self.main_port is not None else free_port()
+
+
+def node_count(profile) -> int:
+    """`hardware.nodes`, or `SPOT_NODES` (what `make reproduce NODES=N` sets for every stage's kernel)."""
+    return int(os.environ.get("SPOT_NODES") or profile.hardware.nodes)
+
+
+def profile_nodes(profile) -> Nodes:
+    """This node's place in the profile's `hardware.nodes` (the environment says which node it is)."""
+    return Nodes.from_env(node_count(profile))
+
+
+def launched() -> bool:
+    """True inside a process a launcher started (never relaunch from there)."""
+    return "LOCAL_RANK" in os.environ or "ACCELERATE_DYNAMO_BACKEND" in os.environ
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def processes_per_node(profile) -> int:
@@ -68,40 +125,6 @@ def node_commands(profile, make_target: str = "reproduce", main_address: str = "
     nodes = node_count(profile)
     return [f"node {rank}: SPOT_NODE_RANK={rank} SPOT_MAIN_ADDRESS={main_address} SPOT_MAIN_PORT={port} "
             f"make {make_target} PROFILE={profile.name} NODES={nodes}" for rank in range(nodes)]
-
-
-def stage04_command(profile, rank: int, main_address: str = "NODE0", port: int = 29500) -> list[str]:
-    """The launch stage 04 makes on node `rank` (shown in the dry run; nothing is started);
-    empty when the profile trains in its own process."""
-    import tempfile
-
-    from spotlib.launch import relaunch as launch
-
-    t = for_nodes(profile).train
-    if t.launcher == "accelerate" and not t.accelerate_config:
-        return []
-    nodes = launch.Nodes(count=node_count(profile), rank=rank, main_address=main_address, main_port=port)
-    total = processes_per_node(profile) * nodes.count
-    spec = profile.out / "04_train_spot" / "worker_profile.yaml"
-    return launch.launch_command(["spotlib.stages.train_methods", "--profile", str(spec), "--processes", str(total)],
-                                 processes=processes_per_node(profile), launcher=t.launcher,
-                                 accelerate_config=t.accelerate_config, nodes=nodes,
-                                 config_copy=Path(tempfile.gettempdir()) / f"spotlib-dry-run-node{rank}.yaml")
-
-
-def multi_node_text(profile) -> str:
-    """The dry run's part for several nodes: the batch kept and what each node runs."""
-    if node_count(profile) <= 1:
-        return ""
-    lines = ["", f"on {node_count(profile)} nodes x {profile.hardware.gpus} GPUs (hardware.nodes; "
-                 f"preflight per node: {profile.hardware.gpus} local GPUs each)", f"  {batch_line(profile)}",
-             "  outputs folder: shared by every node (checked before compute); each run a command per node:"]
-    lines += [f"    {line}" for line in node_commands(profile)]
-    lines.append("  stage 04 launches on each node (c10d rendezvous at node 0):")
-    for rank in range(node_count(profile)):
-        command = stage04_command(profile, rank)
-        lines.append(f"    node {rank}: " + (" ".join(command[1:]) if command else "trains in its own process"))
-    return "\n".join(lines)
 
 
 def check_shared_outputs(out: Path, nodes, timeout_s: float = 300.0, poll_s: float = 2.0) -> None:

@@ -1,87 +1,33 @@
-"""The one launcher behind every distributed relaunch (stage 04's training, stage 06's GRPO).
+"""Every distributed relaunch: stage 04's training and stage 06's GRPO, and the dry run's view of them.
 
 A stage that trains across processes runs itself again as `python -m <module> ...` under
 `torchrun` (CPU, gloo) or `accelerate launch` with the profile's accelerate config (GPUs,
-DeepSpeed ZeRO-2). Both stages build that command here, so they cannot drift apart: the
+DeepSpeed ZeRO-2). Both stages build that command here (`training_command`, `grpo_command`)
+and run it here (`relaunch_training`, `relaunch_grpo`), so they cannot drift apart: the
 accelerate config is always a copy whose DeepSpeed JSON path is absolute (accelerate opens
 it from the working folder), and the same node settings reach either launcher.
 
 Several nodes: every node runs the same command with its own `node_rank`; the processes
 meet at `main_address:main_port` by c10d rendezvous (torchrun's elastic rendezvous;
-`accelerate launch --rdzv_backend c10d`). `Nodes.from_env` reads the node's place from the
-environment (`SPOT_NODE_RANK`, `SPOT_MAIN_ADDRESS`, `SPOT_MAIN_PORT`, else the usual
-`NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`).
+`accelerate launch --rdzv_backend c10d`). `spotlib.launch.nodes` says where this node
+stands (`Nodes.from_env`: `SPOT_NODE_RANK`, `SPOT_MAIN_ADDRESS`, `SPOT_MAIN_PORT`, else the
+usual `NODE_RANK`, `MASTER_ADDR`, `MASTER_PORT`) and what the batch becomes on several nodes.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from spotlib.launch.nodes import (DEFAULT_PORT, Nodes, batch_line, for_nodes, free_port,  # noqa: F401 - re-exported
+                                  launched, node_commands, node_count, processes_per_node, profile_nodes)
+from spotlib.launch.workers import worker_profile
+
 LAUNCHERS = ("torchrun", "accelerate")
-DEFAULT_PORT = 29500
-
-
-@dataclass(frozen=True)
-class Nodes:
-    """Where this node stands among `count` nodes, and where they meet."""
-    count: int = 1
-    rank: int = 0
-    main_address: str = "127.0.0.1"
-    main_port: int | None = None    # None: a free local port (one node only)
-    rdzv_id: str = "spotlib"        # the same on every node of one launch
-
-    def __post_init__(self):
-        if self.count < 1:
-            raise ValueError(f"nodes: expected at least 1, got {self.count}")
-        if not 0 <= self.rank < self.count:
-            raise ValueError(f"node rank {self.rank}: expected 0..{self.count - 1} for {self.count} node(s)")
-        if self.count > 1 and self.main_port is None:
-            raise ValueError("several nodes need a main port every node knows (SPOT_MAIN_PORT)")
-
-    @classmethod
-    def from_env(cls, count: int = 1, env=None) -> "Nodes":
-        env = os.environ if env is None else env
-
-        def first(*names):
-            return next((env[n] for n in names if env.get(n)), None)
-
-        rank = first("SPOT_NODE_RANK", "NODE_RANK")
-        address = first("SPOT_MAIN_ADDRESS", "MASTER_ADDR")
-        port = first("SPOT_MAIN_PORT", "MASTER_PORT")
-        if count > 1 and address is None:
-            raise ValueError(f"{count} nodes: set SPOT_MAIN_ADDRESS to node 0's address on every node")
-        return cls(count=count, rank=int(rank or 0), main_address=address or "127.0.0.1",
-                   main_port=int(port) if port else (DEFAULT_PORT if count > 1 else None),
-                   rdzv_id=env.get("SPOT_RDZV_ID", "spotlib"))
-
-    def port(self) -> int:
-        return self.main_port if self.main_port is not None else free_port()
-
-
-def node_count(profile) -> int:
-    """`hardware.nodes`, or `SPOT_NODES` (what `make reproduce NODES=N` sets for every stage's kernel)."""
-    return int(os.environ.get("SPOT_NODES") or profile.hardware.nodes)
-
-
-def profile_nodes(profile) -> Nodes:
-    """This node's place in the profile's `hardware.nodes` (the environment says which node it is)."""
-    return Nodes.from_env(node_count(profile))
-
-
-def launched() -> bool:
-    """True inside a process a launcher started (never relaunch from there)."""
-    return "LOCAL_RANK" in os.environ or "ACCELERATE_DYNAMO_BACKEND" in os.environ
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+TRAIN_MODULE, TRAIN_STAGE = "spotlib.stages.train_methods", "04_train_spot"
+GRPO_MODULE, GRPO_STAGE = "spotlib.stages.rl_init", "06_rl_init"
 
 
 def launch_command(module_args: list[str], *, processes: int, launcher: str, accelerate_config: str | None,
@@ -167,3 +113,127 @@ def run_launched(command: list[str], *, log: Path | None = None, env: dict | Non
         tail = "" if log is None else "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
         where = f"; log: {log}\n{tail}" if log is not None else ""
         raise RuntimeError(f"{what} failed (exit {done.returncode}){where}")
+
+
+# Stage 04: every method's training runs, relaunched across processes.
+
+def training_processes(profile) -> int:
+    """Training processes: `train.num_processes`, else one per visible GPU (0 on CPU)."""
+    import torch
+
+    asked = profile.train.num_processes
+    if asked is not None and asked < 1:
+        raise ValueError(f"{profile.source}: key train.num_processes: expected a positive count, got {asked}")
+    return asked or torch.cuda.device_count()
+
+
+def training_command(profile) -> list[str] | None:
+    """The command that relaunches stage 04 across processes, or None to train here.
+
+    `torchrun` (CPU rehearsal, gloo): when more than one process is asked for in all.
+    `accelerate` with `train.accelerate_config` (GPUs, DeepSpeed ZeRO-2): whenever there is a
+    process to launch (one GPU too: ZeRO-2 keeps the fp32 master weights). Inside a launched
+    process: None. On `hardware.nodes` > 1, this node's share of the launch.
+    """
+    import torch
+
+    cfg = profile.train
+    if launched():
+        return None
+    processes = training_processes(profile)
+    nodes = profile_nodes(profile)
+    if cfg.launcher == "torchrun":
+        if processes * nodes.count < 2:
+            return None
+    else:
+        if not cfg.accelerate_config or processes < 1:
+            return None
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"train.accelerate_config: accelerate launch needs GPUs here; on CPU set "
+                               f"train.launcher: torchrun (it starts {processes} processes on gloo)")
+    profile = for_nodes(profile)  # on several nodes: train.grad_accum derived, the global batch kept
+    stage_dir = profile.stage_dir(TRAIN_STAGE)
+    return _training_command(profile, processes, nodes, profile_file=worker_profile(profile, stage_dir),
+                             config_copy=stage_dir / "accelerate_config.yaml")
+
+
+def _training_command(profile, processes: int, nodes: Nodes, *, profile_file: Path, config_copy: Path) -> list[str]:
+    """Stage 04's launch on `nodes` (the run's and the dry run's alike)."""
+    t = profile.train
+    total = processes * nodes.count
+    return launch_command([TRAIN_MODULE, "--profile", str(profile_file), "--processes", str(total)],
+                          processes=processes, launcher=t.launcher, accelerate_config=t.accelerate_config,
+                          config_copy=config_copy, nodes=nodes)
+
+
+def relaunch_training(profile, command: list[str]) -> dict:
+    """Run stage 04 in the launched processes; their manifest is the result."""
+    from spotlib.io import Manifest
+
+    run_launched(command, what=f"stage {TRAIN_STAGE} in launched processes")
+    rank = profile_nodes(profile).rank
+    if rank > 0:  # node 0's main process writes the manifest
+        return {"node_rank": rank}
+    return Manifest(profile.stage_dir(TRAIN_STAGE), params=None).load()
+
+
+# Stage 06: both GRPO runs, relaunched across processes.
+
+def grpo_command(profile, processes: int, profile_file: Path, nodes: Nodes | None = None) -> list[str]:
+    """`accelerate launch` with the train accelerate config on GPUs, else torchrun (gloo on CPU)."""
+    import torch
+
+    config = profile.train.accelerate_config
+    on_gpus = bool(config) and torch.cuda.is_available() and profile.device != "cpu"
+    nodes = nodes or profile_nodes(profile)
+    return launch_command([GRPO_MODULE, "--profile", str(profile_file), "--train-only"],
+                          processes=processes, launcher="accelerate" if on_gpus else "torchrun",
+                          accelerate_config=config, nodes=nodes,
+                          config_copy=profile.stage_dir(GRPO_STAGE) / "accelerate_config.yaml")
+
+
+def relaunch_grpo(profile, processes: int) -> None:
+    """Train both GRPO runs in `processes` launched processes (per node); they have exited when this returns."""
+    import torch
+
+    stage_dir = profile.stage_dir(GRPO_STAGE)
+    nodes = profile_nodes(profile)
+    profile = for_nodes(profile)  # checks that rl.mini_batch splits over every node's ranks
+    cmd = grpo_command(profile, processes, worker_profile(profile, stage_dir), nodes)
+    env = dict(os.environ)
+    if profile.device == "cpu" or not torch.cuda.is_available():
+        env.setdefault("OMP_NUM_THREADS", "1")  # the processes share the machine's cores
+    run_launched(cmd, log=stage_dir / f"launch-node{nodes.rank}.log", env=env,
+                 what=f"GRPO on {processes} processes × {nodes.count} node(s)")
+
+
+# The dry run's view of the launch on several nodes.
+
+def stage04_command(profile, rank: int, main_address: str = "NODE0", port: int = 29500) -> list[str]:
+    """The launch stage 04 makes on node `rank` (shown in the dry run; nothing is started);
+    empty when the profile trains in its own process."""
+    import tempfile
+
+    scaled = for_nodes(profile)
+    t = scaled.train
+    if t.launcher == "accelerate" and not t.accelerate_config:
+        return []
+    nodes = Nodes(count=node_count(profile), rank=rank, main_address=main_address, main_port=port)
+    return _training_command(scaled, processes_per_node(profile), nodes,
+                             profile_file=profile.out / TRAIN_STAGE / "worker_profile.yaml",
+                             config_copy=Path(tempfile.gettempdir()) / f"spotlib-dry-run-node{rank}.yaml")
+
+
+def multi_node_text(profile) -> str:
+    """The dry run's part for several nodes: the batch kept and what each node runs."""
+    if node_count(profile) <= 1:
+        return ""
+    lines = ["", f"on {node_count(profile)} nodes x {profile.hardware.gpus} GPUs (hardware.nodes; "
+                 f"preflight per node: {profile.hardware.gpus} local GPUs each)", f"  {batch_line(profile)}",
+             "  outputs folder: shared by every node (checked before compute); each run a command per node:"]
+    lines += [f"    {line}" for line in node_commands(profile)]
+    lines.append("  stage 04 launches on each node (c10d rendezvous at node 0):")
+    for rank in range(node_count(profile)):
+        command = stage04_command(profile, rank)
+        lines.append(f"    node {rank}: " + (" ".join(command[1:]) if command else "trains in its own process"))
+    return "\n".join(lines)

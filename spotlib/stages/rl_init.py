@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import os
 import time
 from pathlib import Path
 
@@ -179,15 +178,14 @@ def run(profile, progress: bool = True) -> dict:
         return manifest.load()["summary"]
     manifest.write(complete=False)
 
-    from spotlib.launch.relaunch import node_count
+    from spotlib.launch.relaunch import node_count, profile_nodes, relaunch_grpo
 
     processes = num_processes(profile)
     if processes * node_count(profile) > 1:  # trained by launched processes, read back from disk
         from spotlib.rl.grpo import finished_result
 
         t0 = time.perf_counter()
-        relaunch(profile, processes)
-        from spotlib.launch.relaunch import profile_nodes
+        relaunch_grpo(profile, processes)
         if profile_nodes(profile).rank > 0:  # node 0 evaluates and writes the stage's results
             return {"stage_dir": str(stage_dir), "node_rank": profile_nodes(profile).rank}
         timings = {"grpo_launched_s": round(time.perf_counter() - t0, 1), "grpo_processes": processes}
@@ -284,46 +282,6 @@ def num_processes(profile) -> int:
     if wanted < 0:
         raise ValueError(f"rl.num_processes: expected 0 (one per GPU) or a positive count, got {wanted}")
     return wanted or max(torch.cuda.device_count(), 1)
-
-
-def launch_command(profile, processes: int, profile_file: Path, nodes=None) -> list[str]:
-    """`accelerate launch` with the train accelerate config on GPUs, else torchrun (gloo on CPU):
-    the command stage 04 uses too (`spotlib.launch.relaunch`)."""
-    import torch
-
-    from spotlib.launch import relaunch as launch
-
-    config = profile.train.accelerate_config
-    on_gpus = bool(config) and torch.cuda.is_available() and profile.device != "cpu"
-    nodes = nodes or launch.profile_nodes(profile)
-    return launch.launch_command(["spotlib.stages.rl_init", "--profile", str(profile_file), "--train-only"],
-                                 processes=processes, launcher="accelerate" if on_gpus else "torchrun",
-                                 accelerate_config=config, nodes=nodes,
-                                 config_copy=profile.stage_dir(STAGE) / "accelerate_config.yaml")
-
-
-def relaunch(profile, processes: int) -> None:
-    """Train both runs in `processes` launched processes (per node); they have exited when this returns."""
-    from spotlib.launch.relaunch import profile_nodes, run_launched
-    from spotlib.launch.workers import worker_profile
-
-    from spotlib.launch.nodes import for_nodes
-
-    stage_dir = profile.stage_dir(STAGE)
-    nodes = profile_nodes(profile)
-    profile = for_nodes(profile)  # checks that rl.mini_batch splits over every node's ranks
-    cmd = launch_command(profile, processes, worker_profile(profile, stage_dir), nodes)
-    env = dict(os.environ)
-    if profile.device == "cpu" or not _has_cuda():
-        env.setdefault("OMP_NUM_THREADS", "1")  # the processes share the machine's cores
-    run_launched(cmd, log=stage_dir / f"launch-node{nodes.rank}.log", env=env,
-                 what=f"GRPO on {processes} processes × {nodes.count} node(s)")
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def main(argv=None) -> None:

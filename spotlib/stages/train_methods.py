@@ -11,14 +11,15 @@ Every run sees the same number of examples (the smallest run's data, or
 `train.n_examples`), the same steps and batch; only objective and data differ.
 Reference log-probs are computed once (no grad) and cached by (data hash, reference
 model hash), shared across processes (each scores a share, all receive all); the
-reference model is then freed. With `train.accelerate_config` (GPUs: DeepSpeed ZeRO-2) or
-`train.launcher: torchrun` (CPU, gloo), the stage relaunches itself in
-`train.num_processes` processes (default: the visible GPUs); see `launch_command`.
+reference model is then freed (`spotlib.launch.shared_cache`). With `train.accelerate_config`
+(GPUs: DeepSpeed ZeRO-2) or `train.launcher: torchrun` (CPU, gloo), the stage relaunches itself
+in `train.num_processes` processes (default: the visible GPUs); see
+`spotlib.launch.relaunch.training_command`.
 
 On a CPU with `train.cpu_workers` > 1, the unfinished (run, seed) units are shared out among
 that many single-thread worker processes (`--units run:seed,...`), balanced by each run's
-expected cost (`unit_cost`: a pair run costs about two SFT runs), so no core waits while
-another still holds several runs; this process then collects the finished runs. A run
+expected cost (`spotlib.launch.run_units`: a pair run costs about two SFT runs), so no core
+waits while another still holds several runs; this process then collects the finished runs. A run
 trains the same wherever it runs: the same run keys and the same weights as in one process.
 
     python -m spotlib.stages.train_methods --profile tiny [--units sft:0,spot_bco:1]
@@ -27,24 +28,26 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from spotlib.report import model_card
 from spotlib.analysis import tether
 from spotlib.io import DataError, Manifest, dir_sha256, file_sha256, write_jsonl
+from spotlib.launch import relaunch
+from spotlib.launch.run_units import RunCounter, parse_units, train_units_in_workers
+from spotlib.launch.shared_cache import cached_across_processes
+from spotlib.launch.workers import cpu_worker_count
+from spotlib.report import model_card
 from spotlib.train import data as D
-from spotlib.train.logps import cache_key, cached, reference_sums, save_cache
+from spotlib.train.logps import cache_key, cached, reference_sums
 from spotlib.train.probes import build_edit_diag, build_probe_set, diag_settings, probe_items
 from spotlib.train.runspec import DATA_FILES, PAIRS_FILE, pairs_file, plan_runs
 from spotlib.train.tracking import training_tracking
-from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps, run_keys,
+from spotlib.train.trainer import (EXECUTION_ONLY, RunInputs, finished_summary, make_accelerator, num_steps,
                                    train_bf16, train_run)
-from spotlib.launch.workers import balanced_shares, cpu_worker_count, run_shares, worker_profile
 
 STAGE = "04_train_spot"
 
@@ -156,28 +159,6 @@ def shared_inputs(profile, plan: StagePlan, runs=None) -> dict[str, RunInputs]:
             for name, (data, ref, key) in shared.items()}
 
 
-def cached_across_processes(accelerator, path: Path, compute):
-    """Like `cached`, for a `compute` every process must join (reference scoring is shared):
-    the main process's view of the cache decides for all (a torn or corrupt file is computed
-    again, as `cached` does); it alone writes."""
-    from spotlib.train.logps import load_cache
-
-    found, value = load_cache(path) if accelerator.is_main_process else (False, None)
-    if hasattr(accelerator, "broadcast_object"):  # a DeepSpeed run built without accelerate
-        found = accelerator.broadcast_object(found)
-    else:
-        from accelerate.utils import broadcast_object_list
-
-        found = broadcast_object_list([found])[0]
-    if found:
-        return value if accelerator.is_main_process else torch.load(path, weights_only=False)
-    value = compute()
-    if accelerator.is_main_process:
-        save_cache(path, value)
-    accelerator.wait_for_everyone()
-    return value
-
-
 def run(profile, progress: bool = True, seeds: list[int] | None = None, processes: int | None = None,
         units: list[str] | None = None) -> dict:
     """Train every run for every seed. `seeds` or `units` ("run:seed", see `parse_units`)
@@ -185,9 +166,9 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     manifest is then left to the full run, which skips the runs already complete.
     `processes`: how many the launcher was asked for (checked: a launcher that starts fewer
     would silently change the batch)."""
-    command = launch_command(profile)
+    command = relaunch.training_command(profile)
     if command is not None:
-        return _relaunch(profile, command)
+        return relaunch.relaunch_training(profile, command)
     stage_dir = profile.stage_dir(STAGE)
     plan = plan_stage(profile)
     accelerator = plan.accelerator
@@ -215,11 +196,11 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
     shared = shared_inputs(profile, plan, runs=list({r.name: r for r, _ in selected}.values()))
     manifest.timings["reference_s"] = round(time.perf_counter() - t0, 2)
     show = progress and accelerator.is_main_process
-    counter = RunCounter(profile, plan, shared, selected, show and not partial)
+    counter = RunCounter(profile, stage_dir, plan.steps, shared, selected, show and not partial)
     # Launched processes (torchrun, accelerate) already share each run's batch: no workers there.
     workers = 1 if partial or accelerator.num_processes > 1 else cpu_worker_count(profile, len(counter.pending()))
     if workers > 1:  # the loop below then finds every run complete and only collects it
-        train_units_in_workers(profile, counter, workers, progress)
+        train_units_in_workers("spotlib.stages.train_methods", profile, counter, workers, progress)
 
     summaries = []
     for run_spec, seed in selected:
@@ -256,102 +237,6 @@ def run(profile, progress: bool = True, seeds: list[int] | None = None, processe
         manifest.timings["train_s_by_run"] = _seconds_by_run(summaries)
         return manifest.write(runs=summaries)
     return {"runs": summaries}
-
-
-def unit_label(run_spec, seed: int) -> str:
-    return f"{run_spec.name}:{seed}"
-
-
-def parse_units(units: list[str], runs: list, seeds: list[int]) -> list[tuple[str, int]]:
-    """("run", seed) for each "run:seed" label (a run name may hold ':', e.g. `spot_bco:ema:1`),
-    checked against the profile's runs and seeds."""
-    names = {r.name for r in runs}
-    parsed = []
-    for label in units:
-        name, _, seed = label.rpartition(":")
-        if name not in names or not seed.lstrip("-").isdigit() or int(seed) not in seeds:
-            raise ValueError(f"--units {label!r}: expected run:seed with a run among {sorted(names)} "
-                             f"and a seed among {seeds}")
-        parsed.append((name, int(seed)))
-    return parsed
-
-
-def unit_cost(run_spec, inputs: RunInputs) -> float:
-    """A run's expected training cost: the tokens its model reads per pass over the data (a
-    pair run reads y⁺ and y⁻, about twice an SFT run), a third more for kl_sft, which also runs
-    π_ref forward at every step. Every run takes the same steps on the same number of examples."""
-    data = inputs.data
-    tokens = sum(len(ids) for ids in data.chosen.ids)
-    if data.rejected is not None:
-        tokens += sum(len(ids) for ids in data.rejected.ids)
-    return tokens * (4 / 3 if run_spec.objective == "kl_sft" else 1.0)
-
-
-class RunCounter:
-    """Which of the stage's (run, seed) units are done, and the "runs" bar that shows it:
-    run m/M and the run now training (its steps have the trainer's own bar)."""
-
-    def __init__(self, profile, plan: StagePlan, shared: dict[str, RunInputs], selected: list, show: bool):
-        self.profile, self.plan, self.shared, self.selected = profile, plan, shared, selected
-        self.stage_dir = profile.stage_dir(STAGE)
-        self.done: set[str] = set()
-        self.last_check = 0.0
-        self.bar = None
-        if show:
-            from spotlib.progress import bar
-            self.bar = bar(total=len(selected), desc="runs", unit="run")
-
-    def run_dir(self, run_spec, seed: int) -> Path:
-        return self.stage_dir / run_spec.dirname / f"seed{seed}"
-
-    def is_done(self, run_spec, seed: int) -> bool:
-        """Finished under this run's key (other settings leave a run to train anew)."""
-        run_dir = self.run_dir(run_spec, seed)
-        key_path = run_dir / "run_key.json"
-        if not key_path.is_file() or finished_summary(run_dir, full=False) is None:
-            return False
-        keys = run_keys(self.profile.train, self.profile.model, run_spec, seed, self.shared[run_spec.name],
-                        self.plan.steps)
-        return json.loads(key_path.read_text()) in keys
-
-    def pending(self) -> list:
-        return [(r, s) for r, s in self.selected if not self.is_done(r, s)]
-
-    def poll(self, every_s: float = 2.0) -> None:
-        """Count the units workers have finished since the last look (at most every `every_s`)."""
-        if self.bar is None or time.perf_counter() - self.last_check < every_s:
-            return
-        self.last_check = time.perf_counter()
-        for run_spec, seed in self.selected:
-            if unit_label(run_spec, seed) not in self.done and self.is_done(run_spec, seed):
-                self.finished(run_spec, seed)
-
-    def now_training(self, run_spec, seed: int) -> None:
-        if self.bar is not None and unit_label(run_spec, seed) not in self.done:
-            self.bar.set_postfix(run=f"{run_spec.name} seed {seed}")
-
-    def finished(self, run_spec, seed: int) -> None:
-        label = unit_label(run_spec, seed)
-        if label not in self.done:
-            self.done.add(label)
-            if self.bar is not None:
-                self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def train_units_in_workers(profile, counter: RunCounter, workers: int, progress: bool = True) -> None:
-    """Share the unfinished (run, seed) units among single-thread worker processes
-    (`--units run:seed,...`), balanced by `unit_cost` so that no core waits while another
-    still holds several runs. The reference pass has run here already; workers read its cache."""
-    pending = counter.pending()
-    cost = {unit_label(r, s): unit_cost(r, counter.shared[r.name]) for r, s in pending}
-    shares = balanced_shares([unit_label(r, s) for r, s in pending], workers, cost)
-    spec = worker_profile(profile, counter.stage_dir)
-    run_shares("spotlib.stages.train_methods", spec, "--units", shares, counter.stage_dir, progress,
-               on_tick=counter.poll)
 
 
 def _seconds_by_run(summaries: list[dict]) -> dict[str, float]:
@@ -424,62 +309,6 @@ def _collateral(profile, tokenizer, reference, ref_hash, stage_dir, chosen, reje
         return build_collateral_set(reference(), tok, pushed, pad_id, device, autocast=autocast)
 
     return cached(stage_dir / "reference" / f"collateral-{key}.pt", build)
-
-
-def launch_processes(profile) -> int:
-    """Training processes: `train.num_processes`, else one per visible GPU (0 on CPU)."""
-    asked = profile.train.num_processes
-    if asked is not None and asked < 1:
-        raise ValueError(f"{profile.source}: key train.num_processes: expected a positive count, got {asked}")
-    return asked or torch.cuda.device_count()
-
-
-def launch_command(profile) -> list[str] | None:
-    """The command that relaunches this stage across processes (`spotlib.launch.relaunch`), or None to train here.
-
-    `torchrun` (CPU rehearsal, gloo): when more than one process is asked for in all.
-    `accelerate` with `train.accelerate_config` (GPUs, DeepSpeed ZeRO-2): whenever there is a
-    process to launch (one GPU too: ZeRO-2 keeps the fp32 master weights). Inside a launched
-    process: None. On `hardware.nodes` > 1, this node's share of the launch.
-    """
-    from spotlib.launch import relaunch as launch
-
-    cfg = profile.train
-    if launch.launched():
-        return None
-    processes = launch_processes(profile)
-    nodes = launch.profile_nodes(profile)
-    if cfg.launcher == "torchrun":
-        if processes * nodes.count < 2:
-            return None
-    else:
-        if not cfg.accelerate_config or processes < 1:
-            return None
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"train.accelerate_config: accelerate launch needs GPUs here; on CPU set "
-                               f"train.launcher: torchrun (it starts {processes} processes on gloo)")
-    from spotlib.launch.nodes import for_nodes
-
-    profile = for_nodes(profile)  # on several nodes: train.grad_accum derived, the global batch kept
-    stage_dir = profile.stage_dir(STAGE)
-    spec = worker_profile(profile, stage_dir)
-    total = processes * nodes.count
-    return launch.launch_command(["spotlib.stages.train_methods", "--profile", str(spec), "--processes", str(total)],
-                                 processes=processes, launcher=cfg.launcher, accelerate_config=cfg.accelerate_config,
-                                 config_copy=stage_dir / "accelerate_config.yaml", nodes=nodes)
-
-
-def _relaunch(profile, command: list[str]) -> dict:
-    """Run this stage in the launched processes; their manifest is the result."""
-    from spotlib.launch.relaunch import run_launched
-
-    from spotlib.launch.relaunch import profile_nodes
-
-    run_launched(command, what=f"stage {STAGE} in launched processes")
-    rank = profile_nodes(profile).rank
-    if rank > 0:  # node 0's main process writes the manifest
-        return {"node_rank": rank}
-    return Manifest(profile.stage_dir(STAGE), params=None).load()
 
 
 def main(argv=None) -> None:
