@@ -164,14 +164,14 @@ def test_runs_marked_with_the_located_key_are_kept_in_place(tmp_path):
 
 
 def test_rl_run_key_names_the_start_model_by_content(tmp_path):
-    from spotlib.rl.grpo import _init_identity
+    from spotlib.rl.run_state import init_identity
     from spotlib.world.pretrain import save_untrained
 
     world = load_profile("test").world
     save_untrained(world, tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    assert _init_identity(tmp_path / "a") == _init_identity(tmp_path / "b")
-    assert _init_identity("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
+    assert init_identity(tmp_path / "a") == init_identity(tmp_path / "b")
+    assert init_identity("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
 
 
 # ------------------------------------------------------------ file modes

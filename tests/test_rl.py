@@ -10,7 +10,8 @@ import torch
 
 from rl_helpers import micro_model as _micro_model
 from spotlib.config import RLConfig
-from spotlib.rl.grpo import clipped_pg_loss, group_advantages, k3_kl, prompt_schedule, train_grpo
+from spotlib.rl.grpo import clipped_pg_loss, group_advantages, k3_kl, train_grpo
+from spotlib.rl.schedule import prompt_schedule
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -163,7 +164,7 @@ def test_chunked_logps_equal_full_logits_and_their_gradients(tmp_path):
 
 
 def test_every_prompt_group_has_exactly_one_owner():
-    from spotlib.rl.grpo import layout, rank_share, split_even
+    from spotlib.rl.schedule import layout, rank_share, split_even
 
     cfg = RLConfig(prompts_per_step=12, mini_batch=4, rollouts_per_prompt=8, micro_batch=5)
     assert layout(cfg, 2) == (2, 4)                       # 2 groups = 16 sequences per rank, 4 micro-batches

@@ -151,7 +151,7 @@ def test_stage_on_two_processes_matches_the_in_process_layout(tmp_path):
 
 
 def test_paper_profile_runs_grpo_on_every_gpu_with_its_memory_settings():
-    from spotlib.rl.grpo import layout
+    from spotlib.rl.schedule import layout
 
     rl = load_profile("paper").rl
     assert rl.num_processes == 0 and rl.gradient_checkpointing and rl.offload_reference

@@ -37,58 +37,32 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
-import math
 import os
-import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from spotlib.precision import autocast_for, use_bf16
-from spotlib.progress import bar as tqdm
 
 from spotlib.config import RLConfig
-from spotlib.rl.math import (KL_CLAMP, PolicyLogps, clipped_pg_loss, group_advantages, k3_kl,  # noqa: F401
-                               masked_mean, token_entropy)
-from spotlib.io import JsonlAppender, params_hash, read_jsonl, share_saved_files, write_json_atomic
 from spotlib.engines.rollout import RolloutEngine
+from spotlib.io import JsonlAppender, read_jsonl, write_json_atomic
+from spotlib.precision import autocast_for, use_bf16
+from spotlib.progress import bar as tqdm
+from spotlib.rl.math import (KL_CLAMP, PolicyLogps, clipped_pg_loss, group_advantages, k3_kl,  # noqa: F401
+                             masked_mean, token_entropy)
 from spotlib.tokens import build_completion_batch
+from spotlib.rl.run_state import (check_config, claim_run_dir, init_identity, key_config, resume, run_result,
+                                  save_checkpoint, save_pretrained_atomic)
+from spotlib.rl.schedule import layout, prompt_schedule, rank_share, split_even, total_steps
 from spotlib.train.tracking import RunTracker, TrackedLog
 
 RewardFn = Callable[[list[dict], list[str]], Sequence[bool]]  # a grader: records, responses -> correct?
 
-# RL settings that say how a run executes, not what it computes (kept out of its run key).
-EXECUTION_ONLY = ("num_processes", "gradient_checkpointing", "logp_chunk_tokens", "vllm_gpu_memory",
-                  "offload_reference")
-
 
 # ----------------------------------------------------------------------------- helpers
-
-
-
-def prompt_schedule(n_items: int, prompts_per_step: int, steps: int, seed: int) -> list[list[int]]:
-    """Item indices for every step: epochs of seeded permutations, cut into consecutive slices.
-
-    Two runs with the same seed see the same prompts in the same order (equal budgets).
-    """
-    order: list[int] = []
-    epoch = 0
-    while len(order) < steps * prompts_per_step:
-        perm = list(range(n_items))
-        random.Random(seed * 7919 + epoch).shuffle(perm)
-        order.extend(perm)
-        epoch += 1
-    return [order[s * prompts_per_step:(s + 1) * prompts_per_step] for s in range(steps)]
-
-
-def total_steps(cfg: RLConfig, n_items: int) -> int:
-    if cfg.max_steps is not None:
-        return cfg.max_steps
-    return math.ceil(n_items * cfg.epochs / cfg.prompts_per_step)
 
 
 def _batch(tokenizer, items, responses, truncated, max_len, max_prompt_len, device):
@@ -106,47 +80,6 @@ def _batch(tokenizer, items, responses, truncated, max_len, max_prompt_len, devi
 def _forward(model, batch, with_entropy: bool = False):
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                  completion_mask=batch["completion_mask"], with_entropy=with_entropy)
-
-
-# ----------------------------------------------------------------------------- sharding
-
-def layout(cfg: RLConfig, world: int) -> tuple[int, int]:
-    """(prompts per mini-batch on each rank, micro-batches per mini-batch on each rank).
-
-    A mini-batch (one optimiser step) holds `min(mini_batch, prompts_per_step)` prompt
-    groups in all; every rank owns an equal share of whole groups, and splits its share
-    into the same number of micro-batches (gradient accumulation steps).
-    """
-    per_mini = min(cfg.mini_batch, cfg.prompts_per_step)
-    if cfg.prompts_per_step % per_mini:
-        raise ValueError(f"rl.prompts_per_step={cfg.prompts_per_step}: expected a multiple of "
-                         f"rl.mini_batch={per_mini} (every optimiser step sees the same number of groups)")
-    if per_mini % world:
-        raise ValueError(f"rl.mini_batch={per_mini}: expected a multiple of the {world} training processes "
-                         f"(each process owns whole prompt groups)")
-    local = per_mini // world
-    return local, math.ceil(local * cfg.rollouts_per_prompt / cfg.micro_batch)
-
-
-def rank_share(step_positions: Sequence[int], per_mini: int, world: int, rank: int) -> list[int]:
-    """The prompts of one step that `rank` samples and trains on: a contiguous block of
-    `per_mini / world` prompts out of each mini-batch of `per_mini`."""
-    local = per_mini // world
-    out: list[int] = []
-    for start in range(0, len(step_positions), per_mini):
-        out.extend(step_positions[start + rank * local:start + (rank + 1) * local])
-    return out
-
-
-def split_even(indices: Sequence[int], parts: int) -> list[list[int]]:
-    """`parts` consecutive slices whose sizes differ by at most one."""
-    size, extra = divmod(len(indices), parts)
-    out, start = [], 0
-    for k in range(parts):
-        stop = start + size + (1 if k < extra else 0)
-        out.append(list(indices[start:stop]))
-        start = stop
-    return out
 
 
 def _using_deepspeed() -> bool:
@@ -223,7 +156,7 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
 
     run_dir = Path(run_dir)
     final_dir = run_dir / "final"
-    _check(cfg)
+    check_config(cfg)
     dev = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_prompts, grad_accum = layout(cfg, world)
@@ -231,14 +164,14 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     if accelerator.num_processes != world:
         raise RuntimeError(f"WORLD_SIZE={world} but accelerate sees {accelerator.num_processes} processes")
     if accelerator.is_main_process:
-        _claim(run_dir, {"config": _key_config(cfg), "seed": seed, "init": _init_identity(init_path), "max_len": max_len,
+        claim_run_dir(run_dir, {"config": key_config(cfg), "seed": seed, "init": init_identity(init_path), "max_len": max_len,
                          "items": [it["id"] for it in items], "heldout": [it["id"] for it in heldout or []],
                          "processes": world})  # a checkpoint resumes only on as many processes
     accelerator.wait_for_everyone()
     if (final_dir / "done.json").is_file():
         if engine is not None:
             engine.release()
-        return _result(run_dir)
+        return run_result(run_dir)
     if not items:
         raise ValueError("train_grpo: no training prompts")
 
@@ -255,7 +188,7 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     policy = accelerator.unwrap_model(model).lm  # the HF model: rollouts, saving
     steps = total_steps(cfg, len(items))
     schedule = prompt_schedule(len(items), cfg.prompts_per_step, steps, seed)
-    start = _resume(run_dir / "checkpoint", accelerator)
+    start = resume(run_dir / "checkpoint", accelerator)
     engine = engine or RolloutEngine(backend, init_path, seed, rank=accelerator.process_index, world=world,
                                      gpu_memory=cfg.vllm_gpu_memory, max_len=max_len)
     bf16 = use_bf16(dev, cfg.bf16_autocast, "rl.bf16_autocast") and not deepspeed  # DeepSpeed: bf16 weights
@@ -281,15 +214,15 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
             if heldout and (done % cfg.eval_every == 0 or done == steps):
                 _append(held, _heldout_record(done, run, heldout, reward_fn, seed))
             if cfg.save_every and done % cfg.save_every == 0 and done < steps:
-                _save_checkpoint(run_dir / "checkpoint", accelerator, done)
+                save_checkpoint(run_dir / "checkpoint", accelerator, done)
             bar.set_postfix(reward=f"{record['reward_mean']:+.2f}", kl=f"{record['kl']:.4f}")
     finally:
         engine.release()  # before anything else (evaluation, the next run) needs the GPU
     if main:
         metrics.close()
         held.close()
-        _save_pretrained_atomic(final_dir, policy, tokenizer)
-        write_json_atomic(final_dir / "done.json", {"steps": steps, "config": _key_config(cfg), "seed": seed,
+        save_pretrained_atomic(final_dir, policy, tokenizer)
+        write_json_atomic(final_dir / "done.json", {"steps": steps, "config": key_config(cfg), "seed": seed,
                                                     "processes": world})
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -297,7 +230,7 @@ def train_grpo(init_path: str | os.PathLike, run_dir: str | os.PathLike, items: 
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return _result(run_dir)
+    return run_result(run_dir)
 
 
 def _checkpoint_activations(lm) -> None:
@@ -476,86 +409,3 @@ def _logged(path: Path, step: int, accelerator) -> bool:
         found = float(any(r.get("step") == step for r in read_jsonl(path)))
     return _all_max(accelerator, found) > 0
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def _check(cfg: RLConfig) -> None:
-    for name in ("rollouts_per_prompt", "prompts_per_step", "mini_batch", "micro_batch", "ppo_epochs",
-                 "rollout_batch", "eval_every"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"rl.{name}: expected a positive integer, got {getattr(cfg, name)}")
-    if cfg.rollouts_per_prompt < 2:
-        raise ValueError("rl.rollouts_per_prompt: GRPO needs at least 2 rollouts per prompt")
-
-
-def _init_identity(init_path) -> str:
-    """The start model in a run key, by content for a local folder (a moved outputs folder, or a
-    retrained checkpoint at the same path, is told apart by what it holds, not where)."""
-    from spotlib.io import weights_sha256
-
-    path = Path(init_path)
-    return weights_sha256(path) if path.is_dir() else str(init_path)
-
-
-def _claim(run_dir: Path, key: dict) -> None:
-    """Keep a run folder's earlier work only if it was made with the same settings; else start clean."""
-    key_file = run_dir / "run_key.json"
-    digest = params_hash(key)
-    if run_dir.exists() and (not key_file.is_file() or json.loads(key_file.read_text()).get("hash") != digest):
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not key_file.is_file():
-        write_json_atomic(key_file, {"hash": digest, **key})
-
-
-def _key_config(cfg: RLConfig) -> dict:
-    """The settings a run's results depend on (not how it is executed)."""
-    return {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_ONLY}
-
-
-def _save_pretrained_atomic(path: Path, model, tokenizer) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    share_saved_files(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(path: Path, accelerator, step: int) -> None:
-    """Weights, optimiser (sharded under ZeRO) and RNG states by `accelerator.save_state`, then the step."""
-    tmp = path.with_name(path.name + ".tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=False)  # torch.save keeps tied weights tied
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        torch.save({"step": step}, tmp / "trainer_state.pt")
-        share_saved_files(tmp)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    accelerator.wait_for_everyone()
-
-
-def _resume(path: Path, accelerator) -> int:
-    """Load a checkpoint's states into the prepared model and optimiser; returns the step to start from."""
-    state_file = path / "trainer_state.pt"
-    if not state_file.is_file():
-        return 0
-    accelerator.load_state(str(path))
-    return int(torch.load(state_file, map_location="cpu", weights_only=False)["step"])
-
-
-def finished_result(run_dir: str | os.PathLike) -> dict:
-    """The result of a run trained elsewhere (launched processes); fails if it did not finish."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "final" / "done.json").is_file():
-        raise FileNotFoundError(f"{run_dir / 'final' / 'done.json'}: the GRPO run did not finish")
-    return _result(run_dir)
-
-
-def _result(run_dir: Path) -> dict:
-    metrics = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
-    held = read_jsonl(run_dir / "heldout.jsonl") if (run_dir / "heldout.jsonl").is_file() else []
-    return {"final": str(run_dir / "final"), "steps": len(metrics), "metrics": metrics, "heldout": held}

@@ -182,7 +182,7 @@ def run(profile, progress: bool = True) -> dict:
 
     processes = num_processes(profile)
     if processes * node_count(profile) > 1:  # trained by launched processes, read back from disk
-        from spotlib.rl.grpo import finished_result
+        from spotlib.rl.run_state import finished_result
 
         t0 = time.perf_counter()
         relaunch_grpo(profile, processes)

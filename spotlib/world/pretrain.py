@@ -51,7 +51,6 @@ def build_model(world_cfg, tokenizer):
     return model
 
 
-
 def save_untrained(world_cfg, path) -> tuple:
     """The world's tokenizer and a randomly initialised model of its shape, saved under `path`
     (benchmarks and tests that need the model's shape, not its skills). Returns (model, tokenizer)."""
