@@ -10,7 +10,7 @@ import pytest
 
 from conftest import profile_yaml
 from spotlib import reproduce
-from spotlib.report import plots
+from spotlib.report import figures, plots
 from spotlib.config import REPO_ROOT, ConfigError
 from spotlib.notebook import SCRATCH, open_profile, output_folder, seed_scratch
 
@@ -77,7 +77,7 @@ def images(nb) -> int:
 def figure_calls(notebook: Path) -> set[str]:
     source = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"]
                        if c["cell_type"] == "code")
-    return set(re.findall(r"plots\.(\w+)\(", source)) & set(plots.figure_names())
+    return set(re.findall(r"plots\.(\w+)\(", source)) & set(figures.figure_names())
 
 
 def check_executed(stage: str, runs: list) -> None:
@@ -85,7 +85,7 @@ def check_executed(stage: str, runs: list) -> None:
         assert not errors(nb), errors(nb)
         assert not unfinished_bars(nb), unfinished_bars(nb)
     assert images(runs[0]) == images(runs[1]) > 0, "a re-run shows other figures than the first run"
-    assert images(runs[0]) <= len(plots.FIGURES[stage])
+    assert images(runs[0]) <= len(figures.FIGURES[stage])
 
 
 def check_in_report(stage: str, report: str) -> None:

@@ -3,7 +3,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 
-from spotlib.report import plots
+from spotlib.report import figures, plots
 from spotlib.train.runspec import METHODS
 
 RUNS = ["sft", "rft", "sft_plus", "kl_sft", "reward_sft", "dpo", "spot_bce", "spot_bco", "spot_bco@direct",
@@ -98,6 +98,6 @@ def test_figures_are_legible_with_legends_outside_the_data():
 
 
 def test_the_registry_names_drawing_functions():
-    for stage, figures in plots.FIGURES.items():
-        for spec in figures:
+    for stage, specs in figures.FIGURES.items():
+        for spec in specs:
             assert callable(getattr(plots, spec.name)), f"{stage}: no plots.{spec.name}"

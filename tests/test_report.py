@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from spotlib.report import plots
+from spotlib.report import figures, plots
 from spotlib.io import write_jsonl
 from spotlib.report.build import build_report
 from spotlib.report.html import markdown_to_html
@@ -92,9 +92,9 @@ def test_report_holds_every_stage_in_order_with_every_figure(report):
     text = report.read_text()
     positions = [text.index(f"## {stage.name}") for stage in STAGES]
     assert positions == sorted(positions)
-    for stage, figures in plots.FIGURES.items():
+    for stage, specs in figures.FIGURES.items():
         section = text[text.index(f"## {stage}"):]
-        for spec in figures:
+        for spec in specs:
             match = re.search(rf"!\[{spec.name}\]\(([^)]+)\)", section)
             assert match, f"{stage}: figure {spec.name} missing from the report"
             assert (report.parent / match.group(1)).stat().st_size > 1000
@@ -111,7 +111,7 @@ def test_html_is_self_contained_with_math_and_figures_embedded(report):
     assert "<script" not in page
     images = re.findall(r'<img[^>]*src="([^"]+)"', page)
     assert images and all(src.startswith("data:") for src in images)
-    n_figures = sum(len(f) for f in plots.FIGURES.values())
+    n_figures = sum(len(f) for f in figures.FIGURES.values())
     assert sum(src.startswith("data:image/png") for src in images) == n_figures
     assert 'class="math"' in page and "$R" not in page and "\\gamma$" not in page
     assert "<table>" in page

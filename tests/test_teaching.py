@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from spotlib.report import plots, lessons as report_lessons
+from spotlib.report import figures, lessons as report_lessons, plots
 from spotlib.config import REPO_ROOT
 from spotlib.formatting import number, tidy, value_table
 from spotlib.stages import STAGES
@@ -33,7 +33,7 @@ def test_every_figure_a_notebook_draws_is_in_the_report_list():
         source = "\n".join("".join(c["source"]) for c in json.loads((NOTEBOOKS / stage.notebook).read_text())["cells"]
                            if c["cell_type"] == "code")
         called = set(re.findall(r"\bplots\.(\w+)\(", source)) & drawn
-        listed = {spec.name for spec in plots.FIGURES[stage.name]}
+        listed = {spec.name for spec in figures.FIGURES[stage.name]}
         assert called <= listed, f"{stage.name}: {sorted(called - listed)} drawn by the notebook, not in the report"
 
 
@@ -207,11 +207,11 @@ def test_the_report_reads_notebook_04_in_order_without_the_exercise(tmp_path):
     from spotlib.analysis import tether
     from spotlib.io import write_jsonl
 
-    items = report_lessons.read(NOTEBOOKS / "04_train_spot.ipynb", set(plots.figure_names()))
+    items = report_lessons.read(NOTEBOOKS / "04_train_spot.ipynb", set(figures.figure_names()))
     printed = [i.value for i in items if i.kind == "printed"]
     assert printed == ["lesson_summary", "stage_run_summary", "kl_summary", "kl_comparison"]
-    figures = [i.value for i in items if i.kind == "figure"]
-    assert figures == [spec.name for spec in plots.FIGURES["04_train_spot"]]  # each once, in the report's order
+    drawn = [i.value for i in items if i.kind == "figure"]
+    assert drawn == [spec.name for spec in figures.FIGURES["04_train_spot"]]  # each once, in the report's order
     records = [{"kind": "train", "step": s, "rewards/chosen": -0.1 * s, "rewards/rejected": -0.3 * s,
                 "delta": -0.2 * s, "tether/chosen": 0.04, "tether/rejected": 0.03} for s in (1, 2)]
     records += [{"kind": "probe", "step": s, "kl/probe": 0.1 * s, "fixed/rewards_chosen": -0.1 * s,

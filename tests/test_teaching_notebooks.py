@@ -104,6 +104,6 @@ def test_notebooks_04_and_05_run_in_any_order_after_setup(sampled_profile, tmp_p
 
 
 def tests_figure_names():
-    from spotlib.report import plots
+    from spotlib.report import figures
 
-    return plots.figure_names()
+    return figures.figure_names()

@@ -432,9 +432,9 @@ def _printed(stage_dir: Path) -> dict[str, str]:
 def figure_lines(stage_dir: Path, out: Path) -> list[str]:
     """Every figure the stage's notebook shows, in the notebook's order, with the notebook's lesson cells
     (`spotlib.report.lessons`) where the notebook has them; figures the notebook does not call come last."""
-    from spotlib.report import plots, lessons as report_lessons
+    from spotlib.report import figures, lessons as report_lessons, plots
 
-    specs = {spec.name: spec for spec in plots.FIGURES.get(stage_dir.name, [])}
+    specs = {spec.name: spec for spec in figures.FIGURES.get(stage_dir.name, [])}
     notebook = next((NOTEBOOKS / s.notebook for s in STAGES if s.name == stage_dir.name), None)
     items = report_lessons.read(notebook, set(specs)) if notebook and notebook.is_file() else []
     printed = _printed(stage_dir) if any(i.kind == "printed" for i in items) else {}

@@ -64,7 +64,6 @@ RewardFn = Callable[[list[dict], list[str]], Sequence[bool]]  # a grader: record
 
 # ----------------------------------------------------------------------------- helpers
 
-
 def _batch(tokenizer, items, responses, truncated, max_len, max_prompt_len, device):
     """Completion batch; a truncated response gets no eos target (the model never wrote one)."""
     batch = build_completion_batch(tokenizer, [it["prompt"] for it in items], list(responses),
