@@ -20,8 +20,8 @@ LAYERS = [
     ("models/engines", ["models", "tokens", "engines"]),
     ("world/grading", ["world", "grading"]),
     ("method", ["oracle", "proximity", "losses", "evals", "train", "rl", "analysis", "launch",
-                "plan.memory", "plan.memory_terms", "plan.live_bytes", "plan.rehearsal",
-                "report.plots", "report.model_card"]),
+                "plan.memory", "plan.memory_terms", "plan.model_shape", "plan.live_bytes", "plan.rehearsal",
+                "report.plots", "report.plot_style", "report.model_card"]),
     ("stages", ["stages"]),
     ("runner", ["reproduce", "cli", "notebook", "plan", "report", "analysis.calibrate"]),
 ]

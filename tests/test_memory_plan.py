@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from spotlib.config import REPO_ROOT, load_profile
-from spotlib.plan.memory import GIB, KNOWN_SHAPES, ModelShape, build_plan, model_shape, zero2_terms
+from spotlib.plan.memory import GIB, build_plan, zero2_terms
+from spotlib.plan.model_shape import KNOWN_SHAPES, ModelShape, model_shape
 
 SMALL = ModelShape(hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=100,
                    tie_word_embeddings=False, max_position=256)

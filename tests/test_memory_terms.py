@@ -7,7 +7,8 @@ import torch
 
 from spotlib.plan import memory_terms as M
 from spotlib.plan.live_bytes import LiveBytes
-from spotlib.plan.memory import LOGIT_BYTES_NO_GRAD, ModelShape
+from spotlib.plan.memory import LOGIT_BYTES_NO_GRAD
+from spotlib.plan.model_shape import ModelShape
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

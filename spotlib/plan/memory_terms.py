@@ -21,7 +21,8 @@ tensor bytes of a small bf16 Qwen3 (tests/test_memory_terms.py, spotlib.plan.liv
 """
 from __future__ import annotations
 
-BF16, FP32 = 2, 4
+from spotlib.plan.model_shape import BF16, FP32
+
 BOOL = 1
 PROBE_GENERATE_BATCH = 32          # spotlib.train.probes.build_probe_set's batch_size
 PROBE_LOGIT_BYTES = BF16 + 3 * FP32  # logits, fp32 log-softmax, its exp, the product summed over the vocabulary

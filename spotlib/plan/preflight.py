@@ -12,7 +12,8 @@ import shutil
 from pathlib import Path
 
 from spotlib.config import REPO_ROOT, Profile
-from spotlib.plan.memory import BF16, FP32, GIB, MemoryPlan, build_plan, model_shape
+from spotlib.plan.memory import GIB, MemoryPlan, build_plan
+from spotlib.plan.model_shape import BF16, FP32, model_shape
 
 
 def cuda_memory_gib() -> list[float]:
