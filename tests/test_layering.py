@@ -21,7 +21,7 @@ LAYERS = [
     ("world/grading", ["world", "grading"]),
     ("method", ["oracle", "proximity", "losses", "evals", "train", "rl", "analysis", "launch",
                 "plan.memory", "plan.memory_terms", "plan.model_shape", "plan.live_bytes", "plan.rehearsal",
-                "report.plots", "report.plot_style", "report.model_card"]),
+                "report.plots", "report.plot_style", "report.frontier_figure", "report.model_card"]),
     ("stages", ["stages"]),
     ("runner", ["reproduce", "cli", "notebook", "plan", "report", "analysis.calibrate"]),
 ]

@@ -19,7 +19,8 @@ GAINS = {  # run -> lr -> in-domain gain per seed (0, 1)
 
 def fake_sweep(out):
     """outputs/<p>/sweep/ as the sweep leaves it, from hand-made per-seed scores."""
-    from spotlib.stages.sweep import choose, plot_frontier
+    from spotlib.report.frontier_figure import plot_frontier
+    from spotlib.stages.sweep import choose
 
     sweep = out / "sweep"
     bases = {s: {"in_domain": 70.0, "ood": 50.0, "general": 97.0, "overall": 80.0, "n_items": 40} for s in (0, 1)}

@@ -335,7 +335,7 @@ def sweep_section(out: Path, profile_name: str) -> list[str]:
     if (sweep / "frontier.png").is_file():
         lines += [f"![frontier]({SWEEP_DIR}/frontier.png)", "",
                   "*In-domain gain against retention loss, one line per run over its LRs.* "
-                  "Drawn by `spotlib.stages.sweep.plot_frontier`.", ""]
+                  "Drawn by `spotlib.report.frontier_figure.plot_frontier`.", ""]
     lines += [frontier.frontier_markdown(manifest.get("frontier") or [], chosen).strip(), ""]
     points = manifest.get("points") or []
     rows = mechanism.mechanism_table(points, sweep_diagnostics(sweep, points))
