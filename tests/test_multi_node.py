@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from spotlib import reproduce
-from spotlib.launch import relaunch as launch, nodes
+from spotlib.launch import nodes, relaunch
 from spotlib.config import REPO_ROOT, ConfigError, load_profile
 from spotlib.launch.shared_lock import SharedLockHeld, shared_lock
 
@@ -52,7 +52,7 @@ def test_the_outputs_folder_must_be_shared(tmp_path):
 
     def node(rank: int, folder: Path):
         try:
-            nodes.check_shared_outputs(folder, launch.Nodes(2, rank, "127.0.0.1", 29555), timeout_s=20, poll_s=0.05)
+            nodes.check_shared_outputs(folder, relaunch.Nodes(2, rank, "127.0.0.1", 29555), timeout_s=20, poll_s=0.05)
         except RuntimeError as exc:
             errors.append(str(exc))
 
@@ -63,7 +63,7 @@ def test_the_outputs_folder_must_be_shared(tmp_path):
         t.join()
     assert errors == []
     with pytest.raises(RuntimeError, match=r"node\(s\) \[1\] not seen"):  # node 1 writes to another folder
-        nodes.check_shared_outputs(tmp_path / "alone", launch.Nodes(2, 0, "127.0.0.1", 29555), timeout_s=0.3,
+        nodes.check_shared_outputs(tmp_path / "alone", relaunch.Nodes(2, 0, "127.0.0.1", 29555), timeout_s=0.3,
                                    poll_s=0.05)
 
 
@@ -130,7 +130,7 @@ def test_stage_04_on_two_nodes_matches_one_node_with_two_processes(tmp_path):
     for out in outs.values():
         write_jsonl(out / "03_filter" / "pairs.jsonl", [dict(e, answer="", source="rectified")
                                                         for e in synthetic_examples(7)])
-    port = str(launch.free_port())
+    port = str(relaunch.free_port())
     clean = {k: "" for k in ("SPOT_NODES", "SPOT_NODE_RANK", "SPOT_MAIN_ADDRESS", "SPOT_MAIN_PORT")}
     two = [_stage04(outs["nodes"], base, 2, 1, 2, dict(clean, SPOT_NODE_RANK=str(rank), SPOT_MAIN_ADDRESS="127.0.0.1",
                                                       SPOT_MAIN_PORT=port), tmp_path / f"node{rank}.log")
@@ -151,7 +151,7 @@ def test_other_nodes_join_only_the_distributed_stages_when_node_0_starts_them(tm
     profile = load_profile("test", overrides={"output_dir": str(tmp_path / "out"), "hardware.nodes": 2})
     joined = []
     stages = ["01_sample", "04_train_spot", "05_eval_forgetting", "06_rl_init"]
-    follower = threading.Thread(target=nodes.follow_node0, args=(profile, launch.Nodes(2, 1, "h", 1), stages),
+    follower = threading.Thread(target=nodes.follow_node0, args=(profile, relaunch.Nodes(2, 1, "h", 1), stages),
                                 kwargs={"run_stage": lambda p, s: joined.append(s), "poll_s": 0.02})
     nodes.clear_stage_markers(profile.out)
     follower.start()
@@ -180,13 +180,13 @@ def test_grpo_on_two_nodes_matches_one_process(tmp_path):
         rl_dist_worker.run(init, tmp_path / "one")
     finally:
         torch.set_num_threads(before)
-    port = launch.free_port()
+    port = relaunch.free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO_ROOT}:{Path(__file__).parent}")
     procs = []
     for rank in (0, 1):
-        command = launch.launch_command(["rl_dist_worker", str(init), str(tmp_path / "two")], processes=1,
+        command = relaunch.launch_command(["rl_dist_worker", str(init), str(tmp_path / "two")], processes=1,
                                         launcher="torchrun", accelerate_config=None, config_copy=tmp_path / "c.yaml",
-                                        nodes=launch.Nodes(2, rank, "127.0.0.1", port))
+                                        nodes=relaunch.Nodes(2, rank, "127.0.0.1", port))
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for proc in procs:
         out, _ = proc.communicate(timeout=600)

@@ -5,7 +5,7 @@ import types
 
 import torch
 
-from spotlib.engines import rollout as rl_engine
+from spotlib.engines import rollout
 from spotlib.engines.rollout import RolloutEngine
 from spotlib.engines.vllm_weights import reload_weights_on_worker, repack_cpu_heads
 
@@ -50,7 +50,7 @@ def _engine(monkeypatch, sleeps: bool):
     engine = RolloutEngine("vllm", "unused", seed=0)
     engine._llm = _LLM(calls)
     engine.sleeps = sleeps
-    monkeypatch.setattr(rl_engine, "_engine_in_process", lambda llm: True)
+    monkeypatch.setattr(rollout, "_engine_in_process", lambda llm: True)
     return engine, calls
 
 

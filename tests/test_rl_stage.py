@@ -67,7 +67,7 @@ def _test_profile(tmp_path, **overrides):
 def test_rollout_engines_are_released_before_evaluation(tmp_path, monkeypatch):
     """Stage 06 on one process: every run's engine is released before the next run starts
     and before any model is evaluated (on a GPU, vLLM's start-up memory check needs it)."""
-    from spotlib.rl import grpo as rl
+    from spotlib.rl import grpo
     from spotlib.engines.rollout import RolloutEngine
 
     events, live = [], set()
@@ -90,7 +90,7 @@ def test_rollout_engines_are_released_before_evaluation(tmp_path, monkeypatch):
         events.append("evaluate")
         return {"arith": 0.5}
 
-    monkeypatch.setattr(rl, "RolloutEngine", RecordingEngine)
+    monkeypatch.setattr(grpo, "RolloutEngine", RecordingEngine)
     monkeypatch.setattr(rl_init, "score_model", evaluate)
     profile = _test_profile(tmp_path, **{"eval.benchmarks": ["arith"], "rl.max_steps": 1})
     rl_init.run(profile, progress=False)

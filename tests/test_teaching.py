@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from spotlib.report import figures, lessons as report_lessons, plots
+from spotlib.report import figures, lessons, plots
 from spotlib.config import REPO_ROOT
 from spotlib.formatting import number, tidy, value_table
 from spotlib.stages import STAGES
@@ -40,7 +40,7 @@ def test_every_figure_a_notebook_draws_is_in_the_report_list():
 def test_the_lessons_are_tagged_and_their_maths_renders_offline():
     from spotlib.report.html import math_svg
 
-    cells = report_lessons.lesson_cells(NOTEBOOKS / "04_train_spot.ipynb")
+    cells = lessons.lesson_cells(NOTEBOOKS / "04_train_spot.ipynb")
     text = "\n".join(cells)
     for words in ("The weights, derived", "Reading the tether", "What the rewards measure",
                   "How far this learning rate goes", "Why three lines coincide"):
@@ -207,7 +207,7 @@ def test_the_report_reads_notebook_04_in_order_without_the_exercise(tmp_path):
     from spotlib.analysis import tether
     from spotlib.io import write_jsonl
 
-    items = report_lessons.read(NOTEBOOKS / "04_train_spot.ipynb", set(figures.figure_names()))
+    items = lessons.read(NOTEBOOKS / "04_train_spot.ipynb", set(figures.figure_names()))
     printed = [i.value for i in items if i.kind == "printed"]
     assert printed == ["lesson_summary", "stage_run_summary", "kl_summary", "kl_comparison"]
     drawn = [i.value for i in items if i.kind == "figure"]

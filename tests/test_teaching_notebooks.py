@@ -56,7 +56,7 @@ def run_in_order(notebook, parameters: dict, order: str, edits: dict | None = No
 
 @pytest.mark.slow
 def test_notebooks_04_and_05_run_in_any_order_after_setup(sampled_profile, tmp_path):
-    from spotlib.report import lessons as report_lessons
+    from spotlib.report import lessons
     from spotlib.analysis import tether
     from spotlib.config import load_profile
     from spotlib.report.build import build_report
@@ -92,7 +92,7 @@ def test_notebooks_04_and_05_run_in_any_order_after_setup(sampled_profile, tmp_p
     for notebook in ("04_train_spot", "05_eval_forgetting"):
         source = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())
         section = report[report.index(f"## {notebook}"):]
-        for name in report_lessons.read(NOTEBOOKS / f"{notebook}.ipynb", set(tests_figure_names())):
+        for name in lessons.read(NOTEBOOKS / f"{notebook}.ipynb", set(tests_figure_names())):
             if name.kind == "figure":
                 assert f"![{name.value}]" in section, (notebook, name.value)
                 assert f'alt="{name.value}"' in html, (notebook, name.value)

@@ -28,7 +28,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from spotlib.engines import rollout as rl_engine, vllm_weights
+    from spotlib.engines import rollout, vllm_weights
     from spotlib.config import load_profile
     from spotlib.engines.settings import engine_args
 
@@ -39,7 +39,7 @@ def main() -> None:
 
     settings = engine_args(load_profile("rehearsal").engine)
     settings["max_model_len"] = 384
-    engine = rl_engine.RolloutEngine("vllm", args.base, seed=0, engine_args=settings)
+    engine = rollout.RolloutEngine("vllm", args.base, seed=0, engine_args=settings)
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     policy = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
     generator = torch.Generator().manual_seed(1)
