@@ -25,7 +25,8 @@ LAYERS = [
         "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "memory_terms", "tables", "model_card"]),
     ("stages", ["stages", "workers", "plots", "launch", "nodes"]),
     ("reproduce/report/notebooks", ["reproduce", "report", "report_html", "notebook", "preflight", "calibrate",
-                                    "validate", "name_checks", "job_control", "output_lock", "cli", "report_lessons"]),
+                                    "validate", "name_checks", "job_control", "output_lock", "cli", "report_lessons",
+                                    "docs_pages"]),
 ]
 
 
