@@ -10,7 +10,8 @@ A page marks each table it quotes from a run as a region:
 
 The path after `from` names the file under the study's output folder (`outputs/<profile>/` then
 the file); `§ heading` after it takes one section of a markdown file (the text under that heading,
-up to the next heading of the same or a higher level). A `.json` source is rendered by the region's
+up to the next heading of the same or a higher level); a whole file loses its title line (`# ...`),
+since the page's own heading names the region. A `.json` source is rendered by the region's
 named renderer. Everything outside the regions is left byte for byte as it is, and a region whose
 source is missing is left as it is and reported (the sweep and calibration are separate, long
 commands). `--check` writes nothing and exits 1 naming each region that differs from its source.
@@ -120,11 +121,11 @@ def base_model_table(manifest: dict) -> str:
 RENDERERS = {"base-model": base_model_table}
 
 
-def region_text(region: Region, outputs: Path) -> str | None:
-    """What the region should hold, from its source; None when the source does not exist."""
+def region_text(region: Region, outputs: Path) -> tuple[str | None, str]:
+    """What the region should hold, from its source; (None, why) when the run has not made it."""
     path = source_path(region, outputs)
     if not path.is_file():
-        return None
+        return None, f"no source {path}"
     if path.suffix == ".json":
         render = RENDERERS.get(region.name)
         if render is None:
@@ -132,11 +133,13 @@ def region_text(region: Region, outputs: Path) -> str | None:
         text = render(json.loads(path.read_text()))
     else:
         text = path.read_text()
-        if region.section:
+        if region.section:   # a report gains its sections as commands run (the sweep's, for one)
             text = markdown_section(text, region.section)
             if text is None:
-                raise PageError(f"{region.where()}: {path} has no heading '{region.section}'")
-    return text.strip("\n")
+                return None, f"no heading '{region.section}' in {path} yet"
+        elif text.startswith("# "):   # the file's own title: the page's heading names the region
+            text = text.partition("\n")[2]
+    return text.strip("\n"), ""
 
 
 def body_lines(text: str) -> list[str]:
@@ -148,7 +151,7 @@ def body_lines(text: str) -> list[str]:
 class PageResult:
     text: str
     stale: list[Region]
-    missing: list[tuple[Region, Path]]
+    missing: list[tuple[Region, str]]   # (region, why it was left as it is)
 
 
 def render_page(page: str, text: str, outputs: Path) -> PageResult:
@@ -157,9 +160,9 @@ def render_page(page: str, text: str, outputs: Path) -> PageResult:
     stale, missing = [], []
     # From the last region to the first, so earlier indices stay valid while replacing.
     for region in reversed(regions):
-        fresh = region_text(region, outputs)
+        fresh, why = region_text(region, outputs)
         if fresh is None:
-            missing.append((region, source_path(region, outputs)))
+            missing.append((region, why))
             continue
         new = body_lines(fresh)
         if lines[region.body_start:region.body_end] != new:
@@ -198,22 +201,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no study outputs at {outputs} (run `make reproduce PROFILE={args.profile}` first)",
               file=sys.stderr)
         return 2
-    stale_all = []
-    try:
+    results = {}
+    try:   # every page rendered before any is written: a bad marker leaves all of them as they were
         for page in PAGES:
-            path = args.root / page
-            result = render_page(page, path.read_text(), outputs)
-            for region, src in result.missing:
-                print(f"{region.where()}: left as it is, no source {src}")
-            for region in result.stale:
-                print(f"{region.where()}: {'differs from' if args.check else 'written from'} "
-                      f"{source_path(region, outputs)}")
-            stale_all += [r.where() for r in result.stale]
-            if result.stale and not args.check:
-                path.write_text(result.text)
+            results[page] = render_page(page, (args.root / page).read_text(), outputs)
     except PageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    stale_all = []
+    for page, result in results.items():
+        for region, why in result.missing:
+            print(f"{region.where()}: left as it is, {why}")
+        for region in result.stale:
+            print(f"{region.where()}: {'differs from' if args.check else 'written from'} "
+                  f"{source_path(region, outputs)}")
+        stale_all += [r.where() for r in result.stale]
+        if result.stale and not args.check:
+            (args.root / page).write_text(result.text)
     changed, missing = copy_figures(outputs, args.root, args.check)
     for name in missing:
         print(f"figure {name}: left as it is, not made yet")
