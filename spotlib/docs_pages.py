@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stale: {', '.join(stale_all)} (run `make docs PROFILE={args.profile}`)", file=sys.stderr)
         return 1
     if not stale_all:
-        print("pages agree with " + str(outputs))
+        left = any(result.missing for result in results.values()) or missing
+        print(("every region and figure the run has made agrees with " if left else "pages agree with ")
+              + str(outputs))
     return 0
 
 

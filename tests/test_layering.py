@@ -1,6 +1,6 @@
 """The package's layers hold: no module imports from a layer above its own, and no import cycle.
 
-Layers, lowest first (the README's Layout section says the same). A module may import
+Layers, lowest first (docs/architecture.md says the same). A module may import
 from its own layer or below. Imports are read from the source with `ast`, so this costs
 milliseconds and imports nothing. Module-level imports are checked for both rules;
 function-local imports (how optional GPU extras and heavy libraries load lazily) are
