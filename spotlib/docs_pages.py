@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from spotlib.config import REPO_ROOT
 PAGES = ("README.md", "docs/tiny-study.md")
 # The figures the pages show, copied from the run into docs/figures/ (source under the output folder).
 FIGURES = {"frontier.png": "sweep/frontier.png", "scores_bar.png": "05_eval_forgetting/scores_bar.png",
