@@ -1,6 +1,6 @@
 """The package's layers hold: no module imports from a layer above its own, and no import cycle.
 
-Layers, lowest first (the README's Layout section says the same). A module may import
+Layers, lowest first (docs/architecture.md says the same). A module may import
 from its own layer or below. Imports are read from the source with `ast`, so this costs
 milliseconds and imports nothing. Module-level imports are checked for both rules;
 function-local imports (how optional GPU extras and heavy libraries load lazily) are
@@ -25,7 +25,8 @@ LAYERS = [
         "frontier", "mechanism", "claims", "rehearsal", "memory_plan", "memory_terms", "tables", "model_card"]),
     ("stages", ["stages", "workers", "plots", "launch", "nodes"]),
     ("reproduce/report/notebooks", ["reproduce", "report", "report_html", "notebook", "preflight", "calibrate",
-                                    "validate", "name_checks", "job_control", "output_lock", "cli", "report_lessons"]),
+                                    "validate", "name_checks", "job_control", "output_lock", "cli", "report_lessons",
+                                    "docs_pages"]),
 ]
 
 
