@@ -9,7 +9,7 @@ LOCK := requirements/lock.txt
 PROFILE ?= auto
 STAGES ?=
 
-.PHONY: help setup setup-engines lock test-engines reproduce test test-slow lab dry-run base-model calibrate sweep tensorboard clean
+.PHONY: help setup setup-engines lock test-engines reproduce test test-slow lab dry-run base-model calibrate sweep docs tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -58,6 +58,9 @@ calibrate: setup  ## is the tiny world one where the paper's premise can occur? 
 
 sweep: setup  ## learning-rate sweep on the val split: chosen LR per method + trade-off frontier
 	$(BIN)/python -m spotlib.stages.sweep --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE))
+
+docs: setup  ## write the tiny study's result tables into README.md and docs/tiny-study.md from outputs/<profile>/ (CHECK=1: only compare)
+	$(BIN)/python -m spotlib.report.docs_pages --profile $(if $(filter auto,$(PROFILE)),tiny,$(PROFILE)) $(if $(CHECK),--check)
 
 tensorboard: setup  ## TensorBoard on the training curves (PROFILE=auto: every profile's under outputs/)
 	$(BIN)/python -m spotlib.cli tensorboard --profile $(PROFILE)

@@ -5,7 +5,7 @@ R ≤ 0.7. `retention` runs the profile's programmatic Oracle on wrong answers a
 them (stage 01's errors, or corpus-style slips of the tiny world before a base model exists) and
 reports its success rate, the share of successes holding a wrong step, and both retention points.
 
-    python -m spotlib.oracle.retention --profile tiny-paper-oracle [--errors FILE] [-n 2000]
+    python -m spotlib.oracle.retention --profile tiny [--errors FILE] [-n 2000]
 """
 from __future__ import annotations
 
