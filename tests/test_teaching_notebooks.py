@@ -92,7 +92,7 @@ def test_notebooks_04_and_05_run_in_any_order_after_setup(sampled_profile, tmp_p
     for notebook in ("04_train_spot", "05_eval_forgetting"):
         source = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())
         section = report[report.index(f"## {notebook}"):]
-        for name in lessons.read(NOTEBOOKS / f"{notebook}.ipynb", set(tests_figure_names())):
+        for name in lessons.read(NOTEBOOKS / f"{notebook}.ipynb", set(_report_figure_names())):
             if name.kind == "figure":
                 assert f"![{name.value}]" in section, (notebook, name.value)
                 assert f'alt="{name.value}"' in html, (notebook, name.value)
@@ -103,7 +103,7 @@ def test_notebooks_04_and_05_run_in_any_order_after_setup(sampled_profile, tmp_p
     assert "λ⁺ ranged from" in report and "held-out KL" in report  # the lesson's printed lines
 
 
-def tests_figure_names():
+def _report_figure_names():
     from spotlib.report import figures
 
     return figures.figure_names()
