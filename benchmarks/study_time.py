@@ -24,6 +24,7 @@ import yaml
 
 from spotlib import precision, reproduce
 from spotlib.config import REPO_ROOT, load_profile, resolve_profile_path
+from spotlib.world import shipped
 
 # stage -> (count in its manifest, unit of work)
 WORK = {"01_sample": ("samples", "samples"), "02_rectify": ("errors", "errors rectified"),
@@ -53,13 +54,24 @@ def read_json(path: Path) -> dict:
         return {}
 
 
-def rows_for(out: Path, timings: dict[str, float]) -> list[tuple[str, float, float | None, str]]:
-    """(row, seconds, work, unit) per stage, pre-training split out of 01."""
+def installed_from_shipped(out: Path, world_cfg) -> bool:
+    """Whether the run's base model is the repository's shipped copy (its manifest, byte for byte):
+    then the manifest's wall time is the pre-training that made the copy, not part of this run."""
+    source, _ = shipped.shipped_for(world_cfg)
+    model = out / "base_model" / "manifest.json"
+    return source is not None and model.is_file() and model.read_bytes() == (source / "manifest.json").read_bytes()
+
+
+def rows_for(out: Path, timings: dict[str, float], shipped_base: bool = False) -> list[tuple[str, float, float | None, str]]:
+    """(row, seconds, work, unit) per stage, pre-training split out of 01 (none when the base model
+    was the shipped copy: its row then says so, at 0 s, and 01 keeps the few seconds of the copy)."""
     rows = []
     base = read_json(out / "base_model" / "manifest.json").get("stats", {})
     for stage, seconds in timings.items():
         counts = read_json(out / stage / "manifest.json").get("counts", {})
-        if stage == "01_sample" and base:
+        if stage == "01_sample" and shipped_base:
+            rows.append(("base model: shipped copy", 0.0, None, "-"))
+        elif stage == "01_sample" and base:
             pre = base.get("total_wall_s", 0.0) + base.get("eval_wall_s", 0.0)
             rows.append(("pre-training (in 01)", pre, base.get("tokens"), "tokens"))
             seconds = max(0.0, seconds - pre)
@@ -119,7 +131,8 @@ def main(argv=None) -> int:
     timings = read_json(out / "reproduce_timings.json")
     # The ISA the pre-training process really used (this process started on the CPU's own).
     kernels = read_json(out / "base_model" / "manifest.json").get("machine", {}).get("kernels")
-    print("\n" + table(rows_for(out, timings), load_profile(str(profile_path)), kernels))
+    profile = load_profile(str(profile_path))
+    print("\n" + table(rows_for(out, timings, installed_from_shipped(out, profile.world)), profile, kernels))
     return 0
 
 

@@ -38,3 +38,25 @@ def test_the_fresh_profile_writes_elsewhere_and_takes_the_seeds_asked_for(tmp_pa
     assert profile.seeds == [3, 4] and profile.world.cpu_kernels == "avx2"
     assert profile.output_dir == str(tmp_path / "run")
     assert load_profile(str(study_time.fresh_profile("test", tmp_path / "all"))).seeds == load_profile("test").seeds
+
+
+def test_a_shipped_base_model_is_no_pretraining_of_this_run(tmp_path):
+    """With the repository's shipped copy installed, the base model's manifest records the pre-training
+    that made the copy; the table gives this run no pre-training and 01 its whole time."""
+    from spotlib.config import load_profile
+    from spotlib.world import shipped
+
+    world = load_profile("tiny").world
+    source, problem = shipped.shipped_for(world)
+    assert source is not None, problem
+    (tmp_path / "base_model").mkdir()
+    (tmp_path / "base_model" / "manifest.json").write_bytes((source / "manifest.json").read_bytes())
+    _manifest(tmp_path / "01_sample", counts={"samples": 4000})
+    assert study_time.installed_from_shipped(tmp_path, world)
+    rows = study_time.rows_for(tmp_path, {"01_sample": 70.0}, shipped_base=True)
+    assert rows == [("base model: shipped copy", 0.0, None, "-"), ("01_sample", 70.0, 4000, "samples")]
+
+    pretrained = json.loads((source / "manifest.json").read_text())
+    pretrained["stats"]["total_wall_s"] += 1.0   # a base model pre-trained by this run: another manifest
+    (tmp_path / "base_model" / "manifest.json").write_text(json.dumps(pretrained))
+    assert not study_time.installed_from_shipped(tmp_path, world)
