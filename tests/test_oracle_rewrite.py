@@ -115,3 +115,23 @@ def test_an_unfiltered_run_reads_the_gamma_one_pairs(tmp_path):
     assert run.name == "spot_bco@unfiltered" and run.info.pairs
     assert [e["chosen"] for e in load_examples(tmp_path, run)] == ["good unfiltered"]
     assert [e["chosen"] for e in load_examples(tmp_path, parse_run("spot_bco"))] == ["good filtered"]
+
+
+def test_the_retention_command_takes_other_oracle_rates(tmp_path, capsys):
+    """`--set oracle.KEY=VALUE` runs the profile's Oracle with another rate; other keys and a wrong
+    value are refused with the key named."""
+    import json
+
+    from spotlib.oracle.retention import main
+
+    slips = ["--profile", "test", "--errors", str(tmp_path / "none.jsonl"), "-n", "120"]   # no file: synthetic slips
+    main([*slips, "--set", "oracle.restart_rate=1.0", "--set", "oracle.reword_rate=0"])
+    restarts = json.loads(capsys.readouterr().out)
+    main([*slips, "--set", "oracle.restart_rate=0", "--set", "oracle.reword_rate=0"])
+    minimal = json.loads(capsys.readouterr().out)
+    assert restarts["within"]["0.5"] < minimal["within"]["0.5"]
+    assert all(k.startswith("restart/") for k in restarts["did"]) and not any(k.startswith("restart/") for k in minimal["did"])
+    with pytest.raises(SystemExit):
+        main(["--profile", "test", "--set", "train.lr=1"])
+    with pytest.raises(Exception, match="restart_rate"):
+        main([*slips, "--set", "oracle.restart_rate=2"])

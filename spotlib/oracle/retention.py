@@ -5,7 +5,7 @@ R ≤ 0.7. `retention` runs the profile's programmatic Oracle on wrong answers a
 them (stage 01's errors, or corpus-style slips of the tiny world before a base model exists) and
 reports its success rate, the share of successes holding a wrong step, and both retention points.
 
-    python -m spotlib.oracle.retention --profile tiny [--errors FILE] [-n 2000]
+    python -m spotlib.oracle.retention --profile tiny [--errors FILE] [-n 2000] [--set oracle.restart_rate=0.6 ...]
 """
 from __future__ import annotations
 
@@ -42,6 +42,20 @@ def retention(profile, errors: list[dict], tokenizer) -> dict:
             "median_change_ratio": proximity.summary(ratios)["median"] if ratios else None, "did": did}
 
 
+def oracle_overrides(pairs: list[str], parser) -> dict:
+    """`oracle.KEY=VALUE` strings as profile overrides (values read as YAML scalars); other keys are refused:
+    the retention points depend on the Oracle's settings and the errors, nothing else of the profile."""
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("oracle."):
+            parser.error(f"--set {pair!r}: expected oracle.KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def main(argv=None) -> None:
     """python -m spotlib.oracle.retention --profile P [--errors FILE] [-n N]: the Oracle's retention points."""
     import argparse
@@ -54,8 +68,10 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--errors", help="stage 01's errors.jsonl (default: the profile's, else synthetic slips)")
     parser.add_argument("-n", type=int, default=2000, help="synthetic errors when there are no stage-01 errors")
+    parser.add_argument("--set", action="append", default=[], metavar="oracle.KEY=VALUE",
+                        help="another value of one of the Oracle's settings (repeatable), e.g. oracle.restart_rate=0.6")
     args = parser.parse_args(argv)
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile, overrides=oracle_overrides(args.set, parser))
     path = args.errors or profile.out / "01_sample" / "errors.jsonl"
     from pathlib import Path
     if Path(path).is_file():
