@@ -55,7 +55,8 @@ def test_the_lessons_are_tagged_and_their_maths_renders_offline():
 def test_the_lesson_says_what_its_figure_shows_and_sft_weight_one_way():
     cells = {c["id"]: "".join(c["source"]) for c in json.loads((NOTEBOOKS / "04_train_spot.ipynb").read_text())["cells"]}
     reading = cells["tether-c"]
-    assert "does **not** rise" in reading and "relative" in reading
+    # both cases the tiny world shows, by how far y+ lies from the student: r+ below 0 yet above δ, and r+ climbing
+    assert "falls below 0" in reading and "rises far above 0" in reading and "relative" in reading
     assert "in the direction the pair asks for" not in reading
     assert "wrecking" in cells["tether-f"]
     exercise = cells["tether-h"]
