@@ -58,12 +58,24 @@ def select(stages: list[Stage], wanted: list[str] | None) -> list[Stage]:
     return [s for s in stages if s.name in chosen]
 
 
+def world_student_origin(profile) -> str:
+    """Where a world profile's base model comes from: the repository's shipped copy when one matches the
+    world hash and is intact (`spotlib.world.shipped`), else pre-training on first use."""
+    if profile.model.name_or_path != "world":
+        return ""
+    from spotlib.world.shipped import shipped_for
+
+    source, _ = shipped_for(profile.world)
+    if source is not None:
+        return f"  (the world's base model: the shipped copy {source.relative_to(REPO_ROOT)}/, no pre-training)"
+    return "  (the world's base model, pre-trained here on first use)"
+
+
 def plan(profile, stages: list[Stage]) -> str:
     lines = [
         f"profile      {profile.name}  ({profile.source})",
         f"outputs      {profile.out}",
-        f"student      {profile.model.name_or_path}"
-        + ("  (the tiny world's base model, pre-trained here)" if profile.model.name_or_path == "world" else ""),
+        f"student      {profile.model.name_or_path}" + world_student_origin(profile),
         f"problems     {profile.sample.dataset}"
         + (f" [{profile.sample.dataset_config}/{profile.sample.dataset_split}]" if profile.sample.dataset != "world" else "")
         + f", {profile.sample.num_problems} problems x {profile.sample.n} sample(s)",

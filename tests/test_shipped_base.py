@@ -202,3 +202,12 @@ def test_cpu_vendor_reads_the_model_names_precision_records():
     assert cpu_vendor("AMD EPYC") == "AMD"
     assert cpu_vendor("Intel(R) Xeon(R) Platinum 8488C") == "Intel"
     assert cpu_vendor("") == ""
+
+
+def test_the_run_plan_says_where_the_base_model_comes_from():
+    """`make reproduce` prints its plan first: the tiny profile names its shipped copy, a world with none
+    (the test profile) says it pre-trains."""
+    from spotlib.reproduce import plan
+
+    assert "the shipped copy assets/tiny-base/, no pre-training" in plan(load_profile("tiny"), [])
+    assert "pre-trained here on first use" in plan(load_profile("test"), [])
