@@ -137,6 +137,7 @@ class OracleConfig:
     reword_rate: float = 0.0
     fail_rate: float = 0.0
     wrong_step_rate: float = 0.0
+    restart_first_rate: float = 0.0  # of the restarts, the share that begin at the first step
 
 
 @dataclass

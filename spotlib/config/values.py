@@ -67,7 +67,7 @@ def _get(profile: Profile, dotted: str) -> Any:
     return node
 
 
-ORACLE_BEHAVIOUR_KEYS = ("restart_rate", "reword_rate", "fail_rate", "wrong_step_rate")
+ORACLE_BEHAVIOUR_KEYS = ("restart_rate", "reword_rate", "fail_rate", "wrong_step_rate", "restart_first_rate")
 
 # What `train.report_to` may name (spotlib.train.tracking): one of these, a list of them, or none.
 TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow")

@@ -57,7 +57,10 @@ class ProgrammaticOracle(Oracle):
     def settings(self) -> dict:
         if self.behaviour.minimal:   # the minimal-edit Oracle's fingerprint (and cached replies) as before
             return {"kind": self.kind, "seed": self.seed}
-        return {"kind": self.kind, "seed": self.seed, "behaviour": dataclasses.asdict(self.behaviour)}
+        behaviour = dataclasses.asdict(self.behaviour)
+        if not behaviour["restart_first"]:   # unset: the fingerprint (and cached replies) of profiles before it
+            del behaviour["restart_first"]
+        return {"kind": self.kind, "seed": self.seed, "behaviour": behaviour}
 
     def fix(self, problem: dict, student_answer: str) -> OracleResult:
         from spotlib.world.edit import minimal_fix

@@ -6,8 +6,10 @@ about a third stay within a change ratio of 0.5, and three fifths within 0.7. St
 the minimal edit, this module draws for each rectification what such an Oracle does besides
 (`OracleBehaviour`, each a share of rectifications):
 
-- `restart`: it starts again from an earlier step (any step up to the first wrong one) and
-  writes every step from there in its own wording, after a remark that it does so;
+- `restart`: it starts again from an earlier step and writes every step from there in its own
+  wording, after a remark that it does so; a share `restart_first` of restarts begin at the first
+  step (the whole solution written anew), the others at a step drawn uniformly up to the first
+  wrong one;
 - `reword`: it keeps the student's layout but re-words correct steps in its own words
   ("37 plus 48 makes 85" for "37 + 48 = 85"), each with probability one half (at least one);
 - `fail`: its fix slips again (a result off by ten, carried to the end): the final answer
@@ -41,11 +43,13 @@ _BOX = re.compile(r"\\boxed\{([^{}]*)\}")
 
 @dataclass(frozen=True)
 class OracleBehaviour:
-    """Shares of rectifications (each in [0, 1]; restart + reword ≤ 1, fail + wrong_step ≤ 1)."""
+    """Shares of rectifications (each in [0, 1]; restart + reword ≤ 1, fail + wrong_step ≤ 1);
+    `restart_first`: the share of restarts that begin at the first step."""
     restart: float = 0.0
     reword: float = 0.0
     fail: float = 0.0
     wrong_step: float = 0.0
+    restart_first: float = 0.0
 
     @property
     def minimal(self) -> bool:
@@ -53,7 +57,8 @@ class OracleBehaviour:
 
     @classmethod
     def from_config(cls, oracle_cfg) -> "OracleBehaviour":
-        return cls(oracle_cfg.restart_rate, oracle_cfg.reword_rate, oracle_cfg.fail_rate, oracle_cfg.wrong_step_rate)
+        return cls(oracle_cfg.restart_rate, oracle_cfg.reword_rate, oracle_cfg.fail_rate, oracle_cfg.wrong_step_rate,
+                   oracle_cfg.restart_first_rate)
 
 
 def _worded(a: int, op: str, b: int, c: int) -> str:
@@ -120,7 +125,9 @@ def beyond_minimal(record: dict, fixed: str, first_wrong: int, rng: random.Rando
         return fixed, info
     text, u = fixed, rng.random()
     if u < behaviour.restart:
-        k = rng.randrange(min(first_wrong, len(steps) - 1) + 1)
+        # the extra draw only where the share is set: a profile without it keeps its texts
+        from_first = behaviour.restart_first > 0 and rng.random() < behaviour.restart_first
+        k = 0 if from_first else rng.randrange(min(first_wrong, len(steps) - 1) + 1)
         reasons = [rng.random() < REASON_SHARE for _ in chain_steps(record)]
         text = restart_from(record, fixed, k, rng.randrange(len(RESTART_REMARKS)), reasons)
         info.update(rewrite="restart", from_step=k)
