@@ -181,7 +181,7 @@ def test_pages_written_from_a_test_profile_run_equal_its_files(tmp_path, one_thr
     """The test profile's stages 01-06, its sweep and report into a temporary folder; `make docs` on them
     fills every region whose source the run made with that source's text and copies the figures."""
     from spotlib.config import load_profile
-    from spotlib.report import build_report
+    from spotlib.report.build import build_report
     from spotlib.stages import evaluate, rectify, rl_init, sample, sweep, train_methods
     from spotlib.stages import filter as filter_stage
 
